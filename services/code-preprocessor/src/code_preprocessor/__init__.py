@@ -1,0 +1,1 @@
+"""code-preprocessor: structure-aware parsing and chunking of code and documents."""

@@ -1,0 +1,1 @@
+"""The sparkstack CLI and the launcher for embedded infrastructure."""

@@ -1,0 +1,42 @@
+"""Shared fixtures. The embedded servers are real (no mocks); see sparkstack.infra."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sparkstack.infra import EmbeddedInfra
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m "not infra"` then deselects everything that needs the servers, without each test
+    # having to repeat the marker.
+    for item in items:
+        if "infra" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.infra)
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
+    """PostgreSQL + pgvector, Valkey and NATS JetStream for the whole session.
+
+    Tests may stop or restart a server (ports stay the same) but must leave it running.
+    """
+    # fsync off: throwaway data, and it keeps initdb fast.
+    with EmbeddedInfra(tmp_path_factory.mktemp("infra"), postgres_fsync=False) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(infra: EmbeddedInfra) -> str:
+    return infra.postgres_dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url(infra: EmbeddedInfra) -> str:
+    return infra.redis_url
+
+
+@pytest.fixture(scope="session")
+def nats_url(infra: EmbeddedInfra) -> str:
+    return infra.nats_url

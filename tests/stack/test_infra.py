@@ -1,0 +1,191 @@
+"""The embedded servers are the real thing: pgvector, Redis commands, JetStream, persistence."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+import redis.asyncio as aioredis
+from nats.js.api import StorageType
+from sparkstack.infra import EmbeddedInfra, InfraError, ValkeyServer
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_pgvector_cosine_distance_orders_rows(postgres_dsn: str) -> None:
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await conn.execute("CREATE TEMP TABLE items (name text, embedding vector(3))")
+        await conn.executemany(
+            "INSERT INTO items VALUES ($1, $2::vector)",
+            [
+                ("opposite", "[-1,0,0]"),
+                ("same", "[2,0,0]"),
+                ("orthogonal", "[0,1,0]"),
+                ("close", "[1,0.1,0]"),
+            ],
+        )
+        rows = await conn.fetch(
+            "SELECT name, embedding <=> '[1,0,0]'::vector AS distance FROM items ORDER BY distance"
+        )
+    finally:
+        await conn.close()
+
+    assert [r["name"] for r in rows] == ["same", "close", "orthogonal", "opposite"]
+    assert [round(r["distance"], 3) for r in rows] == [0.0, 0.005, 1.0, 2.0]
+
+
+async def test_valkey_speaks_redis(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    key = _unique("key")
+    try:
+        assert await client.set(key, "value")
+        assert await client.get(key) == b"value"
+
+        await client.lpush(f"{key}:list", "a", "b", "c")
+        assert await client.lrange(f"{key}:list", 0, -1) == [b"c", b"b", b"a"]
+
+        assert await client.expire(key, 100)
+        assert 0 < await client.ttl(key) <= 100
+        assert await client.ttl(f"{key}:list") == -1
+
+        assert (await client.info("server"))["server_name"] == "valkey"
+    finally:
+        await client.aclose()
+
+
+async def test_jetstream_publish_and_pull(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    stream = _unique("jobs")
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        for i in range(3):
+            ack = await js.publish(f"{stream}.new", f"job-{i}".encode())
+            assert ack.stream == stream and ack.seq == i + 1
+
+        sub = await js.pull_subscribe(f"{stream}.>", durable="worker", stream=stream)
+        msgs = await sub.fetch(3, timeout=5)
+        assert [m.data for m in msgs] == [b"job-0", b"job-1", b"job-2"]
+        for msg in msgs:
+            await msg.ack_sync()
+
+        info = await js.consumer_info(stream, "worker")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_postgres_data_survives_restart(infra: EmbeddedInfra) -> None:
+    table = _unique("kept")
+    conn = await asyncpg.connect(infra.postgres_dsn)
+    await conn.execute(f"CREATE TABLE {table} (v text)")
+    await conn.execute(f"INSERT INTO {table} VALUES ('before restart')")
+    await conn.close()
+    old_pid, port = infra.postgres.pid, infra.postgres.port
+
+    infra.postgres.restart()
+
+    assert infra.postgres.pid != old_pid and infra.postgres.port == port
+    assert old_pid is not None and _group_gone(old_pid)
+    conn = await asyncpg.connect(infra.postgres_dsn)
+    try:
+        assert await conn.fetchval(f"SELECT v FROM {table}") == "before restart"
+    finally:
+        await conn.close()
+
+
+async def test_jetstream_messages_survive_nats_restart(infra: EmbeddedInfra) -> None:
+    stream = _unique("queued")
+    nc = await nats.connect(infra.nats_url)
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[stream], storage=StorageType.FILE)
+    await js.publish(stream, b"queued before restart")
+    await nc.close()
+
+    infra.nats.restart()
+
+    nc = await nats.connect(infra.nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(stream, durable="worker", stream=stream)
+        (msg,) = await sub.fetch(1, timeout=5)
+        assert msg.data == b"queued before restart"
+        await msg.ack_sync()
+        await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+async def test_valkey_data_survives_restart(infra: EmbeddedInfra) -> None:
+    key = _unique("kept")
+    client = aioredis.from_url(infra.redis_url)
+    await client.set(key, "before restart")
+    await client.aclose()
+
+    infra.valkey.restart()
+
+    client = aioredis.from_url(infra.redis_url)
+    try:
+        assert await client.get(key) == b"before restart"
+    finally:
+        await client.aclose()
+
+
+def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+    with EmbeddedInfra(tmp_path) as stack:
+        pids = {server.name: server.pid for server in stack.servers}
+        ports = {server.name: server.port for server in stack.servers}
+        assert all(server.running for server in stack.servers)
+
+    for name, pid in pids.items():
+        assert pid is not None and _group_gone(pid), f"{name} (pid {pid}) still alive"
+    assert not any(server.running for server in stack.servers)
+    stack.stop()  # idempotent
+
+    stack.start()
+    try:
+        assert {server.name: server.port for server in stack.servers} == ports
+    finally:
+        stack.stop()
+
+
+class _BrokenValkey(ValkeyServer):
+    def _command(self) -> list[str]:
+        return [*super()._command(), "--no-such-directive", "x"]
+
+
+def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
+    server = _BrokenValkey(tmp_path / "valkey")
+    with pytest.raises(InfraError, match="no-such-directive"):
+        server.start()
+    assert not server.running
+    server.stop()
+
+
+def test_fixed_port_in_use_is_a_clear_error(infra: EmbeddedInfra, tmp_path: Path) -> None:
+    clash = ValkeyServer(tmp_path / "valkey", port=infra.valkey.port)
+    with pytest.raises(InfraError, match="already in use"):
+        clash.start()
+
+
+def test_second_launcher_on_same_data_dir_is_refused(infra: EmbeddedInfra) -> None:
+    twin = ValkeyServer(infra.valkey.data_dir)
+    with pytest.raises(InfraError, match="already running"):
+        twin.start()
