@@ -59,12 +59,16 @@ class Chunker:
         self.language = language
         self.scopes = scopes or {}
         self.out: list[Chunk] = []
+        # lines waiting to open the next chunk: the header of a class or the decorators of a
+        # function about to be split go with the first piece of its body (first, last, tokens)
+        self._carry: tuple[int, int, int, str] | None = None
 
     # -- entry points -------------------------------------------------------------------
     def chunk_tree(self, root: Node, symbols: Sequence[Symbol] = ()) -> list[Chunk]:
         if self.rows == 0:
             return []
         self._emit(self._tiles(root.children, 0, self.rows - 1), "")
+        self._flush_carry()
         self._label(symbols)
         return self.out
 
@@ -73,6 +77,7 @@ class Chunker:
         if self.rows == 0:
             return []
         self._split_lines(first, self.rows - 1 if last is None else last, scope)
+        self._flush_carry()
         return self.out
 
     # -- tiling -------------------------------------------------------------------------
@@ -109,21 +114,24 @@ class Chunker:
         n = len(tiles)
         i = 0
         offsets = self.offsets
+        budget = self.budget
         while i < n:
-            s = tiles[i][0]
             j = i
             total = 0
+            next_big = False
             while j < n:
                 e = tiles[j][1]
-                if offsets[e + 1] - offsets[tiles[j][0]] > _SURELY_OVER * self.budget:
-                    break  # no need to count it: code averages under 4 bytes per token
+                if offsets[e + 1] - offsets[tiles[j][0]] > _SURELY_OVER * budget:
+                    next_big = True  # no need to count: code averages under 4 bytes a token
+                    break
                 t = self._tokens(tiles[j][0], e)
-                if total + t > self.budget:
+                if total + t > budget:
+                    next_big = t > budget
                     break
                 total += t
                 j += 1
                 # jump ahead over tiles whose bytes cannot exceed the remaining budget
-                room = self.budget - total
+                room = budget - total
                 k = j
                 while k < n and offsets[tiles[k][1] + 1] - offsets[tiles[j][0]] <= room // 2:
                     k += 1
@@ -134,7 +142,20 @@ class Chunker:
                 self._split_big(tiles[i][0], tiles[i][1], tiles[i][2], scope)
                 i += 1
                 continue
-            self._add(s, tiles[j - 1][1], total, scope)
+            if next_big and total <= budget // 4:
+                # a class header or decorators before a body that gets split: they open the
+                # body's first chunk rather than stand alone
+                first = tiles[i][0]
+                carry = self._carry
+                outer = scope
+                if carry is not None and carry[1] + 1 == first and carry[2] + total <= budget:
+                    # decorators, then the header
+                    first, total, outer = carry[0], total + carry[2], carry[3]
+                    self._carry = None
+                self._flush_carry()
+                self._carry = (first, tiles[j - 1][1], total, outer)
+            else:
+                self._add(tiles[i][0], tiles[j - 1][1], total, scope)
             i = j
 
     def _split_big(self, first: int, last: int, nodes: list[Node], scope: str) -> None:
@@ -184,6 +205,7 @@ class Chunker:
             line = line[cut:]
 
     def _piece(self, raw: bytes, row: int, scope: str) -> None:
+        self._flush_carry()
         self.out.append(
             Chunk(
                 text=raw.decode("utf-8", "replace"),
@@ -196,7 +218,21 @@ class Chunker:
             )
         )
 
+    def _flush_carry(self) -> None:
+        if self._carry is not None:
+            first, last, tokens, scope = self._carry
+            self._carry = None
+            self._add(first, last, tokens, scope)
+
     def _add(self, first: int, last: int, tokens: int, scope: str) -> None:
+        if self._carry is not None:
+            c_first, c_last, c_tokens, c_scope = self._carry
+            if c_last + 1 == first and c_tokens + tokens <= self.budget:
+                self._carry = None
+                # the chunk now opens in the carried lines' scope, the outer one
+                first, tokens, scope = c_first, tokens + c_tokens, c_scope
+            else:
+                self._flush_carry()
         raw = self.data[self.offsets[first] : self.offsets[last + 1]]
         self.out.append(
             Chunk(

@@ -39,8 +39,11 @@ class CodeParser:
             self._compiled[language] = c
         return c
 
-    def parse(self, result: FileResult, data: bytes, language: str) -> FileResult:
-        """Fill ``result`` from UTF-8 ``data`` (already validated and decoded-safe)."""
+    def parse(
+        self, result: FileResult, data: bytes, language: str, budget: int | None = None
+    ) -> FileResult:
+        """Fill ``result`` from valid UTF-8 ``data``; ``budget`` overrides the default."""
+        budget = budget or self.budget
         c = self._get(language)
         tree = c.parser.parse(data)
         if tree.root_node.has_error:
@@ -50,13 +53,11 @@ class CodeParser:
         result.language = language
         result.symbols = ex.symbols
         result.relations = ex.relations
-        result.chunks = Chunker(data, self.budget, language, ex.scopes).chunk_tree(
+        result.chunks = Chunker(data, budget, language, ex.scopes).chunk_tree(
             tree.root_node, ex.symbols
         )
         lines = result.chunks[-1].end_line if result.chunks else 0
-        result.overview = overview(
-            result.path, language, ex.imports, ex.symbols, self.budget, lines
-        )
+        result.overview = overview(result.path, language, ex.imports, ex.symbols, budget, lines)
         return result
 
 

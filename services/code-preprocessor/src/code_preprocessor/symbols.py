@@ -19,6 +19,7 @@ from .model import Relation, Symbol
 _FUNCTION_KINDS = frozenset({"function", "method"})
 _WS = re.compile(rb"\s+")
 _COMMENT_MARK = re.compile(r"^\s*(?:/\*+|\*+/|\*|//+!?|#+|--|;+)?\s?", re.MULTILINE)
+_COMMENT_END = re.compile(r"\s*\*+/\s*$", re.MULTILINE)  # ``/* one line */``
 _MAX_SIGNATURE = 300
 _MAX_DOC = 600
 _MAX_TARGET = 200
@@ -52,12 +53,20 @@ class Extraction:
 
 def extract(tree: Tree, data: bytes, spec: LanguageSpec, query: Query, module: str) -> Extraction:
     defs: dict[tuple[int, int], Definition] = {}
-    calls: list[Node] = []
+    calls: list[tuple[int, int, int]] = []  # (start byte, end byte, row) of each callee
     imports: list[Node] = []
     for _, caps in QueryCursor(query).matches(tree.root_node):
         found = caps.get("call")
         if found is not None:
-            calls.extend(found)
+            # Several @call nodes in one match name one callee that spans them all (Java's
+            # ``obj.method(...)`` has no node that covers just ``obj.method``).
+            first = found[0]
+            end = first.end_byte
+            for n in found:
+                if n.start_byte < first.start_byte:
+                    first = n
+                end = max(end, n.end_byte)
+            calls.append((first.start_byte, end, first.start_point[0]))
             continue
         found = caps.get("import")
         if found is not None:
@@ -103,7 +112,7 @@ def extract(tree: Tree, data: bytes, spec: LanguageSpec, query: Query, module: s
             import_targets.append(target)
             relations.append(Relation("imports", module, target, node.start_point[0] + 1))
 
-    relations.extend(_call_relations(calls, ordered, module))
+    relations.extend(_call_relations(calls, ordered, module, data))
     return Extraction(symbols, relations, scopes, import_targets)
 
 
@@ -126,7 +135,9 @@ def _collect_definition(
     if node is None or not name_nodes:
         return
     key = (node.start_byte, node.end_byte)
-    if key in defs:  # two patterns matched the same node: the first wins
+    known = defs.get(key)
+    if known is not None:  # several matches of the same node: the first names it, bases add up
+        _add_bases(known, caps)
         return
     d = Definition(
         node=node,
@@ -140,10 +151,16 @@ def _collect_definition(
     receiver = caps.get("receiver")
     if receiver:
         d.receiver = _text(receiver[0]).lstrip("*&").split("[", 1)[0].strip()
+    _add_bases(d, caps)
+    defs[key] = d
+
+
+def _add_bases(d: Definition, caps: dict[str, list[Node]]) -> None:
+    # A base matched twice (as @extends by one pattern, @implements by another) counts once.
     for rel in ("extends", "implements"):
         for base in caps.get(rel, ()):
-            d.bases.append((rel, base))
-    defs[key] = d
+            if all(b.start_byte != base.start_byte for _, b in d.bases):
+                d.bases.append((rel, base))
 
 
 def _nest(ordered: list[Definition], spec: LanguageSpec) -> None:
@@ -166,7 +183,9 @@ def _nest(ordered: list[Definition], spec: LanguageSpec) -> None:
             or d.receiver
         ):
             d.kind = "method"
-        method_sep = spec.method_separator if d.kind == "method" and not d.static else None
+        method_sep = None
+        if d.kind == "method":  # Ruby: Class#instance_method, Class.singleton_method
+            method_sep = spec.static_separator if d.static else spec.method_separator
         if parent is not None:
             outer = parent.qualname
             if prefix:
@@ -181,24 +200,25 @@ def _nest(ordered: list[Definition], spec: LanguageSpec) -> None:
         stack.append(d)
 
 
-def _call_relations(calls: list[Node], ordered: list[Definition], module: str) -> list[Relation]:
+def _call_relations(
+    calls: list[tuple[int, int, int]], ordered: list[Definition], module: str, data: bytes
+) -> list[Relation]:
     starts = [d.start for d in ordered]
     seen: set[tuple[int, bytes]] = set()
     out: list[Relation] = []
-    for node in calls:
-        pos = node.start_byte
+    for pos, end, row in calls:
         i = bisect_right(starts, pos) - 1
         d = ordered[i] if i >= 0 else None
         while d is not None and d.end <= pos:
             d = d.parent
-        raw = node.text or b""
+        raw = data[pos:end]
         key = (-1 if d is None else d.start, raw)  # decode only the first of each pair
         if key in seen:
             continue
         seen.add(key)
         source = d.qualname if d is not None else module
         target = raw[: 4 * _MAX_TARGET].decode("utf-8", "replace")[:_MAX_TARGET]
-        out.append(Relation("calls", source, target, node.start_point[0] + 1))
+        out.append(Relation("calls", source, target, row + 1))
     return out
 
 
@@ -226,6 +246,11 @@ def _signature(node: Node, data: bytes, spec: LanguageSpec) -> str:
         if body is not None:
             end = body.start_byte
             break
+    if end < 0 and spec.body_types:  # grammars whose bodies are no field (Kotlin)
+        for child in node.named_children:
+            if child.type in spec.body_types:
+                end = child.start_byte
+                break
     if end < 0:
         end = data.find(b"\n", node.start_byte, node.end_byte)
         if end < 0:
@@ -256,12 +281,27 @@ def _doc(node: Node, spec: LanguageSpec) -> str:
         parts: list[str] = []
         row = node.start_point[0]
         prev = node.prev_sibling
+        while True:
+            # keywords and attributes between the comments and the definition
+            while prev is not None and (
+                (not prev.is_named and prev.type not in spec.comment_types)
+                or prev.type in spec.doc_skip
+            ):
+                row = prev.start_point[0]
+                prev = prev.prev_sibling
+            if prev is not None or node.parent is None:
+                break
+            # nothing before it but those: the comments precede the node that wraps it
+            # (``export class``, Go's ``type`` declaration)
+            node = node.parent
+            row = node.start_point[0]
+            prev = node.prev_sibling
         while prev is not None and prev.type in spec.comment_types and prev.end_point[0] >= row - 1:
             parts.append(_text(prev))
             row = prev.start_point[0]
             prev = prev.prev_sibling
         if not parts:
             return ""
-        text = _COMMENT_MARK.sub("", "\n".join(reversed(parts)))
+        text = _COMMENT_END.sub("", _COMMENT_MARK.sub("", "\n".join(reversed(parts))))
         return " ".join(text.split())[:_MAX_DOC]
     return ""

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from .base import LanguageSpec
-from .python import PYTHON
+import importlib
+from pathlib import Path
 
-LANGUAGES: tuple[LanguageSpec, ...] = (PYTHON,)
+from .base import LanguageSpec
+
+# One module per language, each exporting SPEC.
+_MODULES = (
+    "python",
+    "javascript",
+    "typescript",
+    "go",
+    "rust",
+    "java",
+    "kotlin",
+    "c",
+    "cpp",
+    "csharp",
+    "ruby",
+    "php",
+    "bash",
+)
+# TODO(lead): drop the existence filter once every module has landed.
+LANGUAGES: tuple[LanguageSpec, ...] = tuple(
+    importlib.import_module(f"{__name__}.{m}").SPEC
+    for m in _MODULES
+    if (Path(__file__).parent / f"{m}.py").exists()
+)
 
 BY_EXTENSION: dict[str, LanguageSpec] = {ext: spec for spec in LANGUAGES for ext in spec.extensions}
 BY_NAME: dict[str, LanguageSpec] = {spec.name: spec for spec in LANGUAGES}

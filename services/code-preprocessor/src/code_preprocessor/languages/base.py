@@ -10,8 +10,10 @@ Capture names:
   ``@scope``              a container that names its contents but is no symbol (Rust ``impl``)
   ``@name``               the definition's or scope's name, in the same pattern
   ``@receiver``           a Go method's receiver type: the method's parent
-  ``@extends`` / ``@implements``   base types written in the definition, in the same pattern
-  ``@call``               the callee of a call expression, as written
+  ``@extends`` / ``@implements``   base types written in the definition, in the same pattern;
+                          several matches of one definition node add up their bases
+  ``@call``               the callee of a call expression, as written; several @call nodes in
+                          one match (Java's object and method name) span one callee
   ``@import``             what an import statement names
 """
 
@@ -33,12 +35,18 @@ class LanguageSpec:
     separator: str = "."
     # Ruby names instance methods Class#method; None uses ``separator``.
     method_separator: str | None = None
+    # what joins a ``@definition.method.static`` (Ruby ``Class.singleton``); None uses ``separator``
+    static_separator: str | None = None
     # Python's __qualname__ puts "<locals>" after a function that contains a definition.
     locals_marker: bool = False
     doc_style: DocStyle = "comment"
     comment_types: frozenset[str] = frozenset({"comment"})
+    # nodes passed over between a definition and its comments (Rust's ``#[derive]``)
+    doc_skip: frozenset[str] = frozenset()
     # node types whose field "body" holds the definition's body (signature ends there)
     body_fields: tuple[str, ...] = ("body",)
+    # child node types that are a body where the grammar has no such field (Kotlin)
+    body_types: frozenset[str] = frozenset()
     # characters stripped from import targets (string quotes, angle brackets)
     import_strip: str = "\"'<>` "
     # nodes captured as @extends/@implements that list several bases: their named children

@@ -15,7 +15,7 @@ QUERY = r"""
 (import_from_statement module_name: (_) @import)
 """
 
-PYTHON = LanguageSpec(
+SPEC = LanguageSpec(
     name="python",
     extensions=(".py", ".pyi", ".pyw"),
     grammar=tree_sitter_python.language,

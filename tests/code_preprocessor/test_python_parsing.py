@@ -1,0 +1,156 @@
+"""Python parsing: qualified names exactly as __qualname__, relations, docs, chunks."""
+
+from __future__ import annotations
+
+import ast
+import sysconfig
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from code_preprocessor.code import CodeParser
+from code_preprocessor.model import FileResult
+from sparkstack_common.tokens import count_tokens
+
+SAMPLE = Path(__file__).parent / "samples" / "inventory.py"
+
+
+def ast_qualnames(source: bytes) -> Counter[str]:
+    """__qualname__ of every class and function, as CPython builds them."""
+    names: Counter[str] = Counter()
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                q = prefix + child.name
+                names[q] += 1
+                walk(child, q + ("." if isinstance(child, ast.ClassDef) else ".<locals>."))
+            else:
+                walk(child, prefix)
+
+    walk(ast.parse(source), "")
+    return names
+
+
+def parse(source: bytes, path: str = "pkg/inventory.py", budget: int = 1500) -> FileResult:
+    return CodeParser(budget=budget).parse(FileResult(path=path), source, "python")
+
+
+def assert_chunks_tile(result: FileResult, source: bytes, budget: int) -> None:
+    assert "".join(c.text for c in result.chunks) == source.decode()
+    assert result.chunks[0].start_line == 1
+    for a, b in zip(result.chunks, result.chunks[1:], strict=False):
+        assert b.start_line == a.end_line + 1
+    for c in result.chunks:
+        assert c.tokens == count_tokens(c.text)
+        assert c.tokens <= budget
+
+
+def test_qualnames_match_python_exactly() -> None:
+    source = SAMPLE.read_bytes()
+    r = parse(source)
+    assert Counter(s.qualname for s in r.symbols) == ast_qualnames(source)
+    kinds = {s.qualname: s.kind for s in r.symbols}
+    assert kinds["Warehouse"] == "class"
+    assert kinds["Warehouse.Reservation.describe"] == "method"
+    assert kinds["Warehouse.reserve.<locals>.audit"] == "function"
+    assert kinds["reorder_rule.<locals>.Report"] == "class"
+    assert kinds["reorder_rule.<locals>.Report.render"] == "method"
+    assert kinds["sync_remote"] == "function"
+
+
+def test_symbol_details() -> None:
+    r = parse(SAMPLE.read_bytes())
+    by = {s.qualname: s for s in r.symbols}
+    restock = by["Item.restock"]
+    assert restock.parent == "Item"
+    assert restock.signature == "def restock(self, amount: int) -> None"
+    assert restock.doc == "Add ``amount`` units."
+    assert (restock.start_line, restock.end_line) == (24, 28)
+    assert by["Warehouse.reserve.<locals>.audit"].parent == "Warehouse.reserve"
+    assert by["InventoryError"].doc == "Raised when a reservation cannot be honoured."
+    assert by["sync_remote"].signature.startswith("async def sync_remote(")
+
+
+def test_relations() -> None:
+    r = parse(SAMPLE.read_bytes())
+    rel = {(x.kind, x.source, x.target) for x in r.relations}
+    module = "pkg/inventory.py"
+    for target in ("logging", "collections", "dataclasses", ".events"):
+        assert ("imports", module, target) in rel
+    assert ("extends", "InventoryError", "Exception") in rel
+    assert ("extends", "Warehouse", "EventBus") in rel
+    assert not any(k == "extends" and t.startswith("metaclass") for k, _, t in rel)
+    assert ("contains", module, "Warehouse") in rel
+    assert ("contains", "Warehouse", "Warehouse.Reservation") in rel
+    assert ("calls", "Warehouse.reserve", "self.items.get") in rel
+    assert ("calls", "Warehouse.reserve", "publish") in rel
+    assert ("calls", "Warehouse.reserve.<locals>.audit", "log.info") in rel
+    assert ("calls", module, "logging.getLogger") in rel
+    # one edge per caller and callee, however often it is called
+    calls = [(x.source, x.target) for x in r.relations if x.kind == "calls"]
+    assert len(calls) == len(set(calls))
+
+
+def test_chunks_carry_code_and_tile_the_file() -> None:
+    source = SAMPLE.read_bytes()
+    r = parse(source)
+    assert_chunks_tile(r, source, 1500)
+    body = "        item.quantity -= amount\n"
+    assert any(body in c.text for c in r.chunks), "the code itself reaches the chunks"
+    assert r.overview is not None and r.overview.kind == "overview"
+    assert "Warehouse.reserve" in r.overview.text and "Imports: " in r.overview.text
+
+
+def test_small_budget_splits_at_syntax_boundaries() -> None:
+    source = SAMPLE.read_bytes()
+    r = parse(source, budget=80)
+    assert_chunks_tile(r, source, 80)
+    reserve = [c for c in r.chunks if "Warehouse.reserve" in c.symbols]
+    assert len(reserve) == 1
+    # the method is over the budget: it is split inside itself, its header opening a chunk
+    assert reserve[0].scope == "Warehouse.reserve"
+    assert reserve[0].text.lstrip("\n").startswith("    def reserve(")
+    assert any(c.scope == "Warehouse.reserve" and "audit(" in c.text for c in r.chunks[1:])
+    # a small method stays whole in a chunk labelled with its class
+    describe = next(c for c in r.chunks if "Warehouse.Reservation.describe" in c.symbols)
+    assert describe.scope == "Warehouse"
+    assert 'return f"{self.amount} x {self.sku}"' in describe.text
+    # no chunk starts in the middle of a statement line of the sample
+    lines = source.decode().splitlines()
+    for c in r.chunks:
+        prev = lines[c.start_line - 2] if c.start_line > 1 else ""
+        assert not prev.rstrip().endswith((",", "(", "\\")), c.start_line
+
+
+def test_oversized_function_is_split_and_a_giant_line_is_cut() -> None:
+    body = "".join(f"    total += compute_value_{i}(argument_{i}, other_{i})\n" for i in range(200))
+    source = ("def huge():\n    total = 0\n" + body + "    return total\n").encode()
+    r = parse(source, budget=200)
+    assert_chunks_tile(r, source, 200)
+    assert len(r.chunks) > 5 and all(c.scope == "huge" for c in r.chunks[1:])
+    giant = ("x = [" + ", ".join(str(i) for i in range(3000)) + "]\n").encode()
+    r = parse(giant, budget=100)
+    assert "".join(c.text for c in r.chunks) == giant.decode()
+    assert all(c.partial_line and c.tokens <= 100 for c in r.chunks)
+
+
+def test_syntax_errors_still_chunk_and_are_flagged() -> None:
+    source = b"def ok():\n    return 1\n\ndef broken(:\n    pass\n\nclass After:\n    pass\n"
+    r = parse(source)
+    assert "syntax-error" in r.flags
+    assert "".join(c.text for c in r.chunks) == source.decode()
+    assert {"ok", "After"} <= {s.qualname for s in r.symbols}
+
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+@pytest.mark.parametrize("package", ["json", "email", "asyncio", "unittest", "concurrent"])
+def test_qualnames_agree_with_ast_on_stdlib_packages(package: str) -> None:
+    parser = CodeParser()
+    for path in sorted((STDLIB / package).rglob("*.py")):
+        source = path.read_bytes()
+        r = parser.parse(FileResult(path=str(path)), source, "python")
+        assert Counter(s.qualname for s in r.symbols) == ast_qualnames(source), path
+        assert "".join(c.text for c in r.chunks) == source.decode("utf-8", "replace")
