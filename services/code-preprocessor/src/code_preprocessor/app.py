@@ -42,6 +42,10 @@ def upload_path(upload: UploadFile, override: str | None = None) -> str:
     return (override or upload.filename or "unnamed").replace("\\", "/").lstrip("/")
 
 
+def pool_of(request: Request) -> ParserPool:
+    return request.app.state.pool
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -61,9 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="code-preprocessor", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
-
-    def pool_of(request: Request) -> ParserPool:
-        return request.app.state.pool
 
     async def pool_ready(request: Request) -> tuple[bool, str]:
         ok = await request.app.state.pool.healthy()

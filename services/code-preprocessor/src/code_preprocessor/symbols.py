@@ -120,6 +120,7 @@ def _collect_definition(
     caps: dict[str, list[Node]], defs: dict[tuple[int, int], Definition]
 ) -> None:
     node: Node | None = None
+    extent: Node | None = None
     kind = ""
     scope_only = False
     static = False
@@ -130,7 +131,9 @@ def _collect_definition(
             if kind.endswith(".static"):
                 kind, static = kind[: -len(".static")], True
         elif key == "scope":
-            node, kind, scope_only = nodes[0], "scope", True
+            extent = nodes[0]
+    if node is None and extent is not None:
+        node, kind, scope_only = extent, "scope", True
     name_nodes = caps.get("name")
     if node is None or not name_nodes:
         return
@@ -139,10 +142,12 @@ def _collect_definition(
     if known is not None:  # several matches of the same node: the first names it, bases add up
         _add_bases(known, caps)
         return
+    # with a definition, @scope is the extent its name qualifies (PHP's ``namespace A;``)
+    span = extent or node
     d = Definition(
         node=node,
-        start=node.start_byte,
-        end=node.end_byte,
+        start=span.start_byte,
+        end=span.end_byte,
         kind=kind,
         name=_text(name_nodes[0]),
         scope_only=scope_only,

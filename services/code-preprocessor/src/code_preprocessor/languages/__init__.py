@@ -12,6 +12,7 @@ _MODULES = (
     "python",
     "javascript",
     "typescript",
+    "tsx",
     "go",
     "rust",
     "java",

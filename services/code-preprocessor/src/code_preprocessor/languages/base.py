@@ -7,7 +7,9 @@ Capture names:
   ``@definition.<kind>``  a symbol's node (kind: module, class, struct, interface, enum, trait,
                           function, method); a function nested directly in a type becomes a
                           method by itself
-  ``@scope``              a container that names its contents but is no symbol (Rust ``impl``)
+  ``@scope``              a container that names its contents but is no symbol (Rust ``impl``);
+                          in a pattern with a ``@definition``, the extent that definition's
+                          name qualifies (the file after PHP's ``namespace A;``)
   ``@name``               the definition's or scope's name, in the same pattern
   ``@receiver``           a Go method's receiver type: the method's parent
   ``@extends`` / ``@implements``   base types written in the definition, in the same pattern;

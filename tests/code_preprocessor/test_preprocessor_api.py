@@ -1,0 +1,185 @@
+"""The code-preprocessor over real HTTP: /parse, /parse/batch, /ingest and the service routes.
+
+rag-server is stood in for by a recorder of what it receives until the rag-server issue lands;
+the ingest contract it checks (paths, headers, body) is the one rag-server implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from code_preprocessor.app import create_app
+from code_preprocessor.settings import Settings
+from fastapi import FastAPI, Request
+from support import free_port, serve_asgi
+
+PY = b"import os\n\nclass Store(Base):\n    def get(self, key):\n        return os.environ[key]\n"
+GO = b'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hi")\n}\n'
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.app = FastAPI()
+
+        @self.app.get("/health")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @self.app.post("/documents/texts")
+        async def texts(request: Request) -> dict[str, Any]:
+            body = await request.json()
+            self.calls.append({"workspace": request.headers.get("LIGHTRAG-WORKSPACE"), **body})
+            return {"status": "success", "track_id": f"track-{len(self.calls)}"}
+
+
+@pytest.fixture(scope="module")
+def rag() -> Iterator[tuple[Recorder, str]]:
+    recorder = Recorder()
+    with serve_asgi(recorder.app) as url:
+        yield recorder, url
+
+
+@pytest.fixture(scope="module")
+def service(rag: tuple[Recorder, str]) -> Iterator[str]:
+    settings = Settings(workers=2, max_file_bytes=4096, rag_server_url=rag[1], ingest_batch_size=3)
+    with serve_asgi(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(service: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service, timeout=60) as c:
+        yield c
+
+
+def test_parse_one_file(client: httpx.Client) -> None:
+    r = client.post("/parse", files={"file": ("src/store.py", PY)})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["path"] == "src/store.py" and body["language"] == "python"
+    assert [s["qualname"] for s in body["symbols"]] == ["Store", "Store.get"]
+    assert "".join(c["text"] for c in body["chunks"]) == PY.decode()
+    assert body["overview"]["kind"] == "overview"
+
+
+def test_parse_errors(client: httpx.Client) -> None:
+    r = client.post("/parse", files={"file": ("photo.jpg", b"\xff\xd8")})
+    assert r.status_code == 400 and "unsupported" in r.json()["detail"]
+    r = client.post("/parse", files={"file": ("big.py", b"x = 1\n" * 1000)})
+    assert r.status_code == 413 and "4096" in r.json()["detail"]
+    r = client.post("/parse", files={"file": ("bad.pdf", b"%PDF-1.4 broken")})
+    assert r.status_code == 422 and "unreadable PDF" in r.json()["detail"]
+    r = client.post("/parse", files={"file": ("blob.py", b"\x00\x01")})
+    assert r.status_code == 200 and r.json()["status"] == "skipped"
+    assert r.json()["reason"] == "binary: contains NUL bytes"
+    r = client.post("/parse", files={"file": ("empty.py", b"")})
+    assert r.json()["status"] == "skipped" and r.json()["reason"] == "empty"
+    r = client.post("/parse", files={"file": ("x.py", PY)}, data={"path": "other/name.py"})
+    assert r.json()["path"] == "other/name.py"
+
+
+def test_batch_parses_good_files_and_reports_bad_ones(client: httpx.Client) -> None:
+    files = [
+        ("files", ("a/store.py", PY)),
+        ("files", ("b/notes.md", b"# Notes\n\nSome text.\n")),
+        ("files", ("c/blob.py", b"\x00")),
+        ("files", ("d/huge.py", b"#" * 5000)),
+        ("files", ("e/image.gif", b"GIF89a")),
+        ("files", ("f/latin.py", b"s = '\xe9'\n")),
+        ("files", ("g/broken.py", b"def f(:\n")),
+        ("files", ("h/bad.pdf", b"%PDF nope")),
+        ("files", ("i/empty.rs", b"")),
+    ]
+    r = client.post("/parse/batch", files=files)
+    assert r.status_code == 200
+    by = {f["path"]: f for f in r.json()["files"]}
+    assert by["a/store.py"]["status"] == "ok" and by["b/notes.md"]["status"] == "ok"
+    assert by["c/blob.py"]["reason"] == "binary: contains NUL bytes"
+    assert by["d/huge.py"]["status"] == "skipped" and "too large" in by["d/huge.py"]["reason"]
+    assert by["e/image.gif"]["reason"] == "unsupported: .gif"
+    assert "decode-replaced" in by["f/latin.py"]["flags"]
+    assert "syntax-error" in by["g/broken.py"]["flags"] and by["g/broken.py"]["chunks"]
+    assert by["h/bad.pdf"]["status"] == "error"
+    assert by["i/empty.rs"]["reason"] == "empty"
+    summary = r.json()["summary"]
+    assert summary["files"] == 9 and summary["ok"] == 4
+
+
+def test_ingest_forwards_labelled_chunks_in_batches(
+    client: httpx.Client, rag: tuple[Recorder, str]
+) -> None:
+    recorder, _ = rag
+    recorder.calls.clear()
+    files = [
+        ("files", ("src/store.py", PY)),
+        ("files", ("cmd/main.go", GO)),
+        ("files", ("README.md", b"# Store\n\nA key value store.\n")),
+        ("files", ("bin/tool.exe", b"MZ\x00")),
+    ]
+    r = client.post("/ingest", files=files, headers={"X-Workspace": "proj-a"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["workspace"] == "proj-a"
+    by = {f["path"]: f for f in body["files"]}
+    assert by["bin/tool.exe"]["status"] == "skipped" and by["bin/tool.exe"]["sent"] == 0
+    sent = [
+        d
+        for call in recorder.calls
+        for d in zip(call["ids"], call["texts"], call["file_sources"], strict=True)
+    ]
+    assert all(call["workspace"] == "proj-a" for call in recorder.calls)
+    assert all(len(call["texts"]) <= 3 for call in recorder.calls)  # ingest_batch_size
+    assert sum(f["sent"] for f in body["files"]) == len(sent)
+    ids = [d[0] for d in sent]
+    assert len(set(ids)) == len(ids)
+    assert set(by["src/store.py"]["doc_ids"]) <= set(ids)
+    texts = {d[2]: d[1] for d in sent}
+    code = texts["src/store.py#L1-L5"]
+    assert code.startswith("[src/store.py (python), lines 1-5]\n")
+    assert "return os.environ[key]" in code  # the code itself is indexed
+    assert "src/store.py#overview" in texts
+    # stable: the same content in the same workspace gets the same document ids
+    again = client.post("/ingest", files=files[:1], headers={"X-Workspace": "proj-a"}).json()
+    assert again["files"][0]["doc_ids"] == by["src/store.py"]["doc_ids"]
+    other = client.post("/ingest", files=files[:1], headers={"X-Workspace": "proj-b"}).json()
+    assert set(other["files"][0]["doc_ids"]).isdisjoint(by["src/store.py"]["doc_ids"])
+
+
+def test_ingest_default_and_invalid_workspace(
+    client: httpx.Client, rag: tuple[Recorder, str]
+) -> None:
+    recorder, _ = rag
+    recorder.calls.clear()
+    r = client.post("/ingest", files=[("files", ("a.py", PY))])
+    assert r.status_code == 200 and r.json()["workspace"] == "default"
+    assert recorder.calls[-1]["workspace"] == "default"
+    for bad in ("a b", "x" * 65, "../etc", "a.b", "na%C3%AFve"):
+        r = client.post("/ingest", files=[("files", ("a.py", PY))], headers={"X-Workspace": bad})
+        assert r.status_code == 400, bad
+        assert "invalid workspace" in r.json()["detail"]
+
+
+def test_ingest_with_rag_server_down_is_502_naming_it() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with serve_asgi(create_app(Settings(workers=0, rag_server_url=dead))) as url:
+        r = httpx.post(f"{url}/ingest", files=[("files", ("a.py", PY))], timeout=30)
+        assert r.status_code == 502
+        body = r.json()
+        assert "rag-server unreachable" in body["detail"] and dead in body["detail"]
+        assert body["files"][0]["sent"] == 0 and body["files"][0]["documents"] > 0
+        ready = httpx.get(f"{url}/ready").json()
+        assert ready["checks"]["parser"]["ok"] is True
+        assert "not reachable" in ready["checks"]["rag-server"]["detail"]
+
+
+def test_service_routes(client: httpx.Client) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["rag-server"]["ok"] is True
+    client.post("/parse", files={"file": ("m.py", PY)})
+    metrics = client.get("/metrics").text
+    assert 'preprocessor_files_total{language="python",status="ok"}' in metrics
