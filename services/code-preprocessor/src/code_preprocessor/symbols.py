@@ -75,7 +75,12 @@ def extract(tree: Tree, data: bytes, spec: LanguageSpec, query: Query, module: s
         _collect_definition(caps, defs)
 
     ordered = sorted(defs.values(), key=lambda d: (d.start, -d.end))
-    _nest(ordered, spec)
+    parents = None
+    if spec.indent_scoped and tree.root_node.has_error:
+        # error recovery can cut a class open and leave its methods at the top level; in an
+        # indentation-scoped language the lines themselves still say where each one belongs
+        parents = _indent_parents(ordered, data, _string_rows(tree, spec))
+    _nest(ordered, spec, parents)
 
     symbols: list[Symbol] = []
     relations: list[Relation] = []
@@ -168,13 +173,60 @@ def _add_bases(d: Definition, caps: dict[str, list[Node]]) -> None:
                 d.bases.append((rel, base))
 
 
-def _nest(ordered: list[Definition], spec: LanguageSpec) -> None:
+def _string_rows(tree: Tree, spec: LanguageSpec) -> set[int]:
+    """Rows inside multi-line strings, whose indentation says nothing about scopes."""
+    rows: set[int] = set()
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        first, last = node.start_point[0], node.end_point[0]
+        if first == last:
+            continue
+        if node.type in spec.string_types:
+            rows.update(range(first + 1, last + 1))
+        else:
+            stack.extend(node.children)
+    return rows
+
+
+def _indent_parents(
+    ordered: list[Definition], data: bytes, skip: set[int]
+) -> dict[int, Definition | None]:
+    lines = data.split(b"\n")
+    at_row = {d.node.start_point[0]: d for d in ordered}
+    parents: dict[int, Definition | None] = {}
+    for d in ordered:
+        row, col = d.node.start_point
+        parent = None
+        r = row - 1
+        while r >= 0 and col > 0:
+            text = lines[r]
+            body = text.lstrip(b" \t")
+            indent = len(text) - len(body)
+            if body and not body.startswith(b"#") and indent < col and r not in skip:
+                if r in at_row and at_row[r].node.start_point[1] == indent:
+                    parent = at_row[r]
+                    break
+                col = indent  # an if/for/with block: keep looking for what encloses it
+            r -= 1
+        parents[id(d)] = parent
+    return parents
+
+
+def _nest(
+    ordered: list[Definition],
+    spec: LanguageSpec,
+    parents: dict[int, Definition | None] | None = None,
+) -> None:
     sep = spec.separator
     stack: list[Definition] = []
     for d in ordered:
-        while stack and stack[-1].end <= d.start:
-            stack.pop()
-        parent = stack[-1] if stack else None
+        if parents is not None:
+            parent = parents[id(d)]
+        else:
+            while stack and stack[-1].end <= d.start:
+                stack.pop()
+            parent = stack[-1] if stack else None
         d.parent = parent
         name = d.name
         prefix: str | None = None

@@ -42,6 +42,9 @@ class LanguageSpec:
     # Python's __qualname__ puts "<locals>" after a function that contains a definition.
     locals_marker: bool = False
     doc_style: DocStyle = "comment"
+    # scopes follow indentation (Python): used to re-nest definitions when the tree has errors
+    indent_scoped: bool = False
+    string_types: frozenset[str] = frozenset({"string"})
     comment_types: frozenset[str] = frozenset({"comment"})
     # nodes passed over between a definition and its comments (Rust's ``#[derive]``)
     doc_skip: frozenset[str] = frozenset()

@@ -1,4 +1,9 @@
-"""C: functions, structs, unions and enums (typedef'd ones under their typedef name)."""
+"""C: functions, structs, unions and enums.
+
+Only definitions are symbols (a prototype is not: it would repeat the function's name). C has
+no qualified names; a struct declared inside another is written ``outer::inner`` as C++ reads
+it, since headers are shared with C++.
+"""
 
 import tree_sitter_c
 
@@ -13,19 +18,10 @@ FUNCTION_NAME = """[
       declarator: (function_declarator declarator: (_) @name)))
   ]"""
 
-# ``typedef struct tag {...} name;`` is named by its typedef; the pattern starts at the
-# type_definition, so its match comes first and wins over the plain struct pattern below.
-# An anonymous ``typedef struct {...} name;`` has only the typedef, whose node it takes.
+# A struct, union or enum with a body is named by its tag (``typedef struct rec {...} rec_t;`` is
+# ``rec``, its typedef name is an alias); an anonymous one (``typedef struct {...} point;``) by
+# its typedef, whose node it then takes.
 TYPES = """
-(type_definition
-  type: (struct_specifier name: (_) body: (_)) @definition.struct
-  declarator: (type_identifier) @name)
-(type_definition
-  type: (union_specifier name: (_) body: (_)) @definition.struct
-  declarator: (type_identifier) @name)
-(type_definition
-  type: (enum_specifier name: (_) body: (_)) @definition.enum
-  declarator: (type_identifier) @name)
 (type_definition
   type: (struct_specifier !name body: (_))
   declarator: (type_identifier) @name) @definition.struct
@@ -35,6 +31,7 @@ TYPES = """
 (type_definition
   type: (enum_specifier !name body: (_))
   declarator: (type_identifier) @name) @definition.enum
+(struct_specifier name: (_) @name body: (_)) @definition.struct
 (union_specifier name: (_) @name body: (_)) @definition.struct
 (enum_specifier name: (_) @name body: (_)) @definition.enum
 """
@@ -43,7 +40,6 @@ QUERY = (
     f"(function_definition declarator: {FUNCTION_NAME}) @definition.function\n"
     + TYPES
     + r"""
-(struct_specifier name: (_) @name body: (_)) @definition.struct
 (call_expression function: (_) @call)
 (preproc_include path: (_) @import)
 """

@@ -23,7 +23,7 @@ QUERY = (
     + r"""
 (namespace_definition name: (_) @name body: (_)) @definition.module
 (class_specifier name: (_) @name (base_class_clause)? @extends body: (_)) @definition.class
-(struct_specifier name: (_) @name (base_class_clause)? @extends body: (_)) @definition.struct
+(struct_specifier name: (_) @name (base_class_clause) @extends body: (_)) @definition.struct
 ; a pure virtual method (``virtual double area() const = 0;``) has no body but is the interface
 (field_declaration
   declarator: (function_declarator declarator: (_) @name)

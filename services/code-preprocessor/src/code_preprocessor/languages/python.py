@@ -21,6 +21,7 @@ SPEC = LanguageSpec(
     grammar=tree_sitter_python.language,
     query=QUERY,
     locals_marker=True,
+    indent_scoped=True,
     doc_style="python",
     base_lists=frozenset({"argument_list"}),
     base_skip=frozenset({"keyword_argument", "list_splat", "dictionary_splat", "comment"}),

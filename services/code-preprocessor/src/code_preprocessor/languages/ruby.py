@@ -27,7 +27,7 @@ QUERY = rf"""
 (singleton_method name: (_) @name) @definition.method.static
 (method name: (_) @name) @definition.function
 (call receiver: (_) @call method: (_) @call)
-(call !receiver method: (identifier) @call)
+(call !receiver method: (_) @call)
 (call !receiver
   method: (identifier) @_require
   arguments: (argument_list . (string) @import)
