@@ -120,7 +120,7 @@ def test_chunks_tile_the_file() -> None:
 
 
 def test_small_budget_splits_the_class() -> None:
-    source, r = _parse(60)
+    _, r = _parse(60)
     cls = next(s for s in r.symbols if s.qualname == "OrderService")
     inside = [c for c in r.chunks if cls.start_line <= c.start_line and c.end_line <= cls.end_line]
     assert len(inside) > 5

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from tree_sitter import Node, Query, QueryCursor, Tree
 
@@ -74,6 +76,7 @@ def extract(tree: Tree, data: bytes, spec: LanguageSpec, query: Query, module: s
             continue
         _collect_definition(caps, defs)
 
+    _share_extents(defs.values())
     ordered = sorted(defs.values(), key=lambda d: (d.start, -d.end))
     parents = None
     if spec.indent_scoped and tree.root_node.has_error:
@@ -147,7 +150,8 @@ def _collect_definition(
     if known is not None:  # several matches of the same node: the first names it, bases add up
         _add_bases(known, caps)
         return
-    # with a definition, @scope is the extent its name qualifies (PHP's ``namespace A;``)
+    # with a definition, @scope is the extent its name qualifies (PHP's ``namespace A;``);
+    # see _share_extents
     span = extent or node
     d = Definition(
         node=node,
@@ -211,6 +215,21 @@ def _indent_parents(
             r -= 1
         parents[id(d)] = parent
     return parents
+
+
+def _share_extents(defs: Iterable[Definition]) -> None:
+    """Definitions with one extent (PHP's ``namespace A; … namespace B; …``) take turns: each
+    runs from its own node to the next one's, the last to the end of the extent."""
+    shared: dict[tuple[int, int], list[Definition]] = {}
+    for d in defs:
+        if not d.scope_only and (d.start, d.end) != (d.node.start_byte, d.node.end_byte):
+            shared.setdefault((d.start, d.end), []).append(d)
+    for group in shared.values():
+        group.sort(key=lambda d: d.node.start_byte)
+        for d, after in pairwise(group):
+            d.end = after.node.start_byte
+        for d in group:
+            d.start = d.node.start_byte
 
 
 def _nest(
@@ -339,10 +358,15 @@ def _doc(node: Node, spec: LanguageSpec) -> str:
         row = node.start_point[0]
         prev = node.prev_sibling
         while True:
-            # keywords and attributes between the comments and the definition
+            # attributes, and keywords on its own line (``export``), between the comments
+            # and the definition; a ``{`` that ends the line above starts a body: no wrapper
             while prev is not None and (
-                (not prev.is_named and prev.type not in spec.comment_types)
-                or prev.type in spec.doc_skip
+                prev.type in spec.doc_skip
+                or (
+                    not prev.is_named
+                    and prev.type not in spec.comment_types
+                    and prev.end_point[0] >= row
+                )
             ):
                 row = prev.start_point[0]
                 prev = prev.prev_sibling

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.metadata
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
 import sysconfig
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -336,8 +339,12 @@ class PostgresServer(EmbeddedServer):
     def _version(self) -> tuple[int, Path]:
         version_file = self.pgdata / "PG_VERSION"
         if version_file.exists():
-            return postgres_bin_dir(int(version_file.read_text().strip()))
-        return postgres_bin_dir()
+            version, bin_dir = postgres_bin_dir(int(version_file.read_text().strip()))
+        else:
+            version, bin_dir = postgres_bin_dir()
+        if self._account() is not None and not _reachable(bin_dir / "postgres"):
+            bin_dir = _reachable_copy(version, bin_dir)
+        return version, bin_dir
 
     def _prepare(self) -> None:
         version, bin_dir = self._version()
@@ -438,6 +445,33 @@ def _grant_traverse(path: Path) -> None:
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def _reachable(binary: Path) -> bool:
+    return all(d.stat().st_mode & stat.S_IXOTH for d in binary.parents)
+
+
+def _reachable_copy(version: int, bin_dir: Path) -> Path:
+    """A copy of the bundled install where the unprivileged user can reach it.
+
+    The virtualenv may live under a directory only root can enter (``/root`` is 0700): then
+    the install tree (bin, lib, share) is copied once to the temp dir and reused.
+    """
+    root = bin_dir.parent
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"sparkstack-postgres-{version}-{digest}"
+    if not (target / bin_dir.name / "postgres").is_file():
+        staging = target.with_name(target.name + f".{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(root, staging, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        for directory, _, _ in os.walk(staging):
+            Path(directory).chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    _grant_traverse(target)
+    return target / bin_dir.name
 
 
 def _require_reachable(binary: Path) -> None:

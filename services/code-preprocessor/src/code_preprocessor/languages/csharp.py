@@ -6,9 +6,9 @@ A file-scoped ``namespace A.B;`` is a statement, not a block: it is a module sym
 
 C# does not say in a base list which base is a class: only the first can be, so the first base
 extends unless it follows the interface naming convention (``IDisposable``), and every other
-base implements. Struct bases implement (structs have no base class), interface bases extend. A ``record struct``
-is matched by the struct pattern first (which names its kind) and by the record patterns, whose
-bases add up.
+base implements. Struct bases implement (structs have no base class), interface bases extend.
+A ``record struct`` is matched by the struct pattern first (which names its kind) and by the
+record patterns, whose bases add up.
 """
 
 import tree_sitter_c_sharp

@@ -16,7 +16,8 @@ QUERY = r"""
 (type_spec
   name: (type_identifier) @name
   type: (interface_type
-    (type_elem . [(type_identifier) (qualified_type) (generic_type)] @extends .))) @definition.interface
+    (type_elem
+      . [(type_identifier) (qualified_type) (generic_type)] @extends .))) @definition.interface
 (method_elem name: (field_identifier) @name) @definition.method
 (function_declaration name: (identifier) @name) @definition.function
 (method_declaration

@@ -7,8 +7,8 @@ callables. That is ``separator="\\"`` with ``method_separator="::"``.
 
 The usual ``namespace App\Models;`` is a statement, not a block: it is a module symbol whose
 extent (``@scope``) is the whole program, so it qualifies everything in the file; a block
-namespace (``namespace App { ... }``) is a module symbol over its block. ``use SomeTrait;`` in a class
-body is an implements relation, like ``implements``.
+namespace (``namespace App { ... }``) is a module symbol over its block. ``use SomeTrait;`` in a
+class body is an implements relation, like ``implements``.
 """
 
 import tree_sitter_php
