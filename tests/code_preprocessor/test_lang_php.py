@@ -122,6 +122,30 @@ def test_php_block_namespaces() -> None:
     assert_chunks_tile(r, source, 1500)
 
 
+def test_php_namespace_statements_take_turns() -> None:
+    source = (
+        b"<?php\n"
+        b"use Lib\\Clock;\n"
+        b"namespace App\\Jobs;\n"
+        b"class Retry { function run() { Clock::now(); } }\n"
+        b"namespace App\\Mail;\n"
+        b"class Mailer {}\n"
+        b"function send() {}\n"
+    )
+    r, _ = parse(source)
+    assert [(s.kind, s.qualname, s.parent) for s in r.symbols] == [
+        ("module", "App\\Jobs", None),
+        ("class", "App\\Jobs\\Retry", "App\\Jobs"),
+        ("method", "App\\Jobs\\Retry::run", "App\\Jobs\\Retry"),
+        ("module", "App\\Mail", None),
+        ("class", "App\\Mail\\Mailer", "App\\Mail"),
+        ("function", "App\\Mail\\send", "App\\Mail"),
+    ]
+    rel = {(x.kind, x.source, x.target) for x in r.relations}
+    assert ("imports", PATH, "Lib\\Clock") in rel
+    assert ("calls", "App\\Jobs\\Retry::run", "Clock::now") in rel
+
+
 def test_php_chunks_tile_the_file() -> None:
     r, source = parse()
     assert_chunks_tile(r, source, 1500)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from .base import LanguageSpec
 
@@ -24,11 +23,8 @@ _MODULES = (
     "php",
     "bash",
 )
-# TODO(lead): drop the existence filter once every module has landed.
 LANGUAGES: tuple[LanguageSpec, ...] = tuple(
-    importlib.import_module(f"{__name__}.{m}").SPEC
-    for m in _MODULES
-    if (Path(__file__).parent / f"{m}.py").exists()
+    importlib.import_module(f"{__name__}.{m}").SPEC for m in _MODULES
 )
 
 BY_EXTENSION: dict[str, LanguageSpec] = {ext: spec for spec in LANGUAGES for ext in spec.extensions}

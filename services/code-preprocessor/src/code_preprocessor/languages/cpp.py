@@ -1,7 +1,9 @@
 """C++: namespaces, classes, structs, unions, enums, functions and methods.
 
 Qualified names join with ``::``. A method defined outside its class (``void Foo::bar() {}``)
-is named by its qualified declarator, which the engine splits into ``Foo`` and ``bar``.
+is named by its qualified declarator, which the engine splits into ``Foo`` and ``bar``; a
+template's arguments stay as written (``Box<T>::get``). Only definitions and pure virtual
+methods are symbols: a prototype would repeat the name of the definition it announces.
 """
 
 import tree_sitter_cpp

@@ -1,0 +1,1 @@
+"""rag-server: LightRAG behind a workspace-isolated HTTP API."""
