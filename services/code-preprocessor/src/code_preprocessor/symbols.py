@@ -55,20 +55,25 @@ class Extraction:
 
 def extract(tree: Tree, data: bytes, spec: LanguageSpec, query: Query, module: str) -> Extraction:
     defs: dict[tuple[int, int], Definition] = {}
-    calls: list[tuple[int, int, int]] = []  # (start byte, end byte, row) of each callee
+    # (start byte, end byte, node whose row is the line) of each callee: the row is read only
+    # for the calls that survive de-duplication, since reading it costs an object per call
+    calls: list[tuple[int, int, Node]] = []
     imports: list[Node] = []
     for _, caps in QueryCursor(query).matches(tree.root_node):
         found = caps.get("call")
         if found is not None:
+            first = found[0]
+            if len(found) == 1:
+                calls.append((first.start_byte, first.end_byte, first))
+                continue
             # Several @call nodes in one match name one callee that spans them all (Java's
             # ``obj.method(...)`` has no node that covers just ``obj.method``).
-            first = found[0]
             end = first.end_byte
             for n in found:
                 if n.start_byte < first.start_byte:
                     first = n
                 end = max(end, n.end_byte)
-            calls.append((first.start_byte, end, first.start_point[0]))
+            calls.append((first.start_byte, end, first))
             continue
         found = caps.get("import")
         if found is not None:
@@ -277,12 +282,12 @@ def _nest(
 
 
 def _call_relations(
-    calls: list[tuple[int, int, int]], ordered: list[Definition], module: str, data: bytes
+    calls: list[tuple[int, int, Node]], ordered: list[Definition], module: str, data: bytes
 ) -> list[Relation]:
     starts = [d.start for d in ordered]
     seen: set[tuple[int, bytes]] = set()
     out: list[Relation] = []
-    for pos, end, row in calls:
+    for pos, end, node in calls:
         i = bisect_right(starts, pos) - 1
         d = ordered[i] if i >= 0 else None
         while d is not None and d.end <= pos:
@@ -294,7 +299,7 @@ def _call_relations(
         seen.add(key)
         source = d.qualname if d is not None else module
         target = raw[: 4 * _MAX_TARGET].decode("utf-8", "replace")[:_MAX_TARGET]
-        out.append(Relation("calls", source, target, row + 1))
+        out.append(Relation("calls", source, target, node.start_point[0] + 1))
     return out
 
 
