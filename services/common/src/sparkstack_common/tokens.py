@@ -1,41 +1,66 @@
-"""One token counter for every service, so a budget means the same thing everywhere.
+"""One tokenizer for every service, so a budget means the same thing everywhere.
 
 Real BPE vocabularies (tiktoken's) are downloaded at run time, impossible offline and in Nix
-builds. This counter approximates a BPE tokenizer on code and prose: every run of ASCII word
-characters is a token, each underscore and each upper-case letter inside a run starts one more
-(BPE splits ``snake_case`` and ``camelCase`` there), every other visible byte is a token (each
-byte of a multi-byte character too, like BPE's byte fallback), and so is every newline.
+builds. This tokenizer approximates a BPE tokenizer on code and prose:
 
-It is built from C-speed ``bytes`` operations only (translate, count), because the chunker
-counts every byte it emits and must stay above 5 MB/s on one core. No token spans a newline,
-so a text cut at line boundaries counts exactly as the sum of its pieces.
+- a run of ASCII letters and digits is a token, and every upper-case letter and underscore
+  starts a new one (BPE splits ``camelCase`` and ``snake_case`` there);
+- every other visible byte is a token (each byte of a multi-byte character too, like BPE's
+  byte fallback), and so is every newline;
+- spaces and tabs belong to the token after them.
+
+``count_tokens_bytes`` counts with C-speed ``bytes`` operations only (translate, count), because
+the chunker counts every byte it emits and must stay above 5 MB/s on one core. ``encode`` yields
+exactly that many ids (except for text of nothing but blanks, one id), and ``decode`` inverts it.
+No token spans a newline, so text cut at line boundaries counts as the sum of its pieces.
 """
 
 from __future__ import annotations
 
-_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+import re
+
+_LOWER = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789")
+_UPPER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _SPACE = frozenset(b" \t\r\n\x0b\x0c")
-# word bytes -> b"a", everything else -> b" ": runs are then counted as b" a" transitions
-_RUNS = bytes(0x61 if b in _WORD else 0x20 for b in range(256))
+# letters/digits -> b"a", upper case and "_" -> b"U", everything else -> b" "
+_MARKS = bytes(0x61 if b in _LOWER else 0x55 if b in _UPPER else 0x20 for b in range(256))
 # deleting these leaves the bytes that are tokens by themselves (punctuation, non-ASCII)
-_NOT_SINGLE = bytes(b for b in range(256) if b in _WORD or b in _SPACE)
-_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NOT_SINGLE = bytes(b for b in range(256) if b in _LOWER or b in _UPPER or b in _SPACE)
+
+_PIECE = re.compile(
+    rb"[ \t\r\x0b\x0c]*(?:[A-Z_][a-z0-9]*|[a-z0-9]+|\n|[^\sA-Za-z0-9_])(?:[ \t\r\x0b\x0c]+\Z)?"
+    rb"|[ \t\r\x0b\x0c]+\Z"
+)
 
 
 def count_tokens_bytes(data: bytes) -> int:
     """Tokens in UTF-8 bytes."""
     if not data:
         return 0
-    marks = data.translate(_RUNS)
-    runs = marks.count(b" a") + (marks[0] == 0x61)
+    marks = data.translate(_MARKS)
+    words = marks.count(b" a") + (marks[0] == 0x61) + marks.count(b"U")
     singles = len(data.translate(None, _NOT_SINGLE))
-    splits = data.count(b"_") + len(data) - len(data.translate(None, _UPPER))
-    return runs + singles + splits + data.count(b"\n")
+    return words + singles + data.count(b"\n")
 
 
 def count_tokens(text: str) -> int:
     """Tokens in a text; equal to ``count_tokens_bytes(text.encode())``."""
     return count_tokens_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of ``text``. An id is its piece's bytes as a number, so ids need no
+    vocabulary and any slice of them decodes on its own."""
+    return [
+        int.from_bytes(b"\x01" + piece, "big")
+        for piece in _PIECE.findall(text.encode("utf-8", "surrogatepass"))
+    ]
+
+
+def decode(tokens: list[int]) -> str:
+    """The text of ``tokens``; a slice that cuts a character in two gets U+FFFD there."""
+    raw = b"".join(t.to_bytes((t.bit_length() + 7) // 8, "big")[1:] for t in tokens)
+    return raw.decode("utf-8", "replace")
 
 
 def cut_at_tokens(data: bytes, budget: int) -> int:

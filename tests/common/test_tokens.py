@@ -1,0 +1,50 @@
+"""The shared tokenizer: counting, encoding and decoding agree."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sparkstack_common.tokens import count_tokens, count_tokens_bytes, decode, encode
+
+SAMPLES = [
+    "def getHTTPResponse_code(self, x):\n    return x  # done\n",
+    "Ünïcödé text — with “quotes” and 漢字.\r\n\tindented\n",
+    "snake_case_name = CamelCaseName + ALL_CAPS_123\n",
+    "trailing spaces   ",
+    "\n\n\n",
+    "a",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_encode_decode_round_trip_and_count(text: str) -> None:
+    ids = encode(text)
+    assert decode(ids) == text
+    assert len(ids) == count_tokens(text)
+
+
+def test_random_texts_agree() -> None:
+    rng = random.Random(7)
+    alphabet = "abcXYZ019_ \t\n\r.,;:(){}[]<>=+-*/'\"#éß漢🙂"
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+        ids = encode(text)
+        assert decode(ids) == text
+        if text.strip(" \t\r\x0b\x0c"):
+            assert len(ids) == count_tokens(text), repr(text)
+
+
+def test_counts_are_additive_at_line_boundaries() -> None:
+    text = "".join(SAMPLES).encode()
+    lines = text.splitlines(keepends=True)
+    assert sum(count_tokens_bytes(line) for line in lines) == count_tokens_bytes(text)
+
+
+def test_token_boundaries_resemble_bpe() -> None:
+    assert count_tokens("hello world") == 2
+    assert count_tokens("getValue") == 2
+    assert count_tokens("snake_case") == 2
+    assert count_tokens("a.b(c)") == 6
+    assert count_tokens("é") == 2  # two UTF-8 bytes, like byte fallback
