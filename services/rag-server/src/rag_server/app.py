@@ -1,0 +1,454 @@
+"""The rag-server HTTP API: LightRAG's paths and shapes, one isolated workspace per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from lightrag import QueryParam
+from lightrag.base import DocStatus
+from lightrag.utils import compute_mdhash_id
+from sparkstack_common.service import add_standard_routes
+from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
+
+from .backends import ChatBackend, EmbeddingBackend, RerankBackend
+from .instances import (
+    InstanceFactory,
+    check_environment,
+    clear_query_cache,
+    export_storage_environment,
+    initialize_limits,
+)
+from .metrics import Metrics
+from .models import (
+    DeleteDocRequest,
+    DocumentsRequest,
+    InsertResponse,
+    InsertTextRequest,
+    InsertTextsRequest,
+    QueryRequest,
+    WorkspaceRequest,
+    jsonable,
+)
+from .registry import FileRegistry, PostgresRegistry, WorkspaceRegistry
+from .runtime import RagRuntime
+from .settings import Settings
+
+log = logging.getLogger("rag_server")
+
+
+def runtime_of(request: Request) -> RagRuntime:
+    return request.app.state.runtime
+
+
+def workspace_of(
+    request: Request,
+    lightrag_workspace: Annotated[str | None, Header(alias="LIGHTRAG-WORKSPACE")] = None,
+) -> str:
+    try:
+        return validate_workspace(
+            lightrag_workspace, default=request.app.state.settings.default_workspace
+        )
+    except InvalidWorkspace as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def check_api_key(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key and request.url.path != "/health":
+        if request.headers.get("authorization") != f"Bearer {key}":
+            raise HTTPException(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+
+
+Runtime = Annotated[RagRuntime, Depends(runtime_of)]
+Workspace = Annotated[str, Depends(workspace_of)]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_environment(settings)
+        export_storage_environment(settings)
+        initialize_limits(settings)
+        async with httpx.AsyncClient() as client:
+            llm = ChatBackend(
+                client,
+                settings.llm_base_url,
+                settings.llm_model,
+                settings.llm_api_key,
+                settings.llm_timeout_seconds,
+                settings.llm_think,
+            )
+            embed = EmbeddingBackend(
+                client,
+                settings.embed_base_url,
+                settings.embed_model,
+                settings.embed_dim,
+                settings.embed_api_key,
+                settings.embed_timeout_seconds,
+            )
+            rerank = (
+                RerankBackend(
+                    client, settings.rerank_base_url, settings.rerank_model, settings.rerank_api_key
+                )
+                if settings.rerank_base_url
+                else None
+            )
+            registry: WorkspaceRegistry = (
+                FileRegistry(settings.data_dir / "workspaces.json")
+                if settings.profile == "local"
+                else PostgresRegistry(settings.postgres_dsn or "")
+            )
+            await registry.start()
+            runtime = RagRuntime(
+                settings, InstanceFactory(settings, llm, embed, rerank), registry, metrics
+            )
+            app.state.runtime = runtime
+            app.state.backends = {
+                "llm": llm,
+                "embedding": embed,
+                **({"rerank": rerank} if rerank else {}),
+            }
+            try:
+                yield
+            finally:
+                await runtime.drain()
+                await registry.close()
+
+    app = FastAPI(
+        title="rag-server",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(check_api_key)],
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"detail": problems}, status_code=400)
+
+    def backend_check(name: str):
+        async def check(request: Request) -> tuple[bool, str]:
+            backend = request.app.state.backends.get(name)
+            return await backend.reachable()
+
+        return check
+
+    async def storage_check(request: Request) -> tuple[bool, str]:
+        names = await request.app.state.runtime.registry.names()
+        return True, f"{settings.profile} profile, {len(names)} workspace(s)"
+
+    checks = {
+        "storage": storage_check,
+        "llm": backend_check("llm"),
+        "embedding": backend_check("embedding"),
+    }
+    if settings.rerank_base_url:
+        checks["rerank"] = backend_check("rerank")
+    add_standard_routes(app, "rag-server", metrics.registry, checks)
+
+    # -- workspaces ---------------------------------------------------------------------
+    @app.get("/workspaces")
+    async def list_workspaces(runtime: Runtime) -> dict[str, Any]:
+        names = await runtime.registry.names()
+        return {
+            "workspaces": [{"name": n, "loaded": n in runtime.pool.workspaces()} for n in names]
+        }
+
+    @app.post("/workspaces", status_code=201)
+    async def create_workspace(body: WorkspaceRequest, runtime: Runtime) -> JSONResponse:
+        try:
+            name = validate_workspace(body.name)
+        except InvalidWorkspace as exc:
+            raise HTTPException(400, str(exc)) from exc
+        created = await runtime.registry.add(name)
+        async with runtime.pool.lease(name):  # builds its storages now: errors surface here
+            pass
+        runtime.observe_pool()
+        return JSONResponse({"name": name, "created": created}, status_code=201 if created else 200)
+
+    @app.delete("/workspaces/{name}")
+    async def delete_workspace(name: str, runtime: Runtime) -> dict[str, Any]:
+        try:
+            name = validate_workspace(name)
+        except InvalidWorkspace as exc:
+            raise HTTPException(400, str(exc)) from exc
+        if name not in await runtime.registry.names():
+            raise HTTPException(404, f"workspace {name!r} does not exist")
+        # the instance is built if it is not loaded, so its storages can drop their data
+        async with runtime.pool.lease(name):
+            pass
+        await runtime.pool.remove(name, runtime.factory.destroy)
+        await runtime.registry.remove(name)
+        runtime.observe_pool()
+        return {"status": "deleted", "name": name}
+
+    # -- documents ----------------------------------------------------------------------
+    async def enqueue(
+        runtime: RagRuntime,
+        workspace: str,
+        texts: list[str],
+        sources: list[str],
+        ids: list[str] | None,
+    ) -> InsertResponse:
+        if len(sources) != len(texts):
+            raise HTTPException(400, "file_sources must have one entry per text")
+        if ids is not None and (len(ids) != len(texts) or len(set(ids)) != len(ids)):
+            raise HTTPException(400, "ids must be unique and have one entry per text")
+        doc_ids = ids or [compute_mdhash_id(t, prefix="doc-") for t in texts]
+        track_id = f"insert_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        async with runtime.pool.lease(workspace) as rag:
+            new = await rag.doc_status.filter_keys(set(doc_ids))
+            if not new:
+                return InsertResponse(
+                    status="duplicated",
+                    message="every document is already indexed",
+                    track_id=track_id,
+                    ids=doc_ids,
+                )
+            keep = [i for i, d in enumerate(doc_ids) if d in new]
+            await rag.apipeline_enqueue_documents(
+                input=[texts[i] for i in keep],
+                ids=[doc_ids[i] for i in keep],
+                file_paths=[sources[i] for i in keep],
+                track_id=track_id,
+            )
+        runtime.metrics.documents.inc(len(keep))
+        runtime.process_in_background(workspace)
+        status = "success" if len(keep) == len(texts) else "partial_success"
+        message = f"{len(keep)} document(s) enqueued" + (
+            f", {len(texts) - len(keep)} already indexed" if len(keep) < len(texts) else ""
+        )
+        return InsertResponse(status=status, message=message, track_id=track_id, ids=doc_ids)
+
+    @app.post("/documents/text")
+    async def insert_text(
+        body: InsertTextRequest, runtime: Runtime, workspace: Workspace
+    ) -> InsertResponse:
+        source = body.file_source or "unknown_source"
+        return await enqueue(runtime, workspace, [body.text], [source], None)
+
+    @app.post("/documents/texts")
+    async def insert_texts(
+        body: InsertTextsRequest, runtime: Runtime, workspace: Workspace
+    ) -> InsertResponse:
+        sources = body.file_sources or [f"text_{i}" for i in range(len(body.texts))]
+        return await enqueue(runtime, workspace, body.texts, sources, body.ids)
+
+    @app.get("/documents/track_status/{track_id}")
+    async def track_status(track_id: str, runtime: Runtime, workspace: Workspace) -> dict[str, Any]:
+        async with runtime.pool.lease(workspace) as rag:
+            docs = await rag.aget_docs_by_track_id(track_id)
+        if not docs:
+            raise HTTPException(
+                404, f"no documents with track id {track_id!r} in workspace {workspace!r}"
+            )
+        documents = [doc_json(doc_id, status) for doc_id, status in docs.items()]
+        summary: dict[str, int] = {}
+        for d in documents:
+            summary[d["status"]] = summary.get(d["status"], 0) + 1
+        return {
+            "track_id": track_id,
+            "documents": documents,
+            "total_count": len(documents),
+            "status_summary": summary,
+        }
+
+    @app.post("/documents/paginated")
+    async def paginated(
+        body: DocumentsRequest, runtime: Runtime, workspace: Workspace
+    ) -> dict[str, Any]:
+        status = None
+        if body.status_filter:
+            try:
+                status = DocStatus(body.status_filter)
+            except ValueError as exc:
+                raise HTTPException(400, f"unknown status {body.status_filter!r}") from exc
+        async with runtime.pool.lease(workspace) as rag:
+            rows, total = await rag.doc_status.get_docs_paginated(
+                status_filter=status,
+                page=body.page,
+                page_size=body.page_size,
+                sort_field=body.sort_field,
+                sort_direction=body.sort_direction,
+            )
+            counts = await rag.doc_status.get_all_status_counts()
+        pages = (total + body.page_size - 1) // body.page_size
+        return {
+            "documents": [doc_json(doc_id, s) for doc_id, s in rows],
+            "pagination": {
+                "page": body.page,
+                "page_size": body.page_size,
+                "total_count": total,
+                "total_pages": pages,
+                "has_next": body.page < pages,
+                "has_prev": body.page > 1,
+            },
+            "status_counts": counts,
+        }
+
+    @app.delete("/documents/delete_document")
+    async def delete_document(
+        body: DeleteDocRequest,
+        runtime: Runtime,
+        workspace: Workspace,
+        wait: Annotated[bool, Query(description="answer when the deletion is done")] = False,
+    ) -> dict[str, Any]:
+        async def run() -> list[dict[str, Any]]:
+            results = []
+            async with runtime.pool.lease(workspace) as rag:
+                for doc_id in body.doc_ids:
+                    outcome = await rag.adelete_by_doc_id(
+                        doc_id, delete_llm_cache=body.delete_llm_cache
+                    )
+                    results.append(jsonable(outcome))
+                await clear_query_cache(rag)
+            return results
+
+        if wait:
+            results = await run()
+            missing = [r.get("doc_id") for r in results if r.get("status") == "not_found"]
+            return {
+                "status": "success",
+                "doc_id": ",".join(body.doc_ids),
+                "results": results,
+                "message": f"{len(results) - len(missing)} deleted"
+                + (f", not found: {missing}" if missing else ""),
+            }
+        task = __import__("asyncio").create_task(run())
+        runtime.tasks.add(task)
+        task.add_done_callback(runtime.tasks.discard)
+        return {
+            "status": "deletion_started",
+            "message": f"deleting {len(body.doc_ids)} document(s)",
+            "doc_id": ",".join(body.doc_ids),
+        }
+
+    @app.post("/documents/reprocess_failed")
+    async def reprocess_failed(runtime: Runtime, workspace: Workspace) -> dict[str, str]:
+        runtime.process_in_background(workspace)
+        return {
+            "status": "reprocessing_started",
+            "message": f"retrying failed documents of {workspace}",
+        }
+
+    # -- queries ------------------------------------------------------------------------
+    def param_of(body: QueryRequest, stream: bool) -> QueryParam:
+        return QueryParam(**body.param_fields(), stream=stream)
+
+    @app.post("/query")
+    async def query(body: QueryRequest, runtime: Runtime, workspace: Workspace) -> dict[str, Any]:
+        started = time.perf_counter()
+        async with runtime.pool.lease(workspace) as rag:
+            result = await rag.aquery_llm(body.query, param=param_of(body, False))
+        observe(runtime, "query", body.mode, started)
+        llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
+        out: dict[str, Any] = {
+            "response": llm.get("content") or (result if isinstance(result, str) else "")
+        }
+        if body.include_references:
+            out["references"] = (result.get("data") or {}).get("references", [])
+        return out
+
+    @app.post("/query/data")
+    async def query_data(
+        body: QueryRequest, runtime: Runtime, workspace: Workspace
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        async with runtime.pool.lease(workspace) as rag:
+            result = await rag.aquery_data(body.query, param=param_of(body, False))
+        observe(runtime, "query_data", body.mode, started)
+        return jsonable(result)
+
+    @app.post("/query/stream")
+    async def query_stream(
+        body: QueryRequest, request: Request, runtime: Runtime, workspace: Workspace
+    ) -> StreamingResponse:
+        lease = runtime.pool.lease(workspace)
+        rag = await lease.__aenter__()  # held until the stream ends, by the generator below
+
+        async def lines() -> AsyncIterator[str]:
+            started = time.perf_counter()
+            try:
+                result = await rag.aquery_llm(
+                    body.query, param=param_of(body, body.stream is not False)
+                )
+                llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
+                if body.include_references:
+                    refs = (result.get("data") or {}).get("references", [])
+                    yield json.dumps({"references": refs}) + "\n"
+                content = llm.get("response_iterator") if llm.get("is_streaming") else None
+                if content is not None:
+                    async for piece in content:
+                        if piece:
+                            yield json.dumps({"response": piece}) + "\n"
+                else:
+                    yield json.dumps({"response": llm.get("content") or ""}) + "\n"
+            except Exception as exc:  # the status line is gone: report inside the stream
+                log.exception("stream query failed")
+                yield json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n"
+            finally:
+                await lease.__aexit__(None, None, None)
+                observe(runtime, "query_stream", body.mode, started)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    # -- graph ------------------------------------------------------------------------
+    @app.get("/graph/label/list")
+    async def labels(runtime: Runtime, workspace: Workspace) -> list[str]:
+        async with runtime.pool.lease(workspace) as rag:
+            return await rag.get_graph_labels()
+
+    @app.get("/graphs")
+    async def graphs(
+        runtime: Runtime,
+        workspace: Workspace,
+        label: Annotated[str, Query(min_length=1)],
+        max_depth: Annotated[int, Query(ge=1)] = 3,
+        max_nodes: Annotated[int, Query(ge=1)] = 1000,
+    ) -> dict[str, Any]:
+        async with runtime.pool.lease(workspace) as rag:
+            graph = await rag.get_knowledge_graph(
+                node_label=label, max_depth=max_depth, max_nodes=max_nodes
+            )
+        return jsonable(graph.model_dump() if hasattr(graph, "model_dump") else graph)
+
+    return app
+
+
+def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> None:
+    runtime.metrics.queries.labels(endpoint, mode).inc()
+    runtime.metrics.query_seconds.labels(endpoint, mode).observe(time.perf_counter() - started)
+    runtime.observe_pool()
+
+
+def doc_json(doc_id: str, status: Any) -> dict[str, Any]:
+    d = jsonable(status)
+    return {
+        "id": doc_id,
+        "content_summary": d.get("content_summary"),
+        "content_length": d.get("content_length"),
+        "status": d.get("status"),
+        "created_at": d.get("created_at"),
+        "updated_at": d.get("updated_at"),
+        "track_id": d.get("track_id"),
+        "chunks_count": d.get("chunks_count"),
+        "error_msg": d.get("error_msg"),
+        "file_path": d.get("file_path"),
+        "metadata": d.get("metadata") or {},
+    }

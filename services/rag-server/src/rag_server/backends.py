@@ -1,0 +1,176 @@
+"""The LLM, embedding and rerank callables LightRAG gets, all over the OpenAI protocol.
+
+Ollama, vLLM and KServe all serve ``/v1/chat/completions``, ``/v1/embeddings`` and (vLLM)
+``/v1/rerank``, so any of them can be swapped in by URL. One ``httpx.AsyncClient`` serves
+every workspace's instance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend answered with an error or could not be reached."""
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _error(name: str, url: str, exc: Exception | httpx.Response) -> BackendError:
+    if isinstance(exc, httpx.Response):
+        return BackendError(f"{name} at {url} answered {exc.status_code}: {exc.text[:300]}")
+    return BackendError(f"{name} at {url} unreachable: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class ChatBackend:
+    client: httpx.AsyncClient
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 600.0
+    think: bool = False
+
+    async def __call__(
+        self,
+        prompt: str,
+        system_prompt: str | None = None,
+        history_messages: list[dict[str, Any]] | None = None,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> str | AsyncIterator[str]:
+        """LightRAG's ``llm_model_func`` contract: the completion text, or an async iterator
+        of text pieces when ``stream`` is true."""
+        messages: list[dict[str, Any]] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        messages.extend(history_messages or [])
+        messages.append({"role": "user", "content": prompt})
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": stream}
+        if not self.think:
+            # Ollama's OpenAI layer takes reasoning_effort "none"; "think" for its native API
+            body["reasoning_effort"] = "none"
+            body["think"] = False
+        if kwargs.get("keyword_extraction"):
+            body["response_format"] = {"type": "json_object"}
+        url = f"{self.base_url.rstrip('/')}/chat/completions"
+        if stream:
+            return self._stream(url, body)
+        try:
+            r = await self.client.post(
+                url, json=body, headers=_headers(self.api_key), timeout=self.timeout
+            )
+        except httpx.TransportError as exc:
+            raise _error("LLM", self.base_url, exc) from exc
+        if r.status_code >= 400:
+            raise _error("LLM", self.base_url, r)
+        return r.json()["choices"][0]["message"].get("content") or ""
+
+    async def _stream(self, url: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        try:
+            async with self.client.stream(
+                "POST", url, json=body, headers=_headers(self.api_key), timeout=self.timeout
+            ) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _error("LLM", self.base_url, r)
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    for choice in json.loads(data).get("choices", []):
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            yield piece
+        except httpx.TransportError as exc:
+            raise _error("LLM", self.base_url, exc) from exc
+
+    async def reachable(self) -> tuple[bool, str]:
+        return await _probe(self.client, self.base_url, self.api_key)
+
+
+@dataclass
+class EmbeddingBackend:
+    client: httpx.AsyncClient
+    base_url: str
+    model: str
+    dim: int
+    api_key: str | None = None
+    timeout: float = 120.0
+
+    async def __call__(self, texts: list[str], **_: Any) -> np.ndarray:
+        url = f"{self.base_url.rstrip('/')}/embeddings"
+        try:
+            r = await self.client.post(
+                url,
+                json={"model": self.model, "input": texts},
+                headers=_headers(self.api_key),
+                timeout=self.timeout,
+            )
+        except httpx.TransportError as exc:
+            raise _error("embedding backend", self.base_url, exc) from exc
+        if r.status_code >= 400:
+            raise _error("embedding backend", self.base_url, r)
+        data = sorted(r.json()["data"], key=lambda d: d["index"])
+        vectors = np.array([d["embedding"] for d in data], dtype=np.float32)
+        if vectors.shape != (len(texts), self.dim):
+            raise BackendError(
+                f"embedding backend returned shape {vectors.shape}, expected "
+                f"({len(texts)}, {self.dim}): check RAG_SERVER_EMBED_DIM and the model"
+            )
+        return vectors
+
+    async def reachable(self) -> tuple[bool, str]:
+        return await _probe(self.client, self.base_url, self.api_key)
+
+
+@dataclass
+class RerankBackend:
+    client: httpx.AsyncClient
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 60.0
+
+    async def __call__(
+        self, query: str, documents: list[str], top_n: int | None = None, **_: Any
+    ) -> list[dict[str, Any]]:
+        """LightRAG's ``rerank_model_func`` contract: ``[{"index", "relevance_score"}]``."""
+        body: dict[str, Any] = {"model": self.model, "query": query, "documents": documents}
+        if top_n:
+            body["top_n"] = top_n
+        url = f"{self.base_url.rstrip('/')}/v1/rerank"
+        try:
+            r = await self.client.post(
+                url, json=body, headers=_headers(self.api_key), timeout=self.timeout
+            )
+        except httpx.TransportError as exc:
+            raise _error("reranker", self.base_url, exc) from exc
+        if r.status_code >= 400:
+            raise _error("reranker", self.base_url, r)
+        return [
+            {"index": x["index"], "relevance_score": x["relevance_score"]}
+            for x in r.json()["results"]
+        ]
+
+    async def reachable(self) -> tuple[bool, str]:
+        return await _probe(self.client, f"{self.base_url.rstrip('/')}/v1", self.api_key)
+
+
+async def _probe(client: httpx.AsyncClient, base_url: str, api_key: str | None) -> tuple[bool, str]:
+    url = f"{base_url.rstrip('/')}/models"
+    try:
+        r = await client.get(url, headers=_headers(api_key), timeout=3.0)
+    except httpx.TransportError as exc:
+        return False, f"{base_url} unreachable: {type(exc).__name__}"
+    return r.status_code < 400, f"{base_url} answered {r.status_code}"

@@ -1,0 +1,206 @@
+"""Building, closing and destroying the LightRAG instance of one workspace."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from lightrag import LightRAG
+from lightrag.kg.shared_storage import initialize_pipeline_status, initialize_share_data
+from lightrag.utils import EmbeddingFunc, Tokenizer
+from sparkstack_common import tokens
+
+from .backends import ChatBackend, EmbeddingBackend, RerankBackend
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+STORAGES = {
+    "local": {
+        "kv_storage": "JsonKVStorage",
+        "vector_storage": "NanoVectorDBStorage",
+        "graph_storage": "NetworkXStorage",
+        "doc_status_storage": "JsonDocStatusStorage",
+    },
+    "postgres": {
+        "kv_storage": "PGKVStorage",
+        "vector_storage": "PGVectorStorage",
+        "graph_storage": "NetworkXStorage",
+        "doc_status_storage": "PGDocStatusStorage",
+    },
+    "cluster": {
+        "kv_storage": "PGKVStorage",
+        "vector_storage": "PGVectorStorage",
+        "graph_storage": "Neo4JStorage",
+        "doc_status_storage": "PGDocStatusStorage",
+    },
+}
+
+# LightRAG reads these and then ignores the workspace each instance was built with.
+WORKSPACE_OVERRIDES = (
+    "WORKSPACE",
+    "POSTGRES_WORKSPACE",
+    "NEO4J_WORKSPACE",
+    "REDIS_WORKSPACE",
+    "MILVUS_WORKSPACE",
+    "QDRANT_WORKSPACE",
+    "MONGODB_WORKSPACE",
+    "MEMGRAPH_WORKSPACE",
+    "OPENSEARCH_WORKSPACE",
+)
+
+# Public storage attributes of a LightRAG instance.
+_STORAGE_ATTRS = (
+    "full_docs",
+    "doc_status",
+    "text_chunks",
+    "full_entities",
+    "full_relations",
+    "entity_chunks",
+    "relation_chunks",
+    "llm_response_cache",
+    "entities_vdb",
+    "relationships_vdb",
+    "chunks_vdb",
+    "chunk_entity_relation_graph",
+)
+
+
+class ConfigurationError(RuntimeError):
+    """The server must not start with this configuration."""
+
+
+class OfflineTokenizer:
+    """sparkstack's tokenizer: immutable, so thread-safe and shareable across deep copies."""
+
+    def encode(self, content: str) -> list[int]:
+        return tokens.encode(content)
+
+    def decode(self, ids: list[int]) -> str:
+        return tokens.decode(ids)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OfflineTokenizer:
+        return self
+
+
+def check_environment(settings: Settings) -> None:
+    set_overrides = [name for name in WORKSPACE_OVERRIDES if os.environ.get(name)]
+    if set_overrides:
+        raise ConfigurationError(
+            f"unset {', '.join(set_overrides)}: LightRAG would put every workspace's data "
+            "in one workspace; rag-server selects workspaces per request"
+        )
+    if settings.profile in ("postgres", "cluster") and not settings.postgres_dsn:
+        raise ConfigurationError(f"profile {settings.profile} needs RAG_SERVER_POSTGRES_DSN")
+    if settings.profile == "cluster" and not settings.neo4j_uri:
+        raise ConfigurationError("profile cluster needs RAG_SERVER_NEO4J_URI")
+
+
+def export_storage_environment(settings: Settings) -> None:
+    """LightRAG's PostgreSQL and Neo4j storages read their connection from the environment."""
+    if settings.postgres_dsn:
+        url = urlparse(settings.postgres_dsn)
+        values = {
+            "POSTGRES_HOST": url.hostname or "localhost",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_DATABASE": (url.path or "/postgres").lstrip("/") or "postgres",
+        }
+        if url.password:
+            values["POSTGRES_PASSWORD"] = unquote(url.password)
+        os.environ.update(values)
+    if settings.neo4j_uri:
+        os.environ["NEO4J_URI"] = settings.neo4j_uri
+        os.environ["NEO4J_USERNAME"] = settings.neo4j_user
+        if settings.neo4j_password:
+            os.environ["NEO4J_PASSWORD"] = settings.neo4j_password
+
+
+def initialize_limits(settings: Settings) -> None:
+    """One set of concurrency limits for every instance; must run before the first build."""
+    initialize_share_data(
+        1,
+        global_concurrency_limits={
+            "llm:extract": settings.llm_concurrency,
+            "llm:keyword": settings.llm_concurrency,
+            "llm:query": settings.llm_concurrency,
+            "embedding": settings.embed_concurrency,
+            "rerank": settings.rerank_concurrency,
+        },
+    )
+
+
+@dataclass
+class InstanceFactory:
+    settings: Settings
+    llm: ChatBackend
+    embed: EmbeddingBackend
+    rerank: RerankBackend | None
+
+    async def build(self, workspace: str) -> LightRAG:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if self.rerank is not None:
+            kwargs["rerank_model_func"] = self.rerank
+        rag = LightRAG(
+            working_dir=str(s.data_dir),
+            workspace=workspace,
+            **STORAGES[s.profile],
+            llm_model_func=self.llm,
+            llm_model_name=s.llm_model,
+            llm_model_max_async=s.llm_concurrency,
+            embedding_func=EmbeddingFunc(
+                embedding_dim=s.embed_dim,
+                max_token_size=8192,
+                func=self.embed,
+                model_name=s.embed_model,
+            ),
+            embedding_func_max_async=s.embed_concurrency,
+            tokenizer=Tokenizer("sparkstack", OfflineTokenizer()),
+            chunk_token_size=s.chunk_token_size,
+            **kwargs,
+        )
+        await rag.initialize_storages()
+        await initialize_pipeline_status(workspace=workspace)
+        return rag
+
+    async def close(self, rag: LightRAG) -> None:
+        await rag.finalize_storages()
+
+    async def destroy(self, rag: LightRAG) -> None:
+        """Drop every storage of the workspace, then close it and remove its files."""
+        for attr in _STORAGE_ATTRS:
+            storage = getattr(rag, attr, None)
+            if storage is not None:
+                await storage.drop()
+        await rag.finalize_storages()
+        directory = Path(self.settings.data_dir) / rag.workspace
+        if directory.is_dir():
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+async def clear_query_cache(rag: LightRAG) -> int:
+    """Forget cached query answers: their key does not cover the retrieved content, so after
+    an ingest or a delete they could be stale. Extraction results stay cached."""
+    cache = rag.llm_response_cache
+    if cache is None:
+        return 0
+    db = getattr(cache, "db", None)
+    if db is not None:  # PostgreSQL: one statement for the workspace
+        await db.execute(
+            "DELETE FROM LIGHTRAG_LLM_CACHE WHERE workspace=$1 AND id LIKE '%:query:%'",
+            {"workspace": cache.workspace},
+        )
+        return -1
+    data = getattr(cache, "_data", None)  # JSON KV: the keys are in memory
+    keys = [k for k in list(data or {}) if ":query:" in k]
+    if keys:
+        await cache.delete(keys)
+        await cache.index_done_callback()
+    return len(keys)

@@ -1,0 +1,108 @@
+"""Request and response bodies, in the LightRAG server's shapes for what clients use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+QueryMode = Literal["local", "global", "hybrid", "naive", "mix", "bypass"]
+
+
+class InsertTextRequest(BaseModel):
+    text: str
+    file_source: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be empty")
+        return value
+
+
+class InsertTextsRequest(BaseModel):
+    texts: list[str] = Field(min_length=1)
+    file_sources: list[str] | None = None
+    # sparkstack extension: stable document ids (the preprocessor derives them from workspace,
+    # path and content), so re-sending a document never duplicates it
+    ids: list[str] | None = None
+
+    @field_validator("texts")
+    @classmethod
+    def none_empty(cls, value: list[str]) -> list[str]:
+        empty = [i for i, t in enumerate(value) if not t.strip()]
+        if empty:
+            raise ValueError(f"texts must not be empty (index {empty[0]})")
+        return value
+
+
+class InsertResponse(BaseModel):
+    status: Literal["success", "duplicated", "partial_success", "failure"]
+    message: str
+    track_id: str
+    ids: list[str] = []
+
+
+class DocumentsRequest(BaseModel):
+    status_filter: str | None = None
+    page: int = Field(1, ge=1)
+    page_size: int = Field(50, ge=1, le=200)
+    sort_field: Literal["created_at", "updated_at", "id", "file_path"] = "updated_at"
+    sort_direction: Literal["asc", "desc"] = "desc"
+
+
+class DeleteDocRequest(BaseModel):
+    doc_ids: list[str] = Field(min_length=1)
+    delete_file: bool = False
+    delete_llm_cache: bool = False
+
+
+class QueryRequest(BaseModel):
+    query: str = Field(min_length=3)
+    mode: QueryMode = "mix"
+    only_need_context: bool | None = None
+    only_need_prompt: bool | None = None
+    response_type: str | None = None
+    top_k: int | None = Field(None, ge=1)
+    chunk_top_k: int | None = Field(None, ge=1)
+    max_entity_tokens: int | None = Field(None, ge=1)
+    max_relation_tokens: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(None, ge=1)
+    hl_keywords: list[str] | None = None
+    ll_keywords: list[str] | None = None
+    conversation_history: list[dict[str, Any]] | None = None
+    user_prompt: str | None = None
+    enable_rerank: bool | None = None
+    include_references: bool | None = None
+    stream: bool | None = None
+
+    @field_validator("query")
+    @classmethod
+    def strip(cls, value: str) -> str:
+        if len(value.strip()) < 3:
+            raise ValueError("query must have at least 3 characters")
+        return value.strip()
+
+    def param_fields(self) -> dict[str, Any]:
+        return {
+            k: v for k, v in self.model_dump(exclude={"query", "stream"}).items() if v is not None
+        }
+
+
+class WorkspaceRequest(BaseModel):
+    name: str
+
+
+def jsonable(value: Any) -> Any:
+    """LightRAG returns dataclasses and enums; make them JSON."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "value") and type(value).__module__.startswith("lightrag"):
+        return value.value
+    return value

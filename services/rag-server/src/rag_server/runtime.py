@@ -1,0 +1,70 @@
+"""What one rag-server process holds: the instance pool, the registry, background work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from lightrag import LightRAG
+
+from .instances import InstanceFactory, clear_query_cache
+from .metrics import Metrics
+from .pool import WorkspacePool
+from .registry import WorkspaceRegistry
+from .settings import Settings
+
+log = logging.getLogger("rag_server")
+
+
+@dataclass
+class RagRuntime:
+    settings: Settings
+    factory: InstanceFactory
+    registry: WorkspaceRegistry
+    metrics: Metrics
+    pool: WorkspacePool[LightRAG] = field(init=False)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _evicted_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.pool = WorkspacePool(self._build, self.factory.close, self.settings.max_workspaces)
+
+    async def _build(self, workspace: str) -> LightRAG:
+        await self.registry.add(workspace)
+        rag = await self.factory.build(workspace)
+        self.metrics.instances_created.inc()
+        return rag
+
+    def observe_pool(self) -> None:
+        self.metrics.instances.set(len(self.pool))
+        if self.pool.evicted > self._evicted_seen:
+            self.metrics.instances_evicted.inc(self.pool.evicted - self._evicted_seen)
+            self._evicted_seen = self.pool.evicted
+
+    def process_in_background(self, workspace: str) -> None:
+        """Run the workspace's indexing pipeline off the request, holding a lease on its
+        instance so eviction never closes it mid-run."""
+        task = asyncio.create_task(self._process(workspace), name=f"pipeline:{workspace}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _process(self, workspace: str) -> None:
+        try:
+            async with self.pool.lease(workspace) as rag:
+                await rag.apipeline_process_enqueue_documents()
+                await clear_query_cache(rag)
+            self.metrics.pipeline_runs.labels("completed").inc()
+        except Exception:
+            # documents keep their failed status and reason; a later run retries them
+            log.exception("indexing pipeline of workspace %s failed", workspace)
+            self.metrics.pipeline_runs.labels("failed").inc()
+        finally:
+            self.observe_pool()
+
+    async def drain(self, grace: float = 30.0) -> None:
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+        await self.pool.close_all(grace)

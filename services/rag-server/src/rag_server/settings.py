@@ -1,0 +1,55 @@
+"""rag-server settings, read from ``RAG_SERVER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["local", "postgres", "cluster"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_SERVER_")
+
+    host: str = "127.0.0.1"
+    port: int = 9621
+    # local: JSON KV, NanoVectorDB, NetworkX, JSON doc status under data_dir (embedded default)
+    # postgres: PostgreSQL KV, pgvector, doc status; NetworkX graph under data_dir
+    # cluster: PostgreSQL + Neo4j graph
+    profile: Profile = "local"
+    data_dir: Path = Path("./rag-data")
+    postgres_dsn: str | None = None  # postgresql://user:password@host:port/database
+    neo4j_uri: str | None = None
+    neo4j_user: str = "neo4j"
+    neo4j_password: str | None = None
+
+    # backends, all through the OpenAI protocol
+    llm_base_url: str = "http://127.0.0.1:11434/v1"
+    llm_model: str = "qwen3:8b"
+    llm_api_key: str | None = None
+    llm_timeout_seconds: float = 600.0
+    # Qwen3 thinks unless told not to; extraction wants the answer only
+    llm_think: bool = False
+    embed_base_url: str = "http://127.0.0.1:11434/v1"
+    embed_model: str = "qwen3-embedding:0.6b"
+    embed_api_key: str | None = None
+    embed_dim: int = 1024
+    embed_timeout_seconds: float = 120.0
+    rerank_base_url: str | None = None  # e.g. http://vllm-rerank:8000 (serves /v1/rerank)
+    rerank_model: str = "BAAI/bge-reranker-v2-m3"
+    rerank_api_key: str | None = None
+
+    # one set of limits for every workspace (LightRAG's global concurrency groups)
+    llm_concurrency: int = Field(4, ge=1)
+    embed_concurrency: int = Field(8, ge=1)
+    rerank_concurrency: int = Field(4, ge=1)
+    # pool of LightRAG instances, one per workspace
+    max_workspaces: int = Field(16, ge=1)
+    # LightRAG re-chunks documents longer than this; above the preprocessor's budget so its
+    # structure-aware chunks arrive whole
+    chunk_token_size: int = Field(4000, ge=100)
+    default_workspace: str = "default"
+    api_key: str | None = None  # when set, every route but /health needs "Bearer <key>"
