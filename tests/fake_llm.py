@@ -47,7 +47,8 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -58,10 +59,13 @@ from starlette.requests import ClientDisconnect
 
 __all__ = [
     "FakeLLM",
+    "Reply",
+    "ToolCall",
     "cosine",
     "create_fake_llm",
     "fake_embedding",
     "prompt_text",
+    "serve_fake_llm",
 ]
 
 CREATED = 1_700_000_000
@@ -89,7 +93,7 @@ _STOPWORDS = frozenset(
     shall may might must do does did done has have had having i you he she we they them their
     our your his her my me us what which who whom whose when where why how all any both each
     few more most other some such only own same just also there here out up down off again
-    further once each every per via use used using one two three new get set let make""".split()
+    further once each every per via use used using one two three get set let make""".split()
 )
 # Capitalised words that start sentences but never name anything worth a graph node.
 _NOT_NAMES = _STOPWORDS | frozenset(
@@ -98,7 +102,7 @@ _NOT_NAMES = _STOPWORDS | frozenset(
     def class import from async await lambda pass print len str int float bool dict list tuple
     range super type object isinstance while for if elif else try except finally with yield
     global nonlocal assert del break continue raise const var function public private static
-    void new delete typeof instanceof package func struct interface impl fn mut pub use mod
+    void delete typeof instanceof package func struct interface impl fn mut pub use mod
     string number boolean undefined nil main init test tests todo first second last next
     section chapter table figure page step steps input output""".split()
 )
@@ -162,7 +166,23 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _CAMEL_SPLIT_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 
+def _stem(word: str) -> str:
+    """Crude suffix stripping so "stores"/"store" and "queries"/"query" meet."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 5 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed"):
+        return word[:-2] if not word.endswith("eed") else word
+    if len(word) > 3 and word.endswith("es") and word[-3] in "sxz":
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def _word_features(text: str) -> list[tuple[str, float]]:
+    """(word feature, weight) pairs; the feature is the stemmed, lower-cased word."""
     feats: list[tuple[str, float]] = []
     for raw in _WORD_RE.findall(text):
         word = raw.lower()
@@ -188,7 +208,7 @@ def _feature_slots(feature: str, dim: int) -> tuple[tuple[int, float], ...]:
 def _embedding_cached(text: str, dim: int) -> tuple[float, ...]:
     vec = [0.0] * dim
     for word, weight in _word_features(text):
-        for idx, sign in _feature_slots("w:" + word, dim):
+        for idx, sign in _feature_slots("w:" + _stem(word), dim):
             vec[idx] += sign * weight
         padded = f"#{word}#"
         trigrams = [padded[i : i + 3] for i in range(len(padded) - 2)]
@@ -329,6 +349,14 @@ _CATEGORY_RANK = {
 }
 
 
+def _is_camel(tok: str) -> bool:
+    """CamelCase / camelCase / Unit0Alpha / LightRAG-style identifiers."""
+    has_lower = re.search(r"[a-z]", tok) is not None
+    return has_lower and (
+        re.search(r"[a-z0-9][A-Z]", tok) is not None or re.match(r"[A-Z]{2,}[a-z]", tok) is not None
+    )
+
+
 def _at_sentence_start(text: str, pos: int) -> bool:
     i = pos - 1
     while i >= 0 and text[i] in " \t\"'([*#->`":
@@ -356,11 +384,13 @@ def entity_candidates(text: str, limit: int = 8) -> list[str]:
             category = "function"
         elif "_" in core and any(c.isalpha() for c in core):
             category = "identifier"
-        elif re.search(r"[a-z][A-Z]", core) or re.match(r"[A-Z]{2,}[a-z]", core):
+        elif _is_camel(core):
             category = "class"
         elif re.fullmatch(r"[A-Z][A-Z0-9]+", core) and sum(c.isalpha() for c in core) >= 2:
             category = "acronym"
         elif re.fullmatch(r"[A-Z][a-z0-9]{2,}", core):
+            if core.lower() in _NOT_NAMES:
+                continue  # "The", "However": never a name, nor the start of one
             category = "sentence_start" if _at_sentence_start(text, m.start()) else "proper"
             # Merge following capitalised words ("Alice Smith", "New York City").
             name_end = m.end()
@@ -399,7 +429,7 @@ def _entity_category(text: str, name: str) -> str:
         return "proper"
     if "." in name or "_" in name.strip("_"):
         return "identifier"
-    if re.search(r"[a-z][A-Z]", name) or re.match(r"[A-Z]{2,}[a-z]", name):
+    if _is_camel(name):
         return "class"
     if re.fullmatch(r"[A-Z][A-Z0-9]+", name):
         return "acronym"
@@ -710,6 +740,7 @@ class FakeLLM:
         self.responder = responder
         self.disconnect_poll_interval = disconnect_poll_interval
         self.stream_chunk_delay = 0.0
+        self.url: str | None = None  # set by serve_fake_llm
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -738,9 +769,15 @@ class FakeLLM:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Every request received, oldest first: dicts with ``seq``, ``method``, ``path``,
-        ``kind``, ``headers`` (lower-case names), ``query``, ``body``, ``t`` (monotonic),
-        ``status``, and for chat ``reply_kind``/``reply``."""
+        """Every request received, oldest first.
+
+        Each is a dict with ``seq``, ``method``, ``path``, ``kind`` (chat/embed/rerank/meta),
+        ``headers`` (all of them, lower-case names), ``query``, ``body`` (parsed JSON, None if
+        unparseable), ``t`` (time.monotonic() on arrival) and ``status``; chat records add
+        ``messages`` (normalised; /api/generate becomes system+user), ``reply_kind``,
+        ``reply`` (answer text), ``tool_calls`` and ``usage``; ``disconnected`` (phase) is
+        set when the client went away.
+        """
         with self._lock:
             return list(self._requests)
 
@@ -1305,17 +1342,17 @@ class FakeLLM:
 
     async def _chat(self, request: Request, body: Any, protocol: str) -> Response:
         rec = self._record(request, body, "chat")
-        error = self._precheck(rec, body, "chat", protocol, self.chat_models)
-        if error is not None:
-            return error
-        if protocol == "ollama_generate":
-            messages = []
+        messages: list[dict[str, Any]] = []
+        if isinstance(body, dict) and protocol == "ollama_generate":
             if body.get("system"):
                 messages.append({"role": "system", "content": body["system"]})
             messages.append({"role": "user", "content": body.get("prompt") or ""})
-        else:
+        elif isinstance(body, dict):
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         rec["messages"] = messages
+        error = self._precheck(rec, body, "chat", protocol, self.chat_models)
+        if error is not None:
+            return error
         if protocol == "openai":
             fmt = body.get("response_format") or {}
             json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
@@ -1362,8 +1399,13 @@ class FakeLLM:
                     if state["aborted"]:
                         with self._lock:
                             self.aborted_streams.append(
-                                {"seq": rec["seq"], "chunks_sent": state["chunks"]}
+                                {
+                                    "seq": rec["seq"],
+                                    "mode": state["break_mode"],
+                                    "chunks_sent": state["chunks"],
+                                }
                             )
+                            self._cond.notify_all()
                     else:
                         self._record_disconnect(rec, "stream", state["chunks"])
                 self._exit_chat()
@@ -1467,14 +1509,15 @@ class FakeLLM:
         else:
             frames = self._ollama_frames(reply, model, usage, protocol)
         brk = self._take_stream_break()
+        state["break_mode"] = brk.mode if brk else None
 
         async def gen() -> AsyncIterator[bytes]:
             for i, frame in enumerate(frames):
                 if brk is not None and i >= brk.after_chunks:
+                    state["aborted"] = True
                     if brk.mode == "abort":
-                        state["aborted"] = True
                         raise _StreamAbort()
-                    break
+                    return
                 if i and self.stream_chunk_delay:
                     await asyncio.sleep(self.stream_chunk_delay)
                 yield frame
@@ -1615,6 +1658,16 @@ class FakeLLM:
             return JSONResponse({"embedding": fake_embedding(prompt, dim)})
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
+        # Token-id input (list[int] or list[list[int]]): embed the ids as words.
+        if isinstance(texts, list) and texts and all(isinstance(t, int) for t in texts):
+            texts = [texts]
+        if isinstance(texts, list):
+            texts = [
+                " ".join(map(str, t))
+                if isinstance(t, list) and all(isinstance(x, int) for x in t)
+                else t
+                for t in texts
+            ]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             rec["status"] = 400
             return self._error(protocol, 400, "input must be a string or a list of strings")
@@ -1733,3 +1786,20 @@ class FakeLLM:
 def create_fake_llm(**options: Any) -> FakeLLM:
     """Build a :class:`FakeLLM`; keyword options are those of ``FakeLLM.__init__``."""
     return FakeLLM(**options)
+
+
+@contextmanager
+def serve_fake_llm(port: int | None = None, **options: Any) -> Iterator[FakeLLM]:
+    """Create and serve a fake on loopback; yields it with ``.url`` (base URL) set.
+
+    OpenAI clients want ``f"{fake.url}/v1"``, Ollama clients ``fake.url``.
+    """
+    from support import serve_asgi
+
+    fake = create_fake_llm(**options)
+    with serve_asgi(fake.app, port=port) as url:
+        fake.url = url
+        try:
+            yield fake
+        finally:
+            fake.url = None

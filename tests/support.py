@@ -36,3 +36,45 @@ def serve_asgi(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serve_process(
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    log_path: Any,
+    timeout: float = 60.0,
+) -> Iterator[str]:
+    """Run a service as its own process (as it runs in production: one process, one event
+    loop, its own process-wide state), wait for /health, stop it with SIGTERM."""
+    import os
+    import subprocess
+
+    import httpx
+
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = open(log_path, "rb").read()[-4000:].decode(errors="replace")
+                raise RuntimeError(f"{argv[0]} did not become healthy:\n{tail}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -69,8 +69,18 @@ def check_api_key(request: Request) -> None:
             raise HTTPException(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
 
 
+async def existing_workspace(
+    request: Request, workspace: Annotated[str, Depends(workspace_of)]
+) -> str:
+    """For reads: a workspace nobody wrote to is a 404, and reading never creates one."""
+    if workspace not in await request.app.state.runtime.registry.names():
+        raise HTTPException(404, f"workspace {workspace!r} does not exist")
+    return workspace
+
+
 Runtime = Annotated[RagRuntime, Depends(runtime_of)]
 Workspace = Annotated[str, Depends(workspace_of)]
+ExistingWorkspace = Annotated[str, Depends(existing_workspace)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -251,7 +261,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await enqueue(runtime, workspace, body.texts, sources, body.ids)
 
     @app.get("/documents/track_status/{track_id}")
-    async def track_status(track_id: str, runtime: Runtime, workspace: Workspace) -> dict[str, Any]:
+    async def track_status(
+        track_id: str, runtime: Runtime, workspace: ExistingWorkspace
+    ) -> dict[str, Any]:
         async with runtime.pool.lease(workspace) as rag:
             docs = await rag.aget_docs_by_track_id(track_id)
         if not docs:
@@ -271,7 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/documents/paginated")
     async def paginated(
-        body: DocumentsRequest, runtime: Runtime, workspace: Workspace
+        body: DocumentsRequest, runtime: Runtime, workspace: ExistingWorkspace
     ) -> dict[str, Any]:
         status = None
         if body.status_filter:
@@ -306,7 +318,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def delete_document(
         body: DeleteDocRequest,
         runtime: Runtime,
-        workspace: Workspace,
+        workspace: ExistingWorkspace,
         wait: Annotated[bool, Query(description="answer when the deletion is done")] = False,
     ) -> dict[str, Any]:
         async def run() -> list[dict[str, Any]]:
@@ -340,19 +352,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
 
     @app.post("/documents/reprocess_failed")
-    async def reprocess_failed(runtime: Runtime, workspace: Workspace) -> dict[str, str]:
-        runtime.process_in_background(workspace)
+    async def reprocess_failed(runtime: Runtime, workspace: ExistingWorkspace) -> dict[str, str]:
+        refusal = await runtime.retry_failed(workspace)
+        if refusal is not None:
+            raise HTTPException(409, refusal)
         return {
             "status": "reprocessing_started",
-            "message": f"retrying failed documents of {workspace}",
+            "message": f"retrying the failed documents of {workspace}, once each",
         }
 
     # -- queries ------------------------------------------------------------------------
     def param_of(body: QueryRequest, stream: bool) -> QueryParam:
-        return QueryParam(**body.param_fields(), stream=stream)
+        fields = body.param_fields()
+        # rerank only where a reranker is configured (LightRAG would warn on every query)
+        fields.setdefault("enable_rerank", bool(settings.rerank_base_url))
+        return QueryParam(**fields, stream=stream)
 
     @app.post("/query")
-    async def query(body: QueryRequest, runtime: Runtime, workspace: Workspace) -> dict[str, Any]:
+    async def query(
+        body: QueryRequest, runtime: Runtime, workspace: ExistingWorkspace
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         async with runtime.pool.lease(workspace) as rag:
             result = await rag.aquery_llm(body.query, param=param_of(body, False))
@@ -367,7 +386,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/query/data")
     async def query_data(
-        body: QueryRequest, runtime: Runtime, workspace: Workspace
+        body: QueryRequest, runtime: Runtime, workspace: ExistingWorkspace
     ) -> dict[str, Any]:
         started = time.perf_counter()
         async with runtime.pool.lease(workspace) as rag:
@@ -377,7 +396,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/query/stream")
     async def query_stream(
-        body: QueryRequest, request: Request, runtime: Runtime, workspace: Workspace
+        body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
     ) -> StreamingResponse:
         lease = runtime.pool.lease(workspace)
         rag = await lease.__aenter__()  # held until the stream ends, by the generator below
@@ -410,14 +429,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # -- graph ------------------------------------------------------------------------
     @app.get("/graph/label/list")
-    async def labels(runtime: Runtime, workspace: Workspace) -> list[str]:
+    async def labels(runtime: Runtime, workspace: ExistingWorkspace) -> list[str]:
         async with runtime.pool.lease(workspace) as rag:
             return await rag.get_graph_labels()
 
     @app.get("/graphs")
     async def graphs(
         runtime: Runtime,
-        workspace: Workspace,
+        workspace: ExistingWorkspace,
         label: Annotated[str, Query(min_length=1)],
         max_depth: Annotated[int, Query(ge=1)] = 3,
         max_nodes: Annotated[int, Query(ge=1)] = 1000,

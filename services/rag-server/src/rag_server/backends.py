@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +17,15 @@ import numpy as np
 
 class BackendError(RuntimeError):
     """A backend answered with an error or could not be reached."""
+
+
+class _Shared:
+    """LightRAG deep-copies its configuration (``dataclasses.asdict``, which would also walk
+    into a dataclass): a backend holds a live HTTP client and is safe to share, so it is a
+    plain class whose copy is itself."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -30,14 +38,22 @@ def _error(name: str, url: str, exc: Exception | httpx.Response) -> BackendError
     return BackendError(f"{name} at {url} unreachable: {type(exc).__name__}: {exc}")
 
 
-@dataclass
-class ChatBackend:
-    client: httpx.AsyncClient
-    base_url: str
-    model: str
-    api_key: str | None = None
-    timeout: float = 600.0
-    think: bool = False
+class ChatBackend(_Shared):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        think: bool = False,
+    ) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.think = think
 
     async def __call__(
         self,
@@ -99,14 +115,22 @@ class ChatBackend:
         return await _probe(self.client, self.base_url, self.api_key)
 
 
-@dataclass
-class EmbeddingBackend:
-    client: httpx.AsyncClient
-    base_url: str
-    model: str
-    dim: int
-    api_key: str | None = None
-    timeout: float = 120.0
+class EmbeddingBackend(_Shared):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        model: str,
+        dim: int,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.model = model
+        self.dim = dim
+        self.api_key = api_key
+        self.timeout = timeout
 
     async def __call__(self, texts: list[str], **_: Any) -> np.ndarray:
         url = f"{self.base_url.rstrip('/')}/embeddings"
@@ -134,13 +158,20 @@ class EmbeddingBackend:
         return await _probe(self.client, self.base_url, self.api_key)
 
 
-@dataclass
-class RerankBackend:
-    client: httpx.AsyncClient
-    base_url: str
-    model: str
-    api_key: str | None = None
-    timeout: float = 60.0
+class RerankBackend(_Shared):
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
 
     async def __call__(
         self, query: str, documents: list[str], top_n: int | None = None, **_: Any

@@ -111,8 +111,8 @@ def export_storage_environment(settings: Settings) -> None:
             "POSTGRES_USER": unquote(url.username or "postgres"),
             "POSTGRES_DATABASE": (url.path or "/postgres").lstrip("/") or "postgres",
         }
-        if url.password:
-            values["POSTGRES_PASSWORD"] = unquote(url.password)
+        # LightRAG insists the variable exists; empty means no password (trust or peer auth)
+        values["POSTGRES_PASSWORD"] = unquote(url.password or "")
         os.environ.update(values)
     if settings.neo4j_uri:
         os.environ["NEO4J_URI"] = settings.neo4j_uri

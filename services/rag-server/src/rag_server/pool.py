@@ -69,6 +69,8 @@ class WorkspacePool(Generic[T]):
             entry.last_used = time.monotonic()
             if entry.leases == 0:
                 entry.idle.set()
+                if len(self._entries) > self.max_size:  # over the bound while all were busy
+                    await self._evict_idle()
 
     async def _acquire(self, workspace: str) -> _Entry[T]:
         entry = self._entries.get(workspace)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from lightrag import LightRAG
+from lightrag.kg.shared_storage import (
+    commit_manual_retry_request,
+    get_namespace_data,
+    get_namespace_lock,
+    get_pipeline_ingress,
+)
 
 from .instances import InstanceFactory, clear_query_cache
 from .metrics import Metrics
@@ -61,6 +68,20 @@ class RagRuntime:
             self.metrics.pipeline_runs.labels("failed").inc()
         finally:
             self.observe_pool()
+
+    async def retry_failed(self, workspace: str) -> str | None:
+        """Ask the workspace's pipeline to retry its failed documents (once each) and run it.
+        Returns LightRAG's reason when it refuses (a delete is dropping storages, say)."""
+        async with self.pool.lease(workspace):  # the pipeline status exists once built
+            status = await get_namespace_data("pipeline_status", workspace=workspace)
+            lock = get_namespace_lock("pipeline_status", workspace=workspace)
+            ingress = await get_pipeline_ingress(workspace)
+            refusal = await commit_manual_retry_request(
+                status, lock, ingress, f"retry-{uuid.uuid4().hex[:12]}", {}
+            )
+        if refusal is None:
+            self.process_in_background(workspace)
+        return refusal
 
     async def drain(self, grace: float = 30.0) -> None:
         if self.tasks:

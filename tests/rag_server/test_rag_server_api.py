@@ -1,0 +1,399 @@
+"""rag-server over real HTTP with real LightRAG storages; only the LLM backend is the fake.
+
+Each rag-server runs as its own process, as in production: LightRAG keeps process-wide state
+(concurrency limits, locks bound to the event loop, per-workspace namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from rag_server.settings import Settings
+from support import free_port, serve_asgi, serve_process
+
+LLM_CONCURRENCY = 2
+
+CORPORA = {
+    0: [
+        "The ZorblaxEngine schedules work for the QuintorModule. ZorblaxEngine retries failures.",
+        "QuintorModule persists results into the VelmoraStore every minute.",
+    ],
+    1: [
+        "The PraxidorRouter forwards requests to the KelvaniaGateway over TLS.",
+        "KelvaniaGateway rate limits each TarnivoClient separately.",
+    ],
+    2: [
+        "The MordecaiIndexer tokenizes documents for the SylvaneSearch service.",
+        "SylvaneSearch ranks results with the OrbiquonScorer.",
+    ],
+    3: [
+        "The DrevalonCache keeps hot entries for the NimbaroProxy.",
+        "NimbaroProxy evicts stale entries via the CastellumTimer.",
+    ],
+}
+MARKERS = {
+    i: set(re.findall(r"\b[A-Z][a-z]+[A-Z]\w+", " ".join(texts))) for i, texts in CORPORA.items()
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[tuple[FakeLLM, str]]:
+    llm = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    with serve_asgi(llm.app) as url:
+        yield llm, url
+
+
+@contextmanager
+def rag_server(fake_url: str, data_dir: Path, **settings: Any) -> Iterator[str]:
+    """A rag-server process configured through its environment, as deployed."""
+    port = free_port()
+    values = {
+        "port": port,
+        "data_dir": data_dir,
+        "llm_base_url": f"{fake_url}/v1",
+        "embed_base_url": f"{fake_url}/v1",
+        "llm_concurrency": LLM_CONCURRENCY,
+        **settings,
+    }
+    env = {f"RAG_SERVER_{k.upper()}": str(v) for k, v in values.items()}
+    argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
+    with serve_process(argv, env, port, data_dir / "rag-server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def local_url(fake: tuple[FakeLLM, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with rag_server(fake[1], tmp_path_factory.mktemp("rag-local")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_url(
+    fake: tuple[FakeLLM, str], postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("rag-pg")
+    with rag_server(fake[1], data, profile="postgres", postgres_dsn=postgres_dsn) as url:
+        yield url
+
+
+def ws(name: str) -> dict[str, str]:
+    return {"LIGHTRAG-WORKSPACE": name}
+
+
+async def ingest(
+    client: httpx.AsyncClient, workspace: str, texts: list[str], prefix: str = "doc"
+) -> str:
+    sources = [f"{prefix}-{i}.txt" for i in range(len(texts))]
+    r = await client.post(
+        "/documents/texts", json={"texts": texts, "file_sources": sources}, headers=ws(workspace)
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["track_id"]
+
+
+async def wait_done(
+    client: httpx.AsyncClient, workspace: str, track_id: str, within: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while True:
+        r = await client.get(f"/documents/track_status/{track_id}", headers=ws(workspace))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if all(d["status"] in ("processed", "failed") for d in body["documents"]):
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.1)
+
+
+async def query_data(
+    client: httpx.AsyncClient, workspace: str, query: str, mode: str
+) -> dict[str, Any]:
+    r = await client.post("/query/data", json={"query": query, "mode": mode}, headers=ws(workspace))
+    assert r.status_code == 200, r.text
+    return r.json().get("data") or {}
+
+
+def mentioned(data: dict[str, Any]) -> str:
+    """All text the query returned: entity names and descriptions, relations, chunks."""
+    parts: list[str] = []
+    for e in data.get("entities", []):
+        parts += [str(e.get("entity_name")), str(e.get("description"))]
+    for r in data.get("relationships", []):
+        parts += [str(r.get("src_id")), str(r.get("tgt_id")), str(r.get("description"))]
+    for c in data.get("chunks", []):
+        parts += [str(c.get("content")), str(c.get("file_path"))]
+    return " ".join(parts)
+
+
+@pytest.mark.parametrize("profile", ["local", "postgres"])
+async def test_isolation_under_concurrency(profile: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(f"{profile}_url")
+    names = {i: f"iso-{profile}-{i}" for i in CORPORA}
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        tracks = await asyncio.gather(
+            *(ingest(client, names[i], CORPORA[i], prefix=f"corpus{i}") for i in CORPORA)
+        )
+        results = await asyncio.gather(
+            *(wait_done(client, names[i], t) for i, t in zip(CORPORA, tracks, strict=True))
+        )
+        assert all(r["status_summary"] == {"processed": 2} for r in results)
+
+        for i in CORPORA:
+            own = await query_data(client, names[i], " ".join(sorted(MARKERS[i])), "hybrid")
+            assert own.get("entities") and own.get("chunks"), own
+            assert MARKERS[i] & set(re.findall(r"\w+", mentioned(own)))
+            for j in CORPORA:
+                if j == i:
+                    continue
+                for mode in ("naive", "local", "hybrid"):
+                    foreign = await query_data(client, names[j], " ".join(sorted(MARKERS[i])), mode)
+                    leaked = MARKERS[i] & set(re.findall(r"\w+", mentioned(foreign)))
+                    assert not leaked, (profile, i, j, mode, leaked)
+            docs = await client.post("/documents/paginated", json={}, headers=ws(names[i]))
+            paths = {d["file_path"] for d in docs.json()["documents"]}
+            assert paths == {f"corpus{i}-0.txt", f"corpus{i}-1.txt"}
+            labels = (await client.get("/graph/label/list", headers=ws(names[i]))).json()
+            assert MARKERS[i] <= set(labels)
+            assert not any(set(labels) & MARKERS[j] for j in CORPORA if j != i)
+
+
+async def test_ingest_query_and_delete_document(local_url: str) -> None:
+    name = "life-cycle"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        r = await client.post(
+            "/documents/texts",
+            json={
+                "texts": [
+                    "The AlphaScheduler assigns jobs to the BetaWorker pool.",
+                    "The GammaMonitor watches the DeltaQueue depth.",
+                ],
+                "file_sources": ["sched.md", "monitor.md"],
+                "ids": ["doc-sched", "doc-monitor"],
+            },
+            headers=ws(name),
+        )
+        assert r.json()["ids"] == ["doc-sched", "doc-monitor"]
+        status = await wait_done(client, name, r.json()["track_id"])
+        assert {d["id"]: d["status"] for d in status["documents"]} == {
+            "doc-sched": "processed",
+            "doc-monitor": "processed",
+        }
+        data = await query_data(client, name, "AlphaScheduler BetaWorker", "hybrid")
+        assert {"AlphaScheduler", "BetaWorker"} <= {e["entity_name"] for e in data["entities"]}
+        assert any(
+            {r["src_id"], r["tgt_id"]} == {"AlphaScheduler", "BetaWorker"}
+            for r in data["relationships"]
+        )
+        assert any("AlphaScheduler" in c["content"] for c in data["chunks"])
+
+        # re-sending the same ids is a no-op, not a duplicate
+        again = await client.post(
+            "/documents/texts",
+            json={"texts": ["changed text"], "file_sources": ["sched.md"], "ids": ["doc-sched"]},
+            headers=ws(name),
+        )
+        assert again.json()["status"] == "duplicated"
+
+        r = await client.request(
+            "DELETE",
+            "/documents/delete_document?wait=true",
+            json={"doc_ids": ["doc-sched"]},
+            headers=ws(name),
+        )
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        labels = set((await client.get("/graph/label/list", headers=ws(name))).json())
+        assert "AlphaScheduler" not in labels and "BetaWorker" not in labels
+        assert {"GammaMonitor", "DeltaQueue"} <= labels
+        data = await query_data(client, name, "AlphaScheduler jobs BetaWorker", "naive")
+        assert not any("AlphaScheduler" in c["content"] for c in data.get("chunks", []))
+        docs = (await client.post("/documents/paginated", json={}, headers=ws(name))).json()
+        assert [d["id"] for d in docs["documents"]] == ["doc-monitor"]
+
+
+async def test_delete_workspace_removes_all_its_data(local_url: str) -> None:
+    name = "to-delete"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        track = await ingest(client, name, ["The OmegaVault stores EpsilonKeys."])
+        await wait_done(client, name, track)
+        listed = (await client.get("/workspaces")).json()["workspaces"]
+        assert name in {w["name"] for w in listed}
+        r = await client.delete(f"/workspaces/{name}")
+        assert r.status_code == 200, r.text
+        assert name not in {
+            w["name"] for w in (await client.get("/workspaces")).json()["workspaces"]
+        }
+        r = await client.post(
+            "/query/data", json={"query": "OmegaVault", "mode": "naive"}, headers=ws(name)
+        )
+        assert r.status_code == 404
+        assert (await client.delete(f"/workspaces/{name}")).status_code == 404
+        # a new workspace of the same name starts empty
+        assert (await client.post("/workspaces", json={"name": name})).status_code == 201
+        labels = (await client.get("/graph/label/list", headers=ws(name))).json()
+        assert labels == []
+        docs = (await client.post("/documents/paginated", json={}, headers=ws(name))).json()
+        assert docs["documents"] == []
+
+
+async def test_concurrent_first_requests_build_one_instance(local_url: str) -> None:
+    name = "first-touch"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        before = metric(await client.get("/metrics"), "rag_instances_created_total")
+        results = await asyncio.gather(
+            *(
+                client.post(
+                    "/documents/text",
+                    json={"text": f"Text number {i} about the SigmaRelay.", "file_source": f"t{i}"},
+                    headers=ws(name),
+                )
+                for i in range(12)
+            )
+        )
+        assert all(r.status_code == 200 for r in results)
+        after = metric(await client.get("/metrics"), "rag_instances_created_total")
+        assert after - before == 1
+        for r in results:
+            await wait_done(client, name, r.json()["track_id"])
+
+
+async def test_global_llm_limit_and_eviction_with_many_workspaces(
+    fake: tuple[FakeLLM, str], tmp_path: Path
+) -> None:
+    llm, fake_url = fake
+    # two instances at most: six workspaces ingesting at once force evictions while busy
+    llm.set_delay(0.05)
+    llm.reset()
+    try:
+        with rag_server(fake_url, tmp_path, max_workspaces=2) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+                names = [f"many-{i}" for i in range(6)]
+                words = ["Red", "Green", "Blue", "Amber", "Violet", "Silver"]
+                tracks = await asyncio.gather(
+                    *(
+                        ingest(
+                            client,
+                            n,
+                            [
+                                f"The {words[i]}Alpha talks to {words[i]}Beta.",
+                                f"{words[i]}Gamma logs.",
+                            ],
+                        )
+                        for i, n in enumerate(names)
+                    )
+                )
+                done = await asyncio.gather(
+                    *(
+                        wait_done(client, n, t, within=120)
+                        for n, t in zip(names, tracks, strict=True)
+                    )
+                )
+                assert all(d["status_summary"] == {"processed": 2} for d in done)
+                metrics = await client.get("/metrics")
+                assert metric(metrics, "rag_instances_evicted_total") >= 1
+                assert metric(metrics, "rag_instances") <= 6
+                # every workspace still has its own graph after being evicted and reloaded
+                for i, n in enumerate(names):
+                    labels = (await client.get("/graph/label/list", headers=ws(n))).json()
+                    assert f"{words[i]}Alpha" in labels
+        assert 1 <= llm.max_concurrent_chat <= LLM_CONCURRENCY
+    finally:
+        llm.set_delay(0.0)
+
+
+async def test_bad_input(local_url: str) -> None:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        for bad in ("a b", "x" * 65, "a.b", "../etc"):
+            r = await client.post("/documents/text", json={"text": "hello"}, headers=ws(bad))
+            assert r.status_code == 400 and "invalid workspace" in r.json()["detail"]
+        track = await ingest(client, "bad-input", ["The KappaLoader reads files."])
+        await wait_done(client, "bad-input", track)
+        r = await client.get("/documents/track_status/nope", headers=ws("bad-input"))
+        assert r.status_code == 404
+        r = await client.post("/documents/text", json={"text": "   "}, headers=ws("bad-input"))
+        assert r.status_code == 400 and "empty" in r.json()["detail"]
+        r = await client.post("/documents/texts", json={"texts": []}, headers=ws("bad-input"))
+        assert r.status_code == 400
+        r = await client.post("/query/data", json={"query": "ab"}, headers=ws("bad-input"))
+        assert r.status_code == 400 and "query" in r.json()["detail"]
+        r = await client.post(
+            "/query", json={"query": "x", "mode": "naive"}, headers=ws("bad-input")
+        )
+        assert r.status_code == 400
+        r = await client.post(
+            "/query", json={"query": "the loader", "mode": "fancy"}, headers=ws("bad-input")
+        )
+        assert r.status_code == 400
+
+
+async def test_extraction_llm_down_fails_documents_then_reprocessing_succeeds(
+    fake: tuple[FakeLLM, str], local_url: str
+) -> None:
+    llm, _ = fake
+    name = "llm-down"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        llm.fail_always(status=503, kind="chat")
+        try:
+            track = await ingest(client, name, ["The LambdaRouter sends packets to MuSwitch."])
+            status = await wait_done(client, name, track)
+            doc = status["documents"][0]
+            assert doc["status"] == "failed"
+            assert "503" in (doc["error_msg"] or ""), doc
+            assert (await client.get("/health")).status_code == 200
+        finally:
+            llm.recover()
+        r = await client.post("/documents/reprocess_failed", headers=ws(name))
+        assert r.status_code == 200
+        deadline = time.monotonic() + 60
+        while True:
+            body = (await client.get(f"/documents/track_status/{track}", headers=ws(name))).json()
+            if body["documents"][0]["status"] == "processed":
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        labels = (await client.get("/graph/label/list", headers=ws(name))).json()
+        assert "LambdaRouter" in labels
+
+
+async def test_service_routes(local_url: str) -> None:
+    async with httpx.AsyncClient(base_url=local_url, timeout=30) as client:
+        assert (await client.get("/health")).json()["status"] == "ok"
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert set(ready.json()["checks"]) == {"storage", "llm", "embedding"}
+
+
+def test_ready_names_the_backend_that_is_down(
+    tmp_path: Path, fake: tuple[FakeLLM, str]
+) -> None:
+    with rag_server(fake[1], tmp_path, embed_base_url="http://127.0.0.1:9/v1") as url:
+        r = httpx.get(f"{url}/ready")
+        assert r.status_code == 503
+        checks = r.json()["checks"]
+        assert checks["llm"]["ok"] and not checks["embedding"]["ok"]
+
+
+def test_refuses_to_start_with_a_lightrag_workspace_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_server.instances import ConfigurationError, check_environment
+
+    monkeypatch.setenv("POSTGRES_WORKSPACE", "shared")
+    with pytest.raises(ConfigurationError, match="POSTGRES_WORKSPACE"):
+        check_environment(Settings(data_dir=tmp_path))
+
+
+def metric(response: httpx.Response, name: str) -> float:
+    for line in response.text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
