@@ -7,6 +7,7 @@ Each rag-server runs as its own process, as in production: LightRAG keeps proces
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import time
@@ -372,9 +373,7 @@ async def test_service_routes(local_url: str) -> None:
         assert set(ready.json()["checks"]) == {"storage", "llm", "embedding"}
 
 
-def test_ready_names_the_backend_that_is_down(
-    tmp_path: Path, fake: tuple[FakeLLM, str]
-) -> None:
+def test_ready_names_the_backend_that_is_down(tmp_path: Path, fake: tuple[FakeLLM, str]) -> None:
     with rag_server(fake[1], tmp_path, embed_base_url="http://127.0.0.1:9/v1") as url:
         r = httpx.get(f"{url}/ready")
         assert r.status_code == 503
@@ -397,3 +396,93 @@ def metric(response: httpx.Response, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+async def test_answers_streams_and_graph(local_url: str) -> None:
+    name = "answers"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        track = await ingest(client, name, ["The RhoBalancer spreads load over SigmaNodes."])
+        await wait_done(client, name, track)
+        r = await client.post(
+            "/query", json={"query": "What does RhoBalancer do?", "mode": "mix"}, headers=ws(name)
+        )
+        assert r.status_code == 200 and "RhoBalancer" in r.json()["response"]
+        async with client.stream(
+            "POST",
+            "/query/stream",
+            json={"query": "What does RhoBalancer do?", "mode": "hybrid"},
+            headers=ws(name),
+        ) as s:
+            assert s.headers["content-type"].startswith("application/x-ndjson")
+            text = "".join(
+                [json.loads(line).get("response", "") async for line in s.aiter_lines() if line]
+            )
+        assert "RhoBalancer" in text
+        graph = (
+            await client.get("/graphs", params={"label": "RhoBalancer"}, headers=ws(name))
+        ).json()
+        assert {n["id"] for n in graph["nodes"]} >= {"RhoBalancer", "SigmaNodes"}
+        assert graph["edges"]
+
+
+async def test_query_cache_is_cleared_after_delete(
+    local_url: str, fake: tuple[FakeLLM, str]
+) -> None:
+    name = "cache-clear"
+    question = {"query": "What does the TauCompressor shrink?", "mode": "mix"}
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        r = await client.post(
+            "/documents/texts",
+            json={
+                "texts": ["The TauCompressor shrinks PhiArchives nightly."],
+                "file_sources": ["tau.md"],
+                "ids": ["doc-tau"],
+            },
+            headers=ws(name),
+        )
+        await wait_done(client, name, r.json()["track_id"])
+        first = (await client.post("/query", json=question, headers=ws(name))).json()["response"]
+        assert "PhiArchives" in first
+        calls = fake[0].count("chat")
+        again = (await client.post("/query", json=question, headers=ws(name))).json()["response"]
+        assert again == first and fake[0].count("chat") == calls  # answered from the cache
+        await client.request(
+            "DELETE",
+            "/documents/delete_document?wait=true",
+            json={"doc_ids": ["doc-tau"]},
+            headers=ws(name),
+        )
+        after = (await client.post("/query", json=question, headers=ws(name))).json()["response"]
+        assert "PhiArchives" not in after
+
+
+def test_reranker_is_called_when_configured(fake: tuple[FakeLLM, str], tmp_path: Path) -> None:
+    llm, fake_url = fake
+    with rag_server(fake_url, tmp_path, rerank_base_url=fake_url) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            r = client.post(
+                "/documents/texts",
+                json={"texts": ["The OmicronParser reads UpsilonFiles."], "file_sources": ["o.md"]},
+                headers=ws("rerank"),
+            )
+            track = r.json()["track_id"]
+            deadline = time.monotonic() + 60
+            while client.get(f"/documents/track_status/{track}", headers=ws("rerank")).json()[
+                "documents"
+            ][0]["status"] not in ("processed", "failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            before = llm.count("rerank")
+            r = client.post(
+                "/query/data",
+                json={"query": "What reads UpsilonFiles?", "mode": "naive"},
+                headers=ws("rerank"),
+            )
+            assert r.status_code == 200
+            assert llm.count("rerank") > before
+            assert set(client.get("/ready").json()["checks"]) == {
+                "storage",
+                "llm",
+                "embedding",
+                "rerank",
+            }
