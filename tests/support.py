@@ -78,3 +78,22 @@ def serve_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def rag_server(fake_url: str, data_dir: Any, **settings: Any) -> Iterator[str]:
+    """A rag-server process backed by the fake LLM, configured through its environment."""
+    import sys
+
+    port = free_port()
+    values = {
+        "port": port,
+        "data_dir": data_dir,
+        "llm_base_url": f"{fake_url}/v1",
+        "embed_base_url": f"{fake_url}/v1",
+        **settings,
+    }
+    env = {f"RAG_SERVER_{k.upper()}": str(v) for k, v in values.items()}
+    argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
+    with serve_process(argv, env, port, f"{data_dir}/rag-server.log") as url:
+        yield url

@@ -6,6 +6,7 @@ the ingest contract it checks (paths, headers, body) is the one rag-server imple
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,3 +184,47 @@ def test_service_routes(client: httpx.Client) -> None:
     client.post("/parse", files={"file": ("m.py", PY)})
     metrics = client.get("/metrics").text
     assert 'preprocessor_files_total{language="python",status="ok"}' in metrics
+
+
+def test_ingest_reaches_the_real_rag_server(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from fake_llm import create_fake_llm
+    from support import rag_server
+
+    fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    source = (
+        b"class PaymentGateway:\n"
+        b"    def charge(self, card):\n"
+        b"        return LedgerService().record(card)\n"
+    )
+    with (
+        serve_asgi(fake.app) as fake_url,
+        rag_server(fake_url, tmp_path_factory.mktemp("rag")) as rag_url,
+        serve_asgi(create_app(Settings(workers=1, rag_server_url=rag_url))) as url,
+    ):
+        r = httpx.post(
+            f"{url}/ingest",
+            files=[("files", ("billing/gateway.py", source))],
+            headers={"X-Workspace": "billing"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        track = r.json()["files"][0]["track_ids"][0]
+        headers = {"LIGHTRAG-WORKSPACE": "billing"}
+        for _ in range(300):
+            status = httpx.get(f"{rag_url}/documents/track_status/{track}", headers=headers)
+            docs = status.json()["documents"]
+            if all(d["status"] == "processed" for d in docs):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(status.text)
+        data = httpx.post(
+            f"{rag_url}/query/data",
+            json={"query": "How does PaymentGateway charge a card?", "mode": "hybrid"},
+            headers=headers,
+            timeout=60,
+        ).json()["data"]
+        chunks = " ".join(c["content"] for c in data["chunks"])
+        assert "return LedgerService().record(card)" in chunks  # the code itself is indexed
+        assert "billing/gateway.py" in {c["file_path"].split("#")[0] for c in data["chunks"]}
+        assert "PaymentGateway" in {e["entity_name"] for e in data["entities"]}

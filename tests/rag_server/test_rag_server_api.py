@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import httpx
 import pytest
 from fake_llm import FakeLLM, create_fake_llm
 from rag_server.settings import Settings
-from support import free_port, serve_asgi, serve_process
+from support import rag_server, serve_asgi
 
 LLM_CONCURRENCY = 2
 
@@ -54,27 +52,11 @@ def fake() -> Iterator[tuple[FakeLLM, str]]:
         yield llm, url
 
 
-@contextmanager
-def rag_server(fake_url: str, data_dir: Path, **settings: Any) -> Iterator[str]:
-    """A rag-server process configured through its environment, as deployed."""
-    port = free_port()
-    values = {
-        "port": port,
-        "data_dir": data_dir,
-        "llm_base_url": f"{fake_url}/v1",
-        "embed_base_url": f"{fake_url}/v1",
-        "llm_concurrency": LLM_CONCURRENCY,
-        **settings,
-    }
-    env = {f"RAG_SERVER_{k.upper()}": str(v) for k, v in values.items()}
-    argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
-    with serve_process(argv, env, port, data_dir / "rag-server.log") as url:
-        yield url
-
-
 @pytest.fixture(scope="module")
 def local_url(fake: tuple[FakeLLM, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with rag_server(fake[1], tmp_path_factory.mktemp("rag-local")) as url:
+    with rag_server(
+        fake[1], tmp_path_factory.mktemp("rag-local"), llm_concurrency=LLM_CONCURRENCY
+    ) as url:
         yield url
 
 
@@ -83,7 +65,13 @@ def postgres_url(
     fake: tuple[FakeLLM, str], postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     data = tmp_path_factory.mktemp("rag-pg")
-    with rag_server(fake[1], data, profile="postgres", postgres_dsn=postgres_dsn) as url:
+    with rag_server(
+        fake[1],
+        data,
+        profile="postgres",
+        postgres_dsn=postgres_dsn,
+        llm_concurrency=LLM_CONCURRENCY,
+    ) as url:
         yield url
 
 
@@ -275,7 +263,9 @@ async def test_global_llm_limit_and_eviction_with_many_workspaces(
     llm.set_delay(0.05)
     llm.reset()
     try:
-        with rag_server(fake_url, tmp_path, max_workspaces=2) as url:
+        with rag_server(
+            fake_url, tmp_path, max_workspaces=2, llm_concurrency=LLM_CONCURRENCY
+        ) as url:
             async with httpx.AsyncClient(base_url=url, timeout=120) as client:
                 names = [f"many-{i}" for i in range(6)]
                 words = ["Red", "Green", "Blue", "Amber", "Violet", "Silver"]
@@ -486,3 +476,27 @@ def test_reranker_is_called_when_configured(fake: tuple[FakeLLM, str], tmp_path:
                 "embedding",
                 "rerank",
             }
+
+
+async def test_same_file_name_in_two_directories_is_two_documents(local_url: str) -> None:
+    name = "same-basename"
+    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+        r = await client.post(
+            "/documents/texts",
+            json={
+                "texts": ["The ChiHelper formats dates.", "The PsiHelper parses numbers."],
+                "file_sources": ["app/util.py#L1-L9", "lib/util.py#L1-L9"],
+            },
+            headers=ws(name),
+        )
+        status = await wait_done(client, name, r.json()["track_id"])
+        assert status["status_summary"] == {"processed": 2}
+        assert {d["file_path"] for d in status["documents"]} == {
+            "app/util.py#L1-L9",
+            "lib/util.py#L1-L9",
+        }
+        data = await query_data(client, name, "ChiHelper PsiHelper", "naive")
+        assert {c["file_path"] for c in data["chunks"]} == {
+            "app/util.py#L1-L9",
+            "lib/util.py#L1-L9",
+        }

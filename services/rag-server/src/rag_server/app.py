@@ -37,7 +37,9 @@ from .models import (
     InsertTextsRequest,
     QueryRequest,
     WorkspaceRequest,
+    from_stored_sources,
     jsonable,
+    to_stored_source,
 )
 from .registry import FileRegistry, PostgresRegistry, WorkspaceRegistry
 from .runtime import RagRuntime
@@ -235,7 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await rag.apipeline_enqueue_documents(
                 input=[texts[i] for i in keep],
                 ids=[doc_ids[i] for i in keep],
-                file_paths=[sources[i] for i in keep],
+                file_paths=[to_stored_source(sources[i]) for i in keep],
                 track_id=track_id,
             )
         runtime.metrics.documents.inc(len(keep))
@@ -381,7 +383,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "response": llm.get("content") or (result if isinstance(result, str) else "")
         }
         if body.include_references:
-            out["references"] = (result.get("data") or {}).get("references", [])
+            out["references"] = from_stored_sources(
+                (result.get("data") or {}).get("references", [])
+            )
         return out
 
     @app.post("/query/data")
@@ -392,7 +396,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with runtime.pool.lease(workspace) as rag:
             result = await rag.aquery_data(body.query, param=param_of(body, False))
         observe(runtime, "query_data", body.mode, started)
-        return jsonable(result)
+        return from_stored_sources(jsonable(result))
 
     @app.post("/query/stream")
     async def query_stream(
@@ -409,7 +413,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
                 if body.include_references:
-                    refs = (result.get("data") or {}).get("references", [])
+                    refs = from_stored_sources((result.get("data") or {}).get("references", []))
                     yield json.dumps({"references": refs}) + "\n"
                 content = llm.get("response_iterator") if llm.get("is_streaming") else None
                 if content is not None:
@@ -445,7 +449,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             graph = await rag.get_knowledge_graph(
                 node_label=label, max_depth=max_depth, max_nodes=max_nodes
             )
-        return jsonable(graph.model_dump() if hasattr(graph, "model_dump") else graph)
+        return from_stored_sources(
+            jsonable(graph.model_dump() if hasattr(graph, "model_dump") else graph)
+        )
 
     return app
 
@@ -457,7 +463,7 @@ def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> No
 
 
 def doc_json(doc_id: str, status: Any) -> dict[str, Any]:
-    d = jsonable(status)
+    d = from_stored_sources(jsonable(status))
     return {
         "id": doc_id,
         "content_summary": d.get("content_summary"),

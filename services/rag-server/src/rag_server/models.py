@@ -106,3 +106,29 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__.startswith("lightrag"):
         return value.value
     return value
+
+
+# LightRAG 1.5 treats two documents whose file paths share a basename as duplicates and drops
+# the second: "a/util.py" would shadow "b/util.py". Paths are therefore stored with a look-alike
+# of "/" (U+2215) that is no path separator, and given back as written.
+_STORED_SLASH = "\u2215"
+
+
+def to_stored_source(path: str) -> str:
+    return path.replace("\\", "/").replace("/", _STORED_SLASH)
+
+
+def from_stored_sources(value: Any) -> Any:
+    """Restore every ``file_path`` in a LightRAG result."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                v.replace(_STORED_SLASH, "/")
+                if k == "file_path" and isinstance(v, str)
+                else from_stored_sources(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [from_stored_sources(v) for v in value]
+    return value
