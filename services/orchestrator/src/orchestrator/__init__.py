@@ -1,0 +1,1 @@
+"""orchestrator: the OpenAI-compatible front door with model routing and three-tier memory."""

@@ -1,0 +1,96 @@
+"""The orchestrator app: OpenAI API, memory, sessions, ingestion, service routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sparkstack_common.catalog import Catalog
+from sparkstack_common.service import add_standard_routes
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .asgi import BearerAuth
+from .errors import error_body
+from .metrics import Metrics
+from .proxy import Proxy
+from .routing import Router
+from .settings import Settings
+
+
+class _ProxyEndpoint:
+    """A raw ASGI endpoint calling one of the app's Proxy methods (built in the lifespan)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        proxy: Proxy = scope["app"].state.proxy
+        handler: Callable[[Scope, Receive, Send], Awaitable[None]] = getattr(proxy, self.method)
+        await handler(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> FastAPI:
+    settings = settings or Settings()
+    catalog = catalog or Catalog.load()
+    metrics = Metrics()
+    router = Router(catalog, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(
+            connect=settings.backend_connect_timeout,
+            read=settings.backend_timeout,
+            write=30.0,
+            pool=settings.backend_connect_timeout,
+        )
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            app.state.http = client
+            app.state.proxy = Proxy(router, client, metrics, None, settings.backend_api_key)
+            yield
+
+    app = FastAPI(title="orchestrator", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.router = router
+    app.router.routes.extend(
+        [
+            Route("/v1/chat/completions", _ProxyEndpoint("chat"), methods=["POST"]),
+            Route("/v1/embeddings", _ProxyEndpoint("embeddings"), methods=["POST"]),
+            Route("/v1/models", _ProxyEndpoint("models"), methods=["GET"]),
+        ]
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(
+            content=_loads(error_body(str(exc.detail), kind, kind)), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse(
+            content=_loads(error_body(problems, "invalid_request_error", "invalid_request")),
+            status_code=400,
+        )
+
+    add_standard_routes(app, "orchestrator", metrics.registry, {})
+    keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
+    app.add_middleware(BearerAuth, keys=keys)
+    return app
+
+
+def _loads(raw: bytes) -> object:
+    import orjson
+
+    return orjson.loads(raw)

@@ -1,0 +1,20 @@
+"""``orchestrator``: serve the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sparkstack_common.service import serve_cli
+
+from .settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings()
+    serve_cli(
+        "orchestrator",
+        "orchestrator.app:create_app",
+        default_port=settings.port,
+        default_host=settings.host,
+        argv=argv,
+    )

@@ -1,0 +1,66 @@
+"""Which workspace and which session a chat request belongs to."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
+
+from .errors import bad_request
+
+_IN_PROMPT = re.compile(r"(?im)^\s*(?:workspace|project)\s*:\s*([^\s]+)\s*$")
+_SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content array."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def system_prompt(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(text_of(m.get("content")) for m in messages if m.get("role") == "system")
+
+
+def first_user(messages: list[dict[str, Any]]) -> str:
+    for m in messages:
+        if m.get("role") == "user":
+            return text_of(m.get("content"))
+    return ""
+
+
+def workspace_of(body: dict[str, Any], header: str | None, messages: list[dict[str, Any]]) -> str:
+    """Body field, then the X-Workspace header, then ``workspace:``/``project:`` in the
+    system prompt, else ``default``; validated strictly (an invalid name is a 400)."""
+    name = body.get("workspace") or header
+    if not name:
+        found = _IN_PROMPT.search(system_prompt(messages))
+        name = found.group(1) if found else None
+    try:
+        return validate_workspace(name if isinstance(name, str) else None)
+    except InvalidWorkspace as exc:
+        raise bad_request(str(exc), "workspace") from exc
+
+
+def session_of(
+    body: dict[str, Any], header: str | None, workspace: str, messages: list[dict[str, Any]]
+) -> str:
+    """Header, then body field; otherwise derived from the conversation's start, so a client
+    that resends the whole history every time keeps one session."""
+    given = header or body.get("session_id")
+    if given:
+        if not isinstance(given, str) or not _SESSION.fullmatch(given):
+            raise bad_request(
+                "invalid session id: use 1 to 128 letters, digits, '_', '-', '.', ':'",
+                "session_id",
+            )
+        return given
+    seed = "\0".join((workspace, system_prompt(messages), first_user(messages)))
+    return "s-" + hashlib.sha256(seed.encode()).hexdigest()[:24]

@@ -1,0 +1,51 @@
+"""orchestrator settings, read from ``ORCHESTRATOR_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_")
+
+    host: str = "127.0.0.1"
+    port: int = 8100
+
+    # OpenAI-protocol base URLs of the backends, per catalog role (Ollama serves /v1)
+    coding_url: str = "http://127.0.0.1:11434/v1"
+    reasoning_url: str = "http://127.0.0.1:11434/v1"
+    extract_url: str = "http://127.0.0.1:11434/v1"
+    embed_url: str = "http://127.0.0.1:11434/v1"
+    backend_api_key: str | None = None
+    backend_connect_timeout: float = 5.0
+    # time to the first byte of the backend's answer (a long generation may take minutes)
+    backend_timeout: float = 600.0
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    nats_url: str = "nats://127.0.0.1:4222"
+    rag_server_url: str = "http://127.0.0.1:9621"
+
+    # comma-separated bearer keys; empty: no authentication
+    api_keys: str = ""
+
+    # memory
+    memory_enabled: bool = True
+    memory_token_budget: int = Field(1800, ge=0)
+    working_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    working_max_messages: int = Field(40, ge=2)
+    recall_top_k: int = Field(3, ge=0)
+    recall_min_similarity: float = Field(0.55, ge=-1.0, le=1.0)
+    archival_mode: str = "naive"  # naive needs no LLM call on the request path
+    archival_top_k: int = Field(4, ge=0)
+    working_deadline_ms: int = Field(100, ge=1)
+    recall_deadline_ms: int = Field(250, ge=1)
+    archival_deadline_ms: int = Field(400, ge=1)
+    promote_after_turns: int = Field(6, ge=1)
+    archival_after_turns: int = Field(12, ge=1)
+    promotion_concurrency: int = Field(2, ge=1)
+    embedding_dim: int = 1024
+
+    # ingestion
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1)

@@ -1,0 +1,158 @@
+"""Working memory: the latest messages of each session in a Redis list, with a TTL and a cap.
+
+One list and one turn counter per (workspace, session). Both keys share a Redis Cluster hash
+tag, so every update is one MULTI/EXEC pipeline even on a cluster. Every operation is bounded
+by ``timeout``: a Redis that is down or hanging surfaces as :class:`WorkingMemoryUnavailable`
+within that time, never as a hang (the client should also have socket timeouts and a short
+retry policy; :func:`redis_client` builds one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+KEY_PREFIX = "sparkstack:wm"
+
+
+class WorkingMemoryUnavailable(RuntimeError):
+    """Redis could not be reached or did not answer in time (the tier is skipped)."""
+
+
+def redis_client(url: str, timeout: float = 1.0) -> aioredis.Redis:
+    """A Redis client that fails fast: connect and socket timeouts of ``timeout`` seconds and
+    one immediate retry (it replaces a connection that a Redis restart broke), instead of
+    redis-py's default of ten retries with back-off."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+class WorkingMemory:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        ttl_seconds: int,
+        max_messages: int,
+        timeout: float = 2.0,
+    ) -> None:
+        if ttl_seconds < 1:
+            raise ValueError("ttl_seconds must be at least 1")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+        self.max_messages = max_messages
+        self.timeout = timeout
+
+    # -- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def _tag(workspace: str, session_id: str) -> str:
+        # the braces are a Redis Cluster hash tag: both keys of a session live in one slot
+        return f"{KEY_PREFIX}:{{{workspace}:{session_id}}}"
+
+    def messages_key(self, workspace: str, session_id: str) -> str:
+        return f"{self._tag(workspace, session_id)}:messages"
+
+    def turns_key(self, workspace: str, session_id: str) -> str:
+        return f"{self._tag(workspace, session_id)}:turns"
+
+    # -- operations ------------------------------------------------------------------------
+    async def append(
+        self, workspace: str, session_id: str, messages: list[dict[str, Any]]
+    ) -> None:
+        """Append messages (oldest first), keep the newest ``max_messages``, refresh the TTL."""
+        if not messages:
+            return
+        await self._write(workspace, session_id, messages, count_turn=False)
+
+    async def append_turn(
+        self, workspace: str, session_id: str, messages: list[dict[str, Any]]
+    ) -> int:
+        """Append one turn's messages and count the turn, atomically; returns the session's
+        turn count after this turn (1 for the first)."""
+        return await self._write(workspace, session_id, messages, count_turn=True)
+
+    async def recent(self, workspace: str, session_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` messages, oldest first; [] for an unknown or expired session."""
+        if limit <= 0:
+            return []
+        key = self.messages_key(workspace, session_id)
+        raw = await self._call(lambda: self.redis.lrange(key, -limit, -1))
+        return [json.loads(item) for item in raw]
+
+    async def turn_count(self, workspace: str, session_id: str) -> int:
+        """User turns counted for the session (0 when unknown or expired)."""
+        key = self.turns_key(workspace, session_id)
+        value = await self._call(lambda: self.redis.get(key))
+        return int(value) if value is not None else 0
+
+    async def incr_turn(self, workspace: str, session_id: str) -> int:
+        """Count one user turn (refreshing the TTL); returns the new count."""
+        key = self.turns_key(workspace, session_id)
+
+        async def run() -> int:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self.ttl_seconds)
+                count, _ = await pipe.execute()
+            return int(count)
+
+        return await self._call(run)
+
+    async def delete(self, workspace: str, session_id: str) -> None:
+        keys = (self.messages_key(workspace, session_id), self.turns_key(workspace, session_id))
+        await self._call(lambda: self.redis.delete(*keys))
+
+    async def ping(self) -> bool:
+        return bool(await self._call(self.redis.ping))
+
+    # -- internals -------------------------------------------------------------------------
+    async def _write(
+        self,
+        workspace: str,
+        session_id: str,
+        messages: list[dict[str, Any]],
+        count_turn: bool,
+    ) -> int:
+        key = self.messages_key(workspace, session_id)
+        turns = self.turns_key(workspace, session_id)
+        encoded = [json.dumps(m, ensure_ascii=False, separators=(",", ":")) for m in messages]
+
+        async def run() -> int:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if encoded:
+                    pipe.rpush(key, *encoded)
+                    pipe.ltrim(key, -self.max_messages, -1)
+                    pipe.expire(key, self.ttl_seconds)
+                if count_turn:
+                    pipe.incr(turns)
+                    pipe.expire(turns, self.ttl_seconds)
+                results = await pipe.execute()
+            return int(results[-2]) if count_turn else 0
+
+        return await self._call(run)
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await fn()
+        except TimeoutError as exc:
+            raise WorkingMemoryUnavailable(
+                f"Redis did not answer within {self.timeout:.1f}s"
+            ) from exc
+        except (RedisError, OSError) as exc:
+            raise WorkingMemoryUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
