@@ -1,0 +1,325 @@
+"""The orchestrator as an OpenAI endpoint, driven by the official openai client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from fake_llm import FakeLLM
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+from support import free_port, serve_asgi
+
+HI = [{"role": "user", "content": "x"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "grep",
+            "description": "Search files",
+            "parameters": {
+                "type": "object",
+                "properties": {"pattern": {"type": "string"}},
+                "required": ["pattern"],
+            },
+        },
+    },
+]
+
+
+def proxy_settings(backend: str, **overrides: object) -> Settings:
+    urls = {f"{role}_url": f"{backend}/v1" for role in ("coding", "reasoning", "extract", "embed")}
+    return Settings(**urls, **{"memory_enabled": False, **overrides})
+
+
+@pytest.fixture(scope="module")
+def orchestrator(llm: tuple[FakeLLM, str]) -> Iterator[str]:
+    with serve_asgi(create_app(proxy_settings(llm[1]))) as url:
+        yield url
+
+
+@pytest.fixture
+def client(orchestrator: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{orchestrator}/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_routes_by_alias_and_passes_fields_through(
+    client: openai.OpenAI, fake: FakeLLM
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="qwen3-coder",
+        messages=[{"role": "user", "content": "hello there"}],
+        temperature=0.2,
+        top_p=0.9,
+        max_tokens=64,
+        stop=["END"],
+        seed=7,
+        response_format={"type": "text"},
+        extra_body={"reasoning_effort": "low", "custom_extra": {"a": 1}},
+    )
+    reply = raw.parse()
+    assert reply.model == "qwen3-coder"  # the name the client used
+    assert reply.choices[0].message.content.startswith("echo: hello there")
+    assert reply.choices[0].finish_reason == "stop"
+    sent = fake.last_chat["body"]
+    assert sent["model"] == "qwen3-coder-next:q4_K_M"
+    for key, value in {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "max_tokens": 64,
+        "stop": ["END"],
+        "seed": 7,
+        "response_format": {"type": "text"},
+        "reasoning_effort": "low",
+        "custom_extra": {"a": 1},
+    }.items():
+        assert sent[key] == value, key
+    assert raw.headers["x-session-id"].startswith("s-")
+    assert float(raw.headers["x-orchestrator-overhead-ms"]) >= 0
+
+
+@pytest.mark.parametrize(
+    ("name", "upstream"),
+    [
+        ("qwen3-coder-next", "qwen3-coder-next:q4_K_M"),
+        ("deepseek-r1", "deepseek-r1:32b"),
+        ("deepseek", "deepseek-r1:32b"),
+        ("qwen3:8b", "qwen3:8b"),
+    ],
+)
+def test_aliases(client: openai.OpenAI, fake: FakeLLM, name: str, upstream: str) -> None:
+    client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+    assert fake.last_chat["body"]["model"] == upstream
+
+
+def test_streaming_with_usage_last(client: openai.OpenAI, fake: FakeLLM) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="qwen3-coder",
+            messages=[{"role": "user", "content": "stream me a few words please"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.model == "qwen3-coder" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("echo: stream me a few words please")
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert all(c.usage is None for c in chunks[:-1])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_two_parallel_tool_calls_streamed_then_tool_results(
+    client: openai.OpenAI, fake: FakeLLM
+) -> None:
+    messages: list[dict] = [{"role": "user", "content": "call tools in parallel"}]
+    stream = client.chat.completions.create(
+        model="deepseek-r1", messages=messages, tools=TOOLS, tool_choice="auto", stream=True
+    )
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for tc in choice.delta.tool_calls or []:
+                call = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = tc.id or call["id"]
+                if tc.function and tc.function.name:
+                    call["name"] += tc.function.name
+                if tc.function and tc.function.arguments:
+                    call["arguments"] += tc.function.arguments
+    # a request with tools for the reasoning model goes to its tools-enabled alias
+    assert fake.last_chat["body"]["model"] == "deepseek-r1-tools:32b"
+    assert fake.last_chat["body"]["tool_choice"] == "auto"
+    assert finish == "tool_calls"
+    assert sorted(calls) == [0, 1]
+    assert {c["name"] for c in calls.values()} == {"read_file", "grep"}
+    assert len({c["id"] for c in calls.values()}) == 2
+    args = {c["name"]: json.loads(c["arguments"]) for c in calls.values()}
+    assert set(args["read_file"]) == {"path"} and set(args["grep"]) == {"pattern"}
+
+    messages.append(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in calls.values()
+            ],
+        }
+    )
+    for c in calls.values():
+        messages.append(
+            {"role": "tool", "tool_call_id": c["id"], "content": f"result of {c['name']}"}
+        )
+    reply = client.chat.completions.create(model="deepseek-r1", messages=messages, tools=TOOLS)
+    assert reply.choices[0].finish_reason == "stop"
+    assert "result of read_file" in reply.choices[0].message.content
+    sent = fake.last_chat["body"]["messages"]
+    assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "tool"]
+
+
+def test_embeddings_and_models(client: openai.OpenAI, fake: FakeLLM) -> None:
+    result = client.embeddings.create(
+        model="qwen3-embedding", input=["parse the config file", "parse the config files"]
+    )
+    assert result.model == "qwen3-embedding"
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 1024
+    assert fake.requests_for("/v1/embeddings")[-1]["body"]["model"] == "qwen3-embedding:0.6b"
+    ids = {m.id for m in client.models.list().data}
+    assert {"qwen3-coder-next", "qwen3-coder", "deepseek-r1", "deepseek", "qwen3-embedding"} <= ids
+    assert "bge-reranker-v2-m3" not in ids
+
+
+def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "model_not_found"
+    assert err.value.body["param"] == "model"
+
+
+def test_bad_requests_are_400_with_openai_errors(orchestrator: str) -> None:
+    url = f"{orchestrator}/v1/chat/completions"
+    for body in (
+        b"{not json",
+        b"[]",
+        b'{"model": "qwen3-coder"}',
+        b'{"model": "qwen3-coder", "messages": []}',
+    ):
+        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, body
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = httpx.post(
+        url,
+        json={
+            "model": "qwen3-coder",
+            "messages": [{"role": "user", "content": "x"}],
+            "workspace": "bad name",
+        },
+    )
+    assert r.status_code == 400 and "workspace" in r.json()["error"]["message"]
+
+
+def test_backend_unreachable_is_502() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with serve_asgi(create_app(proxy_settings(dead))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(
+                model="qwen3-coder", messages=[{"role": "user", "content": "x"}]
+            )
+        assert err.value.status_code == 502
+        assert err.value.code == "backend_unreachable"
+        assert time.monotonic() - started < 5
+        with pytest.raises(openai.APIStatusError) as err:
+            list(
+                client.chat.completions.create(
+                    model="qwen3-coder", messages=[{"role": "user", "content": "x"}], stream=True
+                )
+            )
+        assert err.value.status_code == 502
+
+
+def test_backend_timeout_is_504(llm: tuple[FakeLLM, str], fake: FakeLLM) -> None:
+    fake.set_delay(3.0)
+    with serve_asgi(create_app(proxy_settings(llm[1], backend_timeout=0.5))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(
+                model="qwen3-coder", messages=[{"role": "user", "content": "x"}]
+            )
+        assert err.value.status_code == 504 and err.value.code == "backend_timeout"
+        assert time.monotonic() - started < 2.5
+
+
+def test_backend_errors_pass_through(client: openai.OpenAI, fake: FakeLLM) -> None:
+    fake.fail_next(1, status=500, kind="chat")
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(
+            model="qwen3-coder", messages=[{"role": "user", "content": "x"}]
+        )
+    assert err.value.status_code == 500
+
+
+def test_api_keys(llm: tuple[FakeLLM, str]) -> None:
+    with serve_asgi(create_app(proxy_settings(llm[1], api_keys="k1,k2"))) as url:
+        bad = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as err:
+            bad.models.list()
+        assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
+        good = openai.OpenAI(base_url=f"{url}/v1", api_key="k2", max_retries=0)
+        assert good.models.list().data
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.get(f"{url}/metrics").status_code == 401
+
+
+@pytest.mark.parametrize("mode", ["before-first-token", "mid-stream", "non-streaming"])
+def test_client_disconnect_cancels_the_upstream_request(
+    orchestrator: str, fake: FakeLLM, mode: str
+) -> None:
+    body = {
+        "model": "qwen3-coder",
+        "messages": [{"role": "user", "content": "a long answer " * 50}],
+    }
+    if mode == "mid-stream":
+        fake.set_stream_chunk_delay(0.2)
+        body["stream"] = True
+    else:
+        fake.set_delay(10.0)
+        body["stream"] = mode == "before-first-token"
+    closed = threading.Event()
+
+    def run() -> None:
+        with httpx.Client(timeout=30) as c:
+            try:
+                with c.stream("POST", f"{orchestrator}/v1/chat/completions", json=body) as r:
+                    if mode == "mid-stream":
+                        for i, _ in enumerate(r.iter_raw()):
+                            if i == 2:
+                                break
+                    else:
+                        time.sleep(0.5)
+            except httpx.ReadTimeout:
+                pass
+        closed.set()
+
+    if mode != "mid-stream":
+        # the request is sent; the client gives up while the backend is still thinking
+        def run_timeout() -> None:
+            try:
+                httpx.post(f"{orchestrator}/v1/chat/completions", json=body, timeout=0.5)
+            except httpx.TimeoutException:
+                pass
+            closed.set()
+
+        threading.Thread(target=run_timeout, daemon=True).start()
+    else:
+        threading.Thread(target=run, daemon=True).start()
+    assert closed.wait(10)
+    left = time.monotonic()
+    assert fake.wait_for_disconnects(1, timeout=3), "the backend never saw the connection close"
+    seen = fake.disconnects[-1]["t"]
+    assert seen - left < 1.0
