@@ -45,6 +45,7 @@ def serve_process(
     port: int,
     log_path: Any,
     timeout: float = 60.0,
+    health_path: str = "/health",
 ) -> Iterator[str]:
     """Run a service as its own process (as it runs in production: one process, one event
     loop, its own process-wide state), wait for /health, stop it with SIGTERM."""
@@ -62,7 +63,7 @@ def serve_process(
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{health_path}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

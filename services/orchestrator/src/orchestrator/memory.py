@@ -1,0 +1,207 @@
+"""Three-tier memory around a chat call: fetched in parallel before it, recorded after it.
+
+Working memory (Redis), recall (PostgreSQL + pgvector summaries of other sessions) and
+archival (rag-server, naive mode: no LLM call on the request path) are fetched at the same
+time, each under its own deadline. A tier that fails or runs late is skipped and reported
+(``X-Memory`` header, metrics); the request is answered regardless. What is found goes into
+one system message within a token budget. Turns the client sent are never injected again, and
+working-memory turns only when the client sent no history of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sparkstack_common.tokens import count_tokens
+
+from .archive import ArchiveClient
+from .embeddings import Embedder
+from .identity import text_of
+from .memory_api import ChatCall, MemoryContext
+from .metrics import Metrics
+from .recall import RecallStore
+from .settings import Settings
+from .working_memory import WorkingMemory
+
+log = logging.getLogger("orchestrator.memory")
+
+# share of the token budget each tier may take before the rest flows to the next
+_SHARES = {"working": 0.4, "recall": 0.25, "archival": 1.0}
+
+
+class Memory:
+    def __init__(
+        self,
+        settings: Settings,
+        working: WorkingMemory,
+        recall: RecallStore,
+        archive: ArchiveClient,
+        embedder: Embedder,
+        metrics: Metrics,
+        promote: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.working = working
+        self.recall = recall
+        self.archive = archive
+        self.embedder = embedder
+        self.metrics = metrics
+        self.promote = promote
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- before the call --------------------------------------------------------------------
+    async def context(self, call: ChatCall) -> MemoryContext:
+        s = self.settings
+        tiers: dict[str, tuple[Awaitable[list[str]], float]] = {}
+        if call.client_history:
+            skipped = {"working": "skipped"}
+        else:
+            skipped = {}
+            tiers["working"] = (self._working(call), s.working_deadline_ms / 1000)
+        if call.query.strip():
+            tiers["recall"] = (self._recall(call), s.recall_deadline_ms / 1000)
+            tiers["archival"] = (self._archival(call), s.archival_deadline_ms / 1000)
+        results = await asyncio.gather(
+            *(self._timed(name, work, deadline) for name, (work, deadline) in tiers.items())
+        )
+        states = {**skipped}
+        found: dict[str, list[str]] = {}
+        for name, (state, items) in zip(tiers, results, strict=True):
+            states[name] = state
+            found[name] = items
+        ordered = {k: states[k] for k in ("working", "recall", "archival") if k in states}
+        return MemoryContext(block=self._block(call, found), states=ordered)
+
+    async def _timed(
+        self, name: str, work: Awaitable[list[str]], deadline: float
+    ) -> tuple[str, list[str]]:
+        started = time.perf_counter()
+        try:
+            items = await asyncio.wait_for(work, deadline)
+            state = "ok" if items else "empty"
+        except TimeoutError:
+            items, state = [], "timeout"
+        except Exception as exc:  # a tier that fails is skipped, never fatal
+            log.warning("memory tier %s failed: %s: %s", name, type(exc).__name__, exc)
+            items, state = [], "error"
+        self.metrics.memory.labels(name, state).inc()
+        self.metrics.memory_seconds.labels(name).observe(time.perf_counter() - started)
+        return state, items
+
+    async def _working(self, call: ChatCall) -> list[str]:
+        sent = {(m.get("role"), text_of(m.get("content"))) for m in call.messages}
+        turns = await self.working.recent(
+            call.workspace, call.session_id, self.settings.working_max_messages
+        )
+        return [
+            f"{m.get('role')}: {text_of(m.get('content'))}"
+            for m in turns
+            if (m.get("role"), text_of(m.get("content"))) not in sent
+            and text_of(m.get("content")).strip()
+        ]
+
+    async def _recall(self, call: ChatCall) -> list[str]:
+        if self.settings.recall_top_k <= 0:
+            return []
+        [vector] = await self.embedder.embed([call.query])
+        hits = await self.recall.search(
+            call.workspace,
+            vector,
+            exclude_session=call.session_id,
+            top_k=self.settings.recall_top_k,
+            min_similarity=self.settings.recall_min_similarity,
+        )
+        return [f"- {h.text}" for h in hits]
+
+    async def _archival(self, call: ChatCall) -> list[str]:
+        if self.settings.archival_top_k <= 0:
+            return []
+        hits = await self.archive.search(
+            call.workspace, call.query, self.settings.archival_mode, self.settings.archival_top_k
+        )
+        own = f"sessions/{call.session_id}/"
+        return [
+            f"- [{h.source}] {h.text}" if h.source else f"- {h.text}"
+            for h in hits
+            if not (h.source or "").startswith(own)  # this session's own turns: already sent
+        ]
+
+    def _block(self, call: ChatCall, found: dict[str, list[str]]) -> str | None:
+        budget = self.settings.memory_token_budget
+        titles = {
+            "working": "Earlier in this conversation",
+            "recall": "Related earlier sessions in this workspace",
+            "archival": f"Knowledge from workspace '{call.workspace}'",
+        }
+        head = (
+            "Memory from earlier work (context for you; do not repeat it verbatim unless asked):\n"
+        )
+        used = count_tokens(head)
+        sections: list[str] = []
+        for tier in ("working", "recall", "archival"):
+            items = found.get(tier) or []
+            if not items:
+                continue
+            cap = int((budget - used) * _SHARES[tier])
+            title = f"\n## {titles[tier]}\n"
+            taken = count_tokens(title)
+            if taken >= cap:
+                continue
+            lines: list[str] = []
+            # working memory keeps its newest turns; the other tiers their best hits
+            for item in reversed(items) if tier == "working" else items:
+                t = count_tokens(item) + 1
+                if taken + t > cap:
+                    continue
+                lines.append(item)
+                taken += t
+            if tier == "working":
+                lines.reverse()
+            if lines:
+                sections.append(title + "\n".join(lines) + "\n")
+                used += taken
+        return head + "".join(sections) if sections else None
+
+    # -- after the call ---------------------------------------------------------------------
+    def remember(self, call: ChatCall, answer: str) -> None:
+        task = asyncio.create_task(self._remember(call, answer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _remember(self, call: ChatCall, answer: str) -> None:
+        turn_messages = _new_messages(call.messages)
+        turn_messages.append({"role": "assistant", "content": answer})
+        turn = 0
+        try:
+            turn = await self.recall.add_turn(
+                call.workspace, call.session_id, turn_messages, model=call.model
+            )
+        except Exception as exc:
+            log.warning("recall could not store a turn: %s: %s", type(exc).__name__, exc)
+        try:
+            await self.working.append(call.workspace, call.session_id, turn_messages)
+        except Exception as exc:
+            log.warning("working memory could not store a turn: %s: %s", type(exc).__name__, exc)
+        if turn and self.promote is not None:
+            self.promote(call.workspace, call.session_id, turn)
+
+    async def drain(self, grace: float = 10.0) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=grace)
+
+
+def _new_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What this request adds to the conversation: everything after the last assistant
+    message (the new user message, tool results), system prompts excluded."""
+    last_assistant = max(
+        (i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1
+    )
+    return [
+        {k: v for k, v in m.items() if k in ("role", "content", "tool_call_id", "name")}
+        for m in messages[last_assistant + 1 :]
+        if m.get("role") not in ("system", "developer")
+    ]
