@@ -20,6 +20,8 @@ from .errors import error_body
 from .metrics import Metrics
 from .proxy import Proxy
 from .routing import Router
+from .runtime import Runtime
+from .sessions_api import router as sessions_router
 from .settings import Settings
 
 
@@ -51,9 +53,17 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         )
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            runtime = Runtime(settings, catalog, metrics, client)
+            await runtime.start()
+            app.state.runtime = runtime
             app.state.http = client
-            app.state.proxy = Proxy(router, client, metrics, None, settings.backend_api_key)
-            yield
+            app.state.proxy = Proxy(
+                router, client, metrics, runtime.memory, settings.backend_api_key
+            )
+            try:
+                yield
+            finally:
+                await runtime.close()
 
     app = FastAPI(title="orchestrator", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -84,7 +94,21 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             status_code=400,
         )
 
-    add_standard_routes(app, "orchestrator", metrics.registry, {})
+    app.include_router(sessions_router)
+
+    def check(name: str, *args: str):
+        async def run(request: Request) -> tuple[bool, str]:
+            return await getattr(request.app.state.runtime, name)(*args)
+
+        return run
+
+    checks = {
+        "redis": check("check_redis"),
+        "postgres": check("check_postgres"),
+        "rag-server": check("check_rag_server"),
+        **{f"backend:{role}": check("check_backend", url) for role, url in router.urls.items()},
+    }
+    add_standard_routes(app, "orchestrator", metrics.registry, checks)
     keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
     app.add_middleware(BearerAuth, keys=keys)
     return app

@@ -49,3 +49,14 @@ class Settings(BaseSettings):
 
     # ingestion
     max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1)
+    # JetStream stream and subject prefix of ingestion jobs (the defaults are the contract the
+    # ingest-worker consumes; tests use their own names)
+    ingest_stream: str = "INGEST"
+    ingest_subject_prefix: str = "ingest"
+    ingest_duplicate_window_seconds: float = Field(3600.0, gt=0)
+    ingest_compress_level: int = Field(1, ge=0, le=9)
+    ingest_relay_interval_seconds: float = Field(2.0, gt=0)
+    ingest_publish_timeout_seconds: float = Field(2.0, gt=0)
+    ingest_nats_reconnect_seconds: float = Field(1.0, gt=0)
+    ingest_db_pool_size: int = Field(5, ge=1)
+    ingest_db_timeout_seconds: float = Field(5.0, gt=0)

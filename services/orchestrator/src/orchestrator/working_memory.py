@@ -71,9 +71,7 @@ class WorkingMemory:
         return f"{self._tag(workspace, session_id)}:turns"
 
     # -- operations ------------------------------------------------------------------------
-    async def append(
-        self, workspace: str, session_id: str, messages: list[dict[str, Any]]
-    ) -> None:
+    async def append(self, workspace: str, session_id: str, messages: list[dict[str, Any]]) -> None:
         """Append messages (oldest first), keep the newest ``max_messages``, refresh the TTL."""
         if not messages:
             return
@@ -155,4 +153,6 @@ class WorkingMemory:
                 f"Redis did not answer within {self.timeout:.1f}s"
             ) from exc
         except (RedisError, OSError) as exc:
-            raise WorkingMemoryUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+            raise WorkingMemoryUnavailable(
+                f"Redis unavailable: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -1,0 +1,156 @@
+"""What one orchestrator process holds, built in the app's lifespan and closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+from sparkstack_common.catalog import Catalog
+
+from .archive import ArchiveClient
+from .embeddings import Embedder
+from .memory import Memory
+from .metrics import Metrics
+from .promotion import Promoter, Summarizer
+from .recall import RecallStore
+from .settings import Settings
+from .working_memory import WorkingMemory, redis_client
+
+log = logging.getLogger("orchestrator")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    metrics: Metrics
+    http: httpx.AsyncClient
+    redis: aioredis.Redis | None = None
+    pool: asyncpg.Pool | None = None
+    working: WorkingMemory | None = None
+    recall: RecallStore | None = None
+    archive: ArchiveClient | None = None
+    promoter: Promoter | None = None
+    memory: Memory | None = None
+    ingestion: Any = None
+    _schema_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.archive = ArchiveClient(self.http, s.rag_server_url)
+        if not s.memory_enabled:
+            return
+        self.redis = redis_client(s.redis_url)
+        self.working = WorkingMemory(self.redis, s.working_ttl_seconds, s.working_max_messages)
+        # min_size=0: the orchestrator starts (and answers) while PostgreSQL is down
+        self.pool = await asyncpg.create_pool(
+            s.postgres_dsn, min_size=0, max_size=10, command_timeout=10
+        )
+        self.recall = RecallStore(self.pool, s.embedding_dim)
+        embed_model = self.catalog.role("embed").tag
+        extract_model = self.catalog.role("extract").tag
+        embedder = Embedder(self.http, s.embed_url, embed_model, s.embedding_dim, s.backend_api_key)
+        summarizer = Summarizer(self.http, s.extract_url, extract_model, s.backend_api_key)
+        self.promoter = Promoter(
+            self.recall,
+            self.archive,
+            embedder,
+            summarizer,
+            promote_after_turns=s.promote_after_turns,
+            archival_after_turns=s.archival_after_turns,
+            concurrency=s.promotion_concurrency,
+        )
+        self.memory = Memory(
+            s,
+            self.working,
+            self.recall,
+            self.archive,
+            embedder,
+            self.metrics,
+            promote=self.promoter.maybe_promote,
+        )
+        self._schema_task = asyncio.create_task(self._ensure_schema())
+
+    async def _ensure_schema(self) -> None:
+        """Retried until PostgreSQL answers: memory degrades meanwhile, requests go on."""
+        assert self.recall is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.recall.ensure_schema()
+                return
+            except Exception as exc:
+                log.warning("recall schema not ready (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    async def close(self) -> None:
+        if self._schema_task is not None:
+            self._schema_task.cancel()
+        if self.memory is not None:
+            await self.memory.drain()
+        if self.promoter is not None:
+            await self.promoter.drain(cancel_after=10.0)
+        if self.pool is not None:
+            await self.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def workspace_sources(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        if self.pool is not None:
+            try:
+                rows = await self.pool.fetch("SELECT DISTINCT workspace FROM sessions")
+                found["sessions"] = {r["workspace"] for r in rows}
+            except Exception as exc:
+                log.warning("workspaces from sessions: %s", exc)
+        if self.ingestion is not None and hasattr(self.ingestion, "workspaces"):
+            try:
+                found["jobs"] = set(await self.ingestion.workspaces())
+            except Exception as exc:
+                log.warning("workspaces from jobs: %s", exc)
+        try:
+            r = await self.http.get(f"{self.settings.rag_server_url}/workspaces", timeout=3)
+            if r.status_code == 200:
+                found["rag-server"] = {w["name"] for w in r.json().get("workspaces", [])}
+        except httpx.HTTPError as exc:
+            log.warning("workspaces from rag-server: %s", exc)
+        return found
+
+    # -- readiness --------------------------------------------------------------------------
+    async def check_redis(self) -> tuple[bool, str]:
+        if self.working is None:
+            return True, "memory disabled"
+        try:
+            await self.working.ping()
+            return True, "reachable"
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+    async def check_postgres(self) -> tuple[bool, str]:
+        if self.pool is None:
+            return True, "memory disabled"
+        try:
+            await self.pool.fetchval("SELECT 1", timeout=2)
+            return True, "reachable"
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+    async def check_rag_server(self) -> tuple[bool, str]:
+        try:
+            r = await self.http.get(f"{self.settings.rag_server_url}/health", timeout=2)
+            return r.status_code == 200, f"answered {r.status_code}"
+        except httpx.HTTPError as exc:
+            return False, f"unreachable: {type(exc).__name__}"
+
+    async def check_backend(self, url: str) -> tuple[bool, str]:
+        try:
+            r = await self.http.get(f"{url}/models", timeout=2)
+            return r.status_code < 500, f"{url} answered {r.status_code}"
+        except httpx.HTTPError as exc:
+            return False, f"{url} unreachable: {type(exc).__name__}"

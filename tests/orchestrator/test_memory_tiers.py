@@ -1,0 +1,342 @@
+"""The orchestrator's three memory tiers end to end: real Valkey, PostgreSQL + pgvector and a
+real rag-server; the prompt the (fake) backend receives shows what memory added."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+from sparkstack.infra import EmbeddedInfra
+from support import rag_server, serve_asgi
+
+WORKSPACE = "proj-mem"
+KNOWLEDGE = [
+    "The ZephyrCache stores session tokens for the AuthGateway and expires them hourly.",
+    "The MeridianQueue delivers invoices to the LedgerWriter in batches.",
+]
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A rag-server with its own fake LLM (fault injection on the chat backend must not reach
+    rag-server's extraction), holding the workspace's knowledge."""
+    fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    data = tmp_path_factory.mktemp("orch-rag")
+    with serve_asgi(fake.app) as fake_url, rag_server(fake_url, data) as url:
+        headers = {"LIGHTRAG-WORKSPACE": WORKSPACE}
+        r = httpx.post(
+            f"{url}/documents/texts",
+            json={"texts": KNOWLEDGE, "file_sources": ["auth.md", "billing.md"]},
+            headers=headers,
+        )
+        track = r.json()["track_id"]
+        deadline = time.monotonic() + 60
+        while True:
+            docs = httpx.get(f"{url}/documents/track_status/{track}", headers=headers).json()
+            if all(d["status"] == "processed" for d in docs["documents"]):
+                break
+            assert time.monotonic() < deadline, docs
+            time.sleep(0.1)
+        yield url, data
+
+
+@pytest.fixture(scope="module")
+async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    name = f"orch_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+def memory_settings(backend: str, dsn: str, redis_url: str, rag_url: str, **extra: Any) -> Settings:
+    urls = {f"{role}_url": f"{backend}/v1" for role in ("coding", "reasoning", "extract", "embed")}
+    values: dict[str, Any] = {
+        **urls,
+        "postgres_dsn": dsn,
+        "redis_url": redis_url,
+        "rag_server_url": rag_url,
+        "recall_min_similarity": 0.05,
+        "promote_after_turns": 2,
+        "archival_after_turns": 2,
+        "archival_deadline_ms": 2000,
+        "recall_deadline_ms": 2000,
+        "working_deadline_ms": 1000,
+        **extra,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def orchestrator(
+    llm: tuple[FakeLLM, str], memory_dsn: str, redis_url: str, rag: tuple[str, Path]
+) -> Iterator[str]:
+    settings = memory_settings(llm[1], memory_dsn, redis_url, rag[0])
+    with serve_asgi(create_app(settings)) as url:
+        wait_ready(url)
+        yield url
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/ready").status_code != 200:
+        assert time.monotonic() < deadline, httpx.get(f"{url}/ready").json()
+        time.sleep(0.1)
+
+
+def chat(url: str, messages: list[dict[str, Any]], **extra: Any) -> httpx.Response:
+    headers = extra.pop("headers", {})
+    body = {"model": extra.pop("model", "qwen3-coder"), "messages": messages, **extra}
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def memory_block(fake: FakeLLM) -> str:
+    messages = fake.last_chat["body"]["messages"]
+    blocks = [
+        m["content"] for m in messages if m["role"] == "system" and "Memory from" in m["content"]
+    ]
+    assert len(blocks) <= 1
+    return blocks[0] if blocks else ""
+
+
+def states(response: httpx.Response) -> dict[str, str]:
+    return dict(part.strip().split("=") for part in response.headers["x-memory"].split(","))
+
+
+def wait_turns(url: str, session: str, turns: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        r = httpx.get(f"{url}/v1/sessions/{session}")
+        if r.status_code == 200 and r.json()["turn_count"] >= turns:
+            return r.json()
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.05)
+
+
+def test_archival_context_reaches_the_backend(orchestrator: str, fake: FakeLLM) -> None:
+    r = chat(
+        orchestrator,
+        [{"role": "user", "content": "How long does the ZephyrCache keep session tokens?"}],
+        workspace=WORKSPACE,
+    )
+    assert states(r)["archival"] == "ok"
+    block = memory_block(fake)
+    assert "ZephyrCache stores session tokens" in block
+    assert f"Knowledge from workspace '{WORKSPACE}'" in block
+    # the client's own messages are passed on unchanged after the memory block
+    assert fake.last_chat["body"]["messages"][-1]["content"].startswith("How long does")
+
+
+def test_usage_prompt_tokens_include_the_injected_memory(orchestrator: str, fake: FakeLLM) -> None:
+    client = openai.OpenAI(base_url=f"{orchestrator}/v1", api_key="x", max_retries=0)
+    question = [{"role": "user", "content": "What does the MeridianQueue deliver?"}]
+
+    def usage(headers: dict[str, str]) -> int:
+        chunks = list(
+            client.chat.completions.create(
+                model="qwen3-coder",
+                messages=question,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"workspace": WORKSPACE},
+                extra_headers=headers,
+            )
+        )
+        assert chunks[-1].usage is not None
+        return chunks[-1].usage.prompt_tokens
+
+    with_memory = usage({})
+    without = usage({"x-memory": "off"})
+    assert with_memory > without
+
+
+def test_resent_history_keeps_one_session_and_is_not_injected_again(
+    orchestrator: str, fake: FakeLLM
+) -> None:
+    system = {"role": "system", "content": "You are a helpful coding agent."}
+    first = [system, {"role": "user", "content": "Plan the OrbitalScheduler refactor."}]
+    r1 = chat(orchestrator, first, workspace="hist")
+    answer = r1.json()["choices"][0]["message"]["content"]
+    session = r1.headers["x-session-id"]
+    wait_turns(orchestrator, session, 1)
+    second = [
+        *first,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Now write the tests."},
+    ]
+    r2 = chat(orchestrator, second, workspace="hist")
+    assert r2.headers["x-session-id"] == session
+    assert states(r2)["working"] == "skipped"
+    assert "OrbitalScheduler" not in memory_block(fake)  # the client sent it: not again
+    assert [m["role"] for m in fake.last_chat["body"]["messages"] if m["role"] != "system"] == [
+        "user",
+        "assistant",
+        "user",
+    ]
+    stored = wait_turns(orchestrator, session, 2)
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant", "user", "assistant"]
+
+
+def test_working_memory_fills_in_after_switching_models(orchestrator: str, fake: FakeLLM) -> None:
+    session = f"switch-{uuid.uuid4().hex[:8]}"
+    headers = {"x-session-id": session}
+    chat(
+        orchestrator,
+        [{"role": "user", "content": "Remember the codename NebulaFox."}],
+        headers=headers,
+        workspace="switch",
+    )
+    wait_turns(orchestrator, session, 1)
+    r = chat(
+        orchestrator,
+        [{"role": "user", "content": "What was the codename?"}],
+        headers=headers,
+        workspace="switch",
+        model="deepseek-r1",
+    )
+    assert states(r)["working"] == "ok"
+    block = memory_block(fake)
+    assert "Earlier in this conversation" in block
+    assert "user: Remember the codename NebulaFox." in block
+
+
+def test_promoted_summary_is_recalled_by_a_later_session(
+    orchestrator: str, fake: FakeLLM, rag: tuple[str, Path]
+) -> None:
+    workspace = f"recall-{uuid.uuid4().hex[:6]}"
+    first = f"first-{uuid.uuid4().hex[:8]}"
+    for text in (
+        "We chose QuasarLedger for reconciliation.",
+        "QuasarLedger runs reconciliation nightly.",
+    ):
+        chat(
+            orchestrator,
+            [{"role": "user", "content": text}],
+            headers={"x-session-id": first},
+            workspace=workspace,
+        )
+        time.sleep(0.05)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{orchestrator}/v1/sessions/{first}").json()["promoted_upto_turn"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    r = chat(
+        orchestrator,
+        [{"role": "user", "content": "How does QuasarLedger reconciliation run?"}],
+        workspace=workspace,
+    )
+    assert r.headers["x-session-id"] != first
+    assert states(r)["recall"] == "ok"
+    block = memory_block(fake)
+    assert "Related earlier sessions" in block and "QuasarLedger" in block
+    # and the summary reached rag-server (archival_after_turns = 2)
+    rag_url, _ = rag
+    deadline = time.monotonic() + 30
+    while True:
+        docs = httpx.post(
+            f"{rag_url}/documents/paginated", json={}, headers={"LIGHTRAG-WORKSPACE": workspace}
+        )
+        paths = (
+            [d["file_path"] for d in docs.json().get("documents", [])]
+            if docs.status_code == 200
+            else []
+        )
+        if any(p.startswith(f"sessions/{first}/") for p in paths):
+            break
+        assert time.monotonic() < deadline, docs.text
+        time.sleep(0.2)
+
+
+async def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url: str) -> None:
+    session = f"api-{uuid.uuid4().hex[:8]}"
+    chat(
+        orchestrator,
+        [{"role": "user", "content": "Hello API."}],
+        headers={"x-session-id": session},
+        workspace="api-ws",
+    )
+    wait_turns(orchestrator, session, 1)
+    listed = httpx.get(f"{orchestrator}/v1/sessions", params={"workspace": "api-ws"}).json()
+    assert session in {s["id"] for s in listed["data"]}
+    shown = httpx.get(f"{orchestrator}/v1/sessions/{session}").json()
+    assert shown["workspace"] == "api-ws"
+    assert shown["messages"][0]["content"] == "Hello API."
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(redis_url)
+    assert await redis.keys(f"*{session}*")
+    r = httpx.delete(f"{orchestrator}/v1/sessions/{session}")
+    assert r.status_code == 200
+    assert httpx.get(f"{orchestrator}/v1/sessions/{session}").status_code == 404
+    assert not await redis.keys(f"*{session}*")
+    await redis.aclose()
+    assert httpx.delete(f"{orchestrator}/v1/sessions/{session}").status_code == 404
+    workspaces = {w["name"] for w in httpx.get(f"{orchestrator}/v1/workspaces").json()["data"]}
+    assert {WORKSPACE, "hist"} <= workspaces
+
+
+def test_stopped_dependencies_degrade_memory_not_the_answer(
+    orchestrator: str, infra: EmbeddedInfra, fake: FakeLLM
+) -> None:
+    question = [{"role": "user", "content": "Where are the ZephyrCache tokens kept?"}]
+    infra.valkey.stop()
+    try:
+        r = chat(orchestrator, question, workspace=WORKSPACE, headers={"x-session-id": "degrade"})
+        assert states(r)["working"] in ("error", "timeout")
+        assert r.json()["choices"][0]["message"]["content"]
+    finally:
+        infra.valkey.start()
+    infra.postgres.stop()
+    try:
+        r = chat(
+            orchestrator,
+            [{"role": "user", "content": "And the ZephyrCache expiry?"}],
+            workspace=WORKSPACE,
+        )
+        assert states(r)["recall"] in ("error", "timeout")
+        assert states(r)["archival"] == "ok"
+        assert httpx.get(f"{orchestrator}/ready").status_code == 503
+    finally:
+        infra.postgres.start()
+    wait_ready(orchestrator)
+
+
+def test_rag_server_stopped_mid_test(
+    llm: tuple[FakeLLM, str],
+    fake: FakeLLM,
+    memory_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    other = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    with serve_asgi(other.app) as other_url:
+        server = rag_server(other_url, tmp_path)
+        rag_url = server.__enter__()
+        settings = memory_settings(llm[1], memory_dsn, redis_url, rag_url, archival_deadline_ms=500)
+        with serve_asgi(create_app(settings)) as url:
+            r = chat(
+                url,
+                [{"role": "user", "content": "Anything about OrbitalScheduler?"}],
+                workspace=WORKSPACE,
+            )
+            assert states(r)["archival"] in ("ok", "empty")
+            server.__exit__(None, None, None)
+            r = chat(
+                url,
+                [{"role": "user", "content": "Anything about OrbitalScheduler?"}],
+                workspace=WORKSPACE,
+            )
+            assert states(r)["archival"] in ("error", "timeout")
+            assert r.json()["choices"][0]["message"]["content"].startswith("echo:")

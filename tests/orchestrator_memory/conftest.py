@@ -1,0 +1,84 @@
+"""Fixtures for the orchestrator's memory stores: a database of their own on the real
+PostgreSQL, a real rag-server process, and fake LLMs for summaries and embeddings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, summary_responder
+from orchestrator.recall import RecallStore
+from support import rag_server, serve_asgi
+
+
+@pytest.fixture(scope="session")
+def summary_llm() -> Iterator[FakeLLM]:
+    """The extract and embedding backend of the orchestrator (not rag-server's)."""
+    llm = create_fake_llm(
+        chat_models=[EXTRACT_MODEL], embedding_models=[EMBED_MODEL], responder=summary_responder
+    )
+    with serve_asgi(llm.app) as url:
+        llm.url = url
+        yield llm
+
+
+@pytest.fixture
+def llm(summary_llm: FakeLLM) -> Iterator[FakeLLM]:
+    summary_llm.recover()
+    summary_llm.set_delay(0.0, "all")
+    summary_llm.reset()
+    yield summary_llm
+    summary_llm.recover()
+    summary_llm.set_delay(0.0, "all")
+
+
+@pytest.fixture(scope="session")
+def rag_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real rag-server process (local profile) backed by a fake LLM of its own."""
+    fake = create_fake_llm(chat_models=[EXTRACT_MODEL], embedding_models=[EMBED_MODEL])
+    with (
+        serve_asgi(fake.app) as fake_url,
+        rag_server(fake_url, tmp_path_factory.mktemp("rag-memory")) as url,
+    ):
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    """A fresh database, so these tables never meet other tests' tables of the same names."""
+    name = f"memory_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(memory_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(memory_dsn, min_size=1, max_size=8)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def recall(pg_pool: asyncpg.Pool) -> RecallStore:
+    store = RecallStore(pg_pool, DIM)
+    await store.ensure_schema()
+    return store
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        yield client
