@@ -1,6 +1,6 @@
 """An instant OpenAI-compatible backend for benchmarks: fixed answers, no model, raw ASGI.
 
-    python benchmarks/fast_backend.py PORT
+python benchmarks/fast_backend.py PORT
 """
 
 from __future__ import annotations
@@ -29,13 +29,20 @@ CHUNKS = [
     b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
     b"data: [DONE]\n\n",
 ]
-EMBEDDING = json.dumps(
-    {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1] * 1024}],
-     "model": "bench"}
-).encode()
+VECTOR = json.dumps([0.03125] * 1024)
 
 
-async def app(scope, receive, send):  # noqa: ANN001, ANN201
+def embeddings(body: bytes) -> bytes:
+    """One (identical) 1024-dimensional vector per input, as the OpenAI API answers."""
+    inputs = json.loads(body or b"{}").get("input", "")
+    count = len(inputs) if isinstance(inputs, list) else 1
+    data = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":{VECTOR}}}' for i in range(count)
+    )
+    return f'{{"object":"list","model":"bench","data":[{data}]}}'.encode()
+
+
+async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     body = b""
@@ -46,10 +53,15 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201
             break
     path = scope["path"]
     if path.endswith("/embeddings"):
-        await _send(send, EMBEDDING)
+        await _send(send, embeddings(body))
     elif path.endswith("/chat/completions") and b'"stream":true' in body.replace(b" ", b""):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for chunk in CHUNKS:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -59,9 +71,14 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201
         await _send(send, b'{"object":"list","data":[]}')
 
 
-async def _send(send, body: bytes) -> None:  # noqa: ANN001
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+async def _send(send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -259,7 +259,7 @@ def test_promoted_summary_is_recalled_by_a_later_session(
         time.sleep(0.2)
 
 
-async def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url: str) -> None:
+def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url: str) -> None:
     session = f"api-{uuid.uuid4().hex[:8]}"
     chat(
         orchestrator,
@@ -273,15 +273,15 @@ async def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url
     shown = httpx.get(f"{orchestrator}/v1/sessions/{session}").json()
     assert shown["workspace"] == "api-ws"
     assert shown["messages"][0]["content"] == "Hello API."
-    import redis.asyncio as aioredis
+    import redis as sync_redis
 
-    redis = aioredis.from_url(redis_url)
-    assert await redis.keys(f"*{session}*")
+    redis = sync_redis.Redis.from_url(redis_url)
+    assert redis.keys(f"*{session}*")
     r = httpx.delete(f"{orchestrator}/v1/sessions/{session}")
     assert r.status_code == 200
     assert httpx.get(f"{orchestrator}/v1/sessions/{session}").status_code == 404
-    assert not await redis.keys(f"*{session}*")
-    await redis.aclose()
+    assert not redis.keys(f"*{session}*")
+    redis.close()
     assert httpx.delete(f"{orchestrator}/v1/sessions/{session}").status_code == 404
     workspaces = {w["name"] for w in httpx.get(f"{orchestrator}/v1/workspaces").json()["data"]}
     assert {WORKSPACE, "hist"} <= workspaces
@@ -335,7 +335,7 @@ def test_rag_server_stopped_mid_test(
             server.__exit__(None, None, None)
             r = chat(
                 url,
-                [{"role": "user", "content": "Anything about OrbitalScheduler?"}],
+                [{"role": "user", "content": "Anything about the OrbitalScheduler queue?"}],
                 workspace=WORKSPACE,
             )
             assert states(r)["archival"] in ("error", "timeout")

@@ -19,6 +19,7 @@ from typing import Any
 from sparkstack_common.tokens import count_tokens
 
 from .archive import ArchiveClient
+from .cache import SingleFlightCache
 from .embeddings import Embedder
 from .identity import text_of
 from .memory_api import ChatCall, MemoryContext
@@ -52,6 +53,11 @@ class Memory:
         self.metrics = metrics
         self.promote = promote
         self.tasks: set[asyncio.Task[None]] = set()
+        # Embeddings never change for a text; archival answers may lag an ingest by the TTL.
+        self._embedding_cache: SingleFlightCache[list[float]] = SingleFlightCache(3600.0, 4096)
+        self._archival_cache: SingleFlightCache[list[Any]] = SingleFlightCache(
+            settings.archival_cache_seconds
+        )
 
     # -- before the call --------------------------------------------------------------------
     async def context(self, call: ChatCall) -> MemoryContext:
@@ -107,7 +113,9 @@ class Memory:
     async def _recall(self, call: ChatCall) -> list[str]:
         if self.settings.recall_top_k <= 0:
             return []
-        [vector] = await self.embedder.embed([call.query])
+        vector = await self._embedding_cache.get(
+            call.query, lambda: self.embedder.embed_one(call.query)
+        )
         hits = await self.recall.search(
             call.workspace,
             vector,
@@ -120,8 +128,12 @@ class Memory:
     async def _archival(self, call: ChatCall) -> list[str]:
         if self.settings.archival_top_k <= 0:
             return []
-        hits = await self.archive.search(
-            call.workspace, call.query, self.settings.archival_mode, self.settings.archival_top_k
+        s = self.settings
+        hits = await self._archival_cache.get(
+            (call.workspace, s.archival_mode, call.query),
+            lambda: self.archive.search(
+                call.workspace, call.query, s.archival_mode, s.archival_top_k
+            ),
         )
         own = f"sessions/{call.session_id}/"
         return [

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     recall_min_similarity: float = Field(0.55, ge=-1.0, le=1.0)
     archival_mode: str = "naive"  # naive needs no LLM call on the request path
     archival_top_k: int = Field(4, ge=0)
+    # identical archival lookups within this many seconds share one rag-server query
+    archival_cache_seconds: float = Field(10.0, ge=0)
     working_deadline_ms: int = Field(100, ge=1)
     recall_deadline_ms: int = Field(250, ge=1)
     archival_deadline_ms: int = Field(400, ge=1)
