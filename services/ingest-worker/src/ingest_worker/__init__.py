@@ -1,0 +1,1 @@
+"""ingest-worker: durable, incremental codebase and document ingestion."""
