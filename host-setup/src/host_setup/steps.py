@@ -1,0 +1,791 @@
+"""The steps, in order. Each one: `check` (already satisfied?), `plan` (one line: what it would
+change), `apply` (only the difference). Checks are the shared functions of `checks`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from . import checks, render, versions
+from .checks import ADMIN_CONF, Settings, Status, kubectl
+from .hosts import Host
+
+TMP = "/tmp/host-setup"
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+
+
+class StepError(RuntimeError):
+    """A step cannot do its work (not a failed command: those raise CommandError)."""
+
+
+class Step:
+    name = ""
+    summary = ""  # what the step makes true
+    action = ""  # what apply does, for `plan`
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+
+    def status(self, host: Host) -> Status:
+        raise NotImplementedError
+
+    def check(self, host: Host) -> bool:
+        return bool(self.status(host))
+
+    def plan(self, host: Host) -> str:
+        st = self.status(host)
+        if st:
+            return f"{self.name}: nothing to do ({st.detail or self.summary})"
+        return f"{self.name}: {self.action} (now: {st.detail})"
+
+    def apply(self, host: Host) -> None:
+        raise NotImplementedError
+
+
+# helpers ---------------------------------------------------------------------------------
+def deb_arch(host: Host) -> str:
+    machine = host.run(["uname", "-m"]).stdout.strip()
+    return {"aarch64": "arm64", "arm64": "arm64", "x86_64": "amd64"}.get(machine, machine)
+
+
+def download_verified(host: Host, url: str, dest: str, checksum_url: str) -> None:
+    """Download `url` to `dest` and check it against the published SHA-256."""
+    host.run(["mkdir", "-p", TMP])
+    host.run(["curl", "-fsSL", "--retry", "3", "-o", dest, url])
+    host.run(["curl", "-fsSL", "--retry", "3", "-o", dest + ".sha256", checksum_url])
+    want = (host.read_file(dest + ".sha256") or "").split()
+    got = host.run(["sha256sum", dest]).stdout.split()
+    if not want or not got or want[0] != got[0]:
+        raise StepError(f"checksum mismatch for {url}")
+
+
+def apt_install(host: Host, packages: list[str], *, update: bool = True) -> None:
+    if update:
+        host.run(["apt-get", "update"], env=APT_ENV)
+    host.run(
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "--allow-downgrades",
+            "--allow-change-held-packages",
+            *packages,
+        ],
+        env=APT_ENV,
+        timeout=1800,
+    )
+
+
+def apply_objects(host: Host, objs: list[dict]) -> None:
+    kubectl(host, "apply", "-f", "-", input=render.dump_objects(objs))
+
+
+def write_values(host: Host, name: str, values: dict) -> str:
+    path = f"{checks.HELM_VALUES_DIR}/{name}.yaml"
+    host.write_file(path, render.dump_objects([values]), mode=0o600)
+    return path
+
+
+def helm_upgrade(
+    host: Host, release: str, chart: str, version: str, namespace: str, values: dict | None
+) -> None:
+    args = [
+        "upgrade",
+        "--install",
+        release,
+        chart,
+        "--version",
+        version,
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "20m",
+    ]
+    if values:
+        args += ["--values", write_values(host, release, values)]
+    checks.helm(host, *args)
+
+
+def helm_repo(host: Host, repo: tuple[str, str]) -> None:
+    checks.helm(host, "repo", "add", repo[0], repo[1], "--force-update")
+
+
+def wait_for(host: Host, s: Settings, what: str, probe: Callable[[], Status]) -> None:
+    waited = 0.0
+    while True:
+        st = probe()
+        if st:
+            return
+        if waited >= s.wait_timeout:
+            raise StepError(f"timed out after {waited:.0f}s waiting for {what}: {st.detail}")
+        host.sleep(s.poll_interval)
+        waited += s.poll_interval
+
+
+# host steps ------------------------------------------------------------------------------
+class Preflight(Step):
+    name = "preflight"
+    summary = "Linux on aarch64/x86_64, NVIDIA GPU and driver, nvidia-ctk, disk space"
+    action = "cannot be fixed by host-setup; fix the machine and re-run"
+
+    def status(self, host):
+        return checks.preflight(host, self.s)
+
+    def apply(self, host):
+        st = self.status(host)
+        if not st:
+            raise StepError(f"preflight failed: {st.detail}")
+
+
+class KernelModules(Step):
+    name = "kernel-modules"
+    summary = "overlay, br_netfilter, iscsi_tcp loaded and loaded at boot"
+    action = f"modprobe {' '.join(checks.MODULES)}; write {checks.MODULES_FILE}"
+
+    def status(self, host):
+        return checks.all_of(
+            checks.modules_loaded(host, self.s), checks.modules_persisted(host, self.s)
+        )
+
+    def apply(self, host):
+        loaded = checks.loaded_modules(host)
+        for m in checks.MODULES:
+            if m not in loaded:
+                host.run(["modprobe", m])
+        if not checks.modules_persisted(host, self.s):
+            host.write_file(checks.MODULES_FILE, "\n".join(checks.MODULES) + "\n")
+
+
+class Sysctls(Step):
+    name = "sysctls"
+    summary = "bridge netfilter, IP forwarding, inotify limits"
+    action = f"set sysctls and persist them in {checks.SYSCTL_FILE}"
+
+    def status(self, host):
+        return checks.all_of(
+            checks.sysctls_live(host, self.s), checks.sysctls_persisted(host, self.s)
+        )
+
+    def apply(self, host):
+        if not checks.sysctls_persisted(host, self.s):
+            body = "".join(f"{k} = {v}\n" for k, v in checks.SYSCTLS.items())
+            host.write_file(checks.SYSCTL_FILE, "# host-setup (sparkstack)\n" + body)
+        for key, want in checks.SYSCTLS.items():
+            got = (host.read_file("/proc/sys/" + key.replace(".", "/")) or "").strip()
+            if got != want:
+                host.run(["sysctl", "-w", f"{key}={want}"])
+
+
+class Swap(Step):
+    name = "swap"
+    summary = "swap off now and at boot"
+    action = "swapoff -a, comment swap out of /etc/fstab, mask swap.target"
+
+    def status(self, host):
+        return checks.swap_off(host, self.s)
+
+    def apply(self, host):
+        if [line for line in (host.read_file("/proc/swaps") or "").splitlines()[1:] if line]:
+            host.run(["swapoff", "-a"])
+        fstab = host.read_file("/etc/fstab") or ""
+        if checks.fstab_swap_entries(fstab):
+            if not host.exists("/etc/fstab.host-setup.bak"):
+                host.write_file("/etc/fstab.host-setup.bak", fstab)
+            out = []
+            for line in fstab.splitlines():
+                f = line.split()
+                if len(f) >= 3 and f[2] == "swap" and not line.lstrip().startswith("#"):
+                    line = "# disabled by host-setup (kubelet needs swap off): " + line
+                out.append(line)
+            host.write_file("/etc/fstab", "\n".join(out) + "\n")
+        if checks.service_state(host, "swap.target")[1] != "masked":
+            host.run(["systemctl", "mask", "swap.target"])
+
+
+class BasePackages(Step):
+    name = "base-packages"
+    summary = "tools and Longhorn's iSCSI/NFS clients"
+    action = f"apt-get install {' '.join(checks.BASE_PACKAGES)}; enable iscsid"
+
+    def status(self, host):
+        return checks.base_packages(host, self.s)
+
+    def apply(self, host):
+        have = checks.dpkg_versions(host, checks.BASE_PACKAGES)
+        missing = [p for p in checks.BASE_PACKAGES if p not in have]
+        if missing:
+            apt_install(host, missing)
+        if not checks.service_running(host, "iscsid"):
+            host.run(["systemctl", "enable", "--now", "iscsid"])
+
+
+class Containerd(Step):
+    name = "containerd"
+    summary = "containerd with CRI on and SystemdCgroup, config for its own schema version"
+    action = f"render {render.CONTAINERD_CONFIG} for the installed containerd; restart it"
+
+    def status(self, host):
+        return checks.containerd_ready(host, self.s)
+
+    def apply(self, host):
+        version = checks.containerd_installed(host)
+        if version is None:
+            apt_install(host, ["containerd"])
+            version = checks.containerd_installed(host)
+            if version is None:
+                raise StepError("containerd still not installed")
+        facts = checks.containerd_config(host)
+        want = render.containerd_config_version(version)
+        if (
+            facts is None
+            or facts["version"] != want
+            or not facts["cri_enabled"]
+            or not facts["systemd_cgroup"].get("runc")
+        ):
+            old = host.read_file(render.CONTAINERD_CONFIG)
+            if old is not None and not host.exists(render.CONTAINERD_CONFIG + ".host-setup.bak"):
+                host.write_file(render.CONTAINERD_CONFIG + ".host-setup.bak", old)
+            host.run(["mkdir", "-p", render.CONTAINERD_DROPIN_DIR])
+            host.write_file(render.CONTAINERD_CONFIG, render.render_containerd_config(want))
+            host.run(["systemctl", "restart", "containerd"])
+        if not checks.service_running(host, "containerd"):
+            host.run(["systemctl", "enable", "--now", "containerd"])
+
+
+class NvidiaRuntime(Step):
+    name = "nvidia-runtime"
+    summary = "nvidia as containerd's default runtime (nvidia-ctk)"
+    action = (
+        "nvidia-ctk runtime configure --runtime=containerd --set-as-default; restart containerd"
+    )
+
+    def status(self, host):
+        return checks.nvidia_default_runtime(host, self.s)
+
+    def apply(self, host):
+        host.run(
+            [
+                "nvidia-ctk",
+                "runtime",
+                "configure",
+                "--runtime=containerd",
+                "--set-as-default",
+                f"--config={render.CONTAINERD_CONFIG}",
+            ]
+        )
+        host.run(["systemctl", "restart", "containerd"])
+        st = checks.nvidia_default_runtime(host, self.s)
+        if not st:  # verified by parsing what nvidia-ctk wrote
+            raise StepError(f"nvidia-ctk ran but the config is not right: {st.detail}")
+
+
+class CniPlugins(Step):
+    name = "cni-plugins"
+    summary = f"CNI plugins {versions.CNI_PLUGINS_VERSION} in {checks.CNI_BIN_DIR}"
+    action = f"install CNI plugins {versions.CNI_PLUGINS_VERSION} into {checks.CNI_BIN_DIR}"
+
+    def status(self, host):
+        return checks.cni_plugins(host, self.s)
+
+    def apply(self, host):
+        url = versions.CNI_PLUGINS_URL.format(
+            version=versions.CNI_PLUGINS_VERSION, arch=deb_arch(host)
+        )
+        tgz = f"{TMP}/cni-plugins.tgz"
+        download_verified(host, url, tgz, url + ".sha256")
+        host.run(["mkdir", "-p", checks.CNI_BIN_DIR])
+        host.run(["tar", "-xzf", tgz, "-C", checks.CNI_BIN_DIR])
+        host.write_file(checks.CNI_MARKER, versions.CNI_PLUGINS_VERSION + "\n")
+        host.run(["rm", "-rf", TMP])
+
+
+class KubernetesRepo(Step):
+    name = "kubernetes-repo"
+    summary = f"apt repository pkgs.k8s.io v{versions.KUBERNETES_MINOR}"
+    action = f"add {versions.KUBERNETES_APT_REPO} and its signing key"
+
+    def status(self, host):
+        return checks.kubernetes_repo(host, self.s)
+
+    def apply(self, host):
+        host.run(["mkdir", "-p", "-m", "0755", "/etc/apt/keyrings", TMP])
+        key = f"{TMP}/kubernetes-Release.key"
+        host.run(
+            [
+                "curl",
+                "-fsSL",
+                "--retry",
+                "3",
+                "-o",
+                key,
+                versions.KUBERNETES_APT_REPO + "Release.key",
+            ]
+        )
+        host.run(["gpg", "--dearmor", "--yes", "-o", checks.K8S_KEYRING, key])
+        host.write_file(checks.K8S_SOURCES, checks.k8s_sources_line())
+        host.run(["apt-get", "update"], env=APT_ENV)
+
+
+class KubernetesPackages(Step):
+    name = "kubernetes-packages"
+    summary = f"kubelet, kubeadm, kubectl {versions.KUBERNETES_PACKAGE_VERSION}, held"
+    action = (
+        f"apt-get install kubelet kubeadm kubectl={versions.KUBERNETES_PACKAGE_VERSION}; "
+        "apt-mark hold"
+    )
+
+    def status(self, host):
+        return checks.kubernetes_packages(host, self.s)
+
+    def apply(self, host):
+        pkgs = versions.KUBERNETES_PACKAGES
+        have = checks.dpkg_versions(host, pkgs)
+        if any(have.get(p) != versions.KUBERNETES_PACKAGE_VERSION for p in pkgs):
+            apt_install(host, [f"{p}={versions.KUBERNETES_PACKAGE_VERSION}" for p in pkgs])
+        held = checks.held_packages(host)
+        if any(p not in held for p in pkgs):
+            host.run(["apt-mark", "hold", *pkgs])
+        if checks.service_state(host, "kubelet")[1] != "enabled":
+            host.run(["systemctl", "enable", "kubelet"])
+
+
+# cluster steps --------------------------------------------------------------------------
+class KubeadmInit(Step):
+    name = "kubeadm-init"
+    summary = "single-node control plane (kubeadm v1beta4, pod CIDR 10.244.0.0/16, systemd cgroups)"
+    action = f"kubeadm init --config {checks.KUBEADM_CONFIG}"
+
+    def status(self, host):
+        return checks.cluster_initialized(host, self.s)
+
+    def apply(self, host):
+        if not host.exists(ADMIN_CONF):
+            host.write_file(
+                checks.KUBEADM_CONFIG,
+                render.render_kubeadm_config(self.s.advertise_address, self.s.node_name),
+            )
+            host.run(["kubeadm", "config", "validate", "--config", checks.KUBEADM_CONFIG])
+            host.run(["kubeadm", "init", "--config", checks.KUBEADM_CONFIG], timeout=1800)
+        elif not checks.service_running(host, "kubelet"):
+            host.run(["systemctl", "enable", "--now", "kubelet"])
+        wait_for(
+            host,
+            self.s,
+            "the API server",
+            lambda: (
+                checks.ok()
+                if kubectl(host, "get", "--raw", "/readyz", check=False).ok
+                else checks.fail("not ready")
+            ),
+        )
+
+
+class Kubeconfig(Step):
+    name = "kubeconfig"
+    summary = "~/.kube/config of the invoking user"
+    action = "copy /etc/kubernetes/admin.conf to the user's ~/.kube/config"
+
+    def status(self, host):
+        return checks.user_kubeconfig(host, self.s)
+
+    def apply(self, host):
+        user, path = checks.user_kubeconfig_path(host, self.s)
+        admin = host.read_file(ADMIN_CONF)
+        if admin is None:
+            raise StepError("no /etc/kubernetes/admin.conf")
+        kube_dir = path.rsplit("/", 1)[0]
+        host.run(["mkdir", "-p", kube_dir])
+        host.run(["chown", f"{user}:", kube_dir])
+        host.write_file(path, admin, mode=0o600, owner=f"{user}:")
+
+
+class Flannel(Step):
+    name = "flannel"
+    summary = f"Flannel {versions.FLANNEL_VERSION}"
+    action = f"kubectl apply -f {versions.FLANNEL_MANIFEST_URL}"
+
+    def status(self, host):
+        return checks.flannel(host, self.s)
+
+    def apply(self, host):
+        kubectl(host, "apply", "-f", versions.FLANNEL_MANIFEST_URL)
+        kubectl(
+            host,
+            "rollout",
+            "status",
+            "daemonset/kube-flannel-ds",
+            "--namespace",
+            "kube-flannel",
+            "--timeout=300s",
+        )
+
+
+class Untaint(Step):
+    name = "untaint"
+    summary = "workloads may run on the control plane"
+    action = f"kubectl taint nodes --all {checks.CONTROL_PLANE_TAINT}-"
+
+    def status(self, host):
+        return checks.no_control_plane_taint(host, self.s)
+
+    def apply(self, host):
+        kubectl(host, "taint", "nodes", "--all", f"{checks.CONTROL_PLANE_TAINT}-")
+
+
+class Helm(Step):
+    name = "helm"
+    summary = f"helm {versions.HELM_VERSION}"
+    action = f"install helm {versions.HELM_VERSION} to {checks.HELM_BIN}"
+
+    def status(self, host):
+        return checks.helm_installed(host, self.s)
+
+    def apply(self, host):
+        arch = deb_arch(host)
+        url = versions.HELM_URL.format(version=versions.HELM_VERSION, arch=arch)
+        tgz = f"{TMP}/helm.tgz"
+        download_verified(host, url, tgz, url + ".sha256sum")
+        host.run(["tar", "-xzf", tgz, "-C", TMP, f"linux-{arch}/helm"])
+        host.run(["install", "-m", "0755", f"{TMP}/linux-{arch}/helm", checks.HELM_BIN])
+        host.run(["rm", "-rf", TMP])
+
+
+class GpuOperator(Step):
+    name = "gpu-operator"
+    summary = f"GPU operator {versions.GPU_OPERATOR_VERSION} with time-slicing"
+    action = (
+        f"helm install GPU operator {versions.GPU_OPERATOR_VERSION} (driver and toolkit off) "
+        "and the time-slicing ConfigMap"
+    )
+
+    def status(self, host):
+        return checks.gpu_operator(host, self.s)
+
+    def plan(self, host):
+        return super().plan(host) + f" [{self.s.gpu_replicas} slices per GPU]"
+
+    def apply(self, host):
+        ns = render.GPU_OPERATOR_NAMESPACE
+        cm_ok = checks.time_slicing_configmap(host, self.s)
+        ns_obj = render.namespace(ns)
+        ns_obj["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": "privileged"}
+        apply_objects(host, [ns_obj, render.time_slicing_configmap(self.s.gpu_replicas)])
+        release = checks.helm_release_status(
+            host,
+            "gpu-operator",
+            ns,
+            "gpu-operator",
+            versions.GPU_OPERATOR_VERSION,
+            render.gpu_operator_values(),
+        )
+        if not release:
+            helm_repo(host, versions.GPU_OPERATOR_REPO)
+            helm_upgrade(
+                host,
+                "gpu-operator",
+                "nvidia/gpu-operator",
+                versions.GPU_OPERATOR_VERSION,
+                ns,
+                render.gpu_operator_values(),
+            )
+        elif not cm_ok:  # only the sharing config changed: the device plugin reloads it
+            kubectl(
+                host,
+                "rollout",
+                "restart",
+                "daemonset/nvidia-device-plugin-daemonset",
+                "--namespace",
+                ns,
+            )
+        wait_for(
+            host,
+            self.s,
+            f"{self.s.gpu_replicas} nvidia.com/gpu slices",
+            lambda: checks.gpu_allocatable_shared(host, self.s),
+        )
+
+
+class Storage(Step):
+    name = "storage"
+    summary = "storage classes longhorn and longhorn-models (one replica, Retain)"
+
+    @property
+    def action(self):  # type: ignore[override]
+        if self.s.storage == "longhorn":
+            return f"helm install Longhorn {versions.LONGHORN_VERSION}; add longhorn-models"
+        v = versions.LOCAL_PATH_PROVISIONER_VERSION
+        return f"install local-path-provisioner {v}; add the classes"
+
+    def status(self, host):
+        return checks.storage(host, self.s)
+
+    def _replace_foreign(self, host: Host, name: str, provisioner: str) -> None:
+        sc = checks.kube_json(host, "storageclass", name)
+        if sc is not None and sc.get("provisioner") != provisioner:
+            kubectl(host, "delete", "storageclass", name)  # immutable: replace it
+
+    def apply(self, host):
+        if self.s.storage == "longhorn":
+            for name in render.STORAGE_CLASSES:
+                self._replace_foreign(host, name, "driver.longhorn.io")
+            release = checks.helm_release_status(
+                host,
+                "longhorn",
+                "longhorn-system",
+                "longhorn",
+                versions.LONGHORN_VERSION,
+                render.longhorn_values(),
+            )
+            if not release:
+                helm_repo(host, versions.LONGHORN_REPO)
+                helm_upgrade(
+                    host,
+                    "longhorn",
+                    "longhorn/longhorn",
+                    versions.LONGHORN_VERSION,
+                    "longhorn-system",
+                    render.longhorn_values(),
+                )
+            # the chart owns `longhorn`; `longhorn-models` is ours
+            apply_objects(host, [render.storage_class("longhorn-models", "longhorn")])
+        elif self.s.storage == "local-path":
+            for name in render.STORAGE_CLASSES:
+                self._replace_foreign(host, name, "rancher.io/local-path")
+            kubectl(host, "apply", "-f", versions.LOCAL_PATH_PROVISIONER_URL)
+            apply_objects(
+                host, [render.storage_class(n, "local-path") for n in render.STORAGE_CLASSES]
+            )
+            kubectl(
+                host,
+                "rollout",
+                "status",
+                "deployment/local-path-provisioner",
+                "--namespace",
+                "local-path-storage",
+                "--timeout=300s",
+            )
+        else:
+            raise StepError(f"unknown storage backend {self.s.storage!r}")
+
+
+class CertManager(Step):
+    name = "cert-manager"
+    summary = f"cert-manager {versions.CERT_MANAGER_VERSION}"
+    action = f"helm install cert-manager {versions.CERT_MANAGER_VERSION} (with CRDs)"
+
+    def status(self, host):
+        return checks.cert_manager(host, self.s)
+
+    def apply(self, host):
+        helm_repo(host, versions.CERT_MANAGER_REPO)
+        helm_upgrade(
+            host,
+            "cert-manager",
+            "jetstack/cert-manager",
+            versions.CERT_MANAGER_VERSION,
+            "cert-manager",
+            render.cert_manager_values(),
+        )
+
+
+class KServe(Step):
+    name = "kserve"
+    summary = f"KServe {versions.KSERVE_VERSION}, RawDeployment by default"
+    action = f"helm install KServe {versions.KSERVE_VERSION} CRDs and controller (RawDeployment)"
+
+    def status(self, host):
+        return checks.kserve(host, self.s)
+
+    def apply(self, host):
+        v = versions.KSERVE_VERSION
+        if not checks.helm_release_status(host, "kserve-crd", "kserve", "kserve-crd", v, {}):
+            helm_upgrade(host, "kserve-crd", versions.KSERVE_CRD_CHART, v, "kserve", None)
+        if not checks.helm_release_status(
+            host, "kserve", "kserve", "kserve", v, render.kserve_values()
+        ):
+            helm_upgrade(host, "kserve", versions.KSERVE_CHART, v, "kserve", render.kserve_values())
+
+
+class AppSecret(Step):
+    name = "app-secret"
+    summary = "the stack's credentials Secret, random values, generated once"
+    action = f"run {render.ENSURE_SECRET_SCRIPT} on the target (creates the Secret when absent)"
+
+    def status(self, host):
+        return checks.app_secret(host, self.s)
+
+    def apply(self, host):
+        try:
+            script = checks.secret_script(self.s)
+        except OSError as exc:
+            raise StepError(str(exc)) from exc
+        # The manifests' own generator, fed to bash on the target: values are made there and
+        # go straight into the cluster (never through this process or a command line).
+        host.run(["bash", "-s"], input=script, env={"KUBECONFIG": ADMIN_CONF})
+
+
+class GpuSharing(Step):
+    name = "gpu-sharing"
+    summary = "two pods, one GPU slice each, run together on the same GPU"
+    action = "run two one-slice pods at once and compare the GPU UUIDs they see"
+
+    def status(self, host):
+        return checks.gpu_sharing_validated(host, self.s)
+
+    def apply(self, host):
+        ns = render.VALIDATION_NAMESPACE
+        pods = render.GPU_SHARE_PODS
+        kubectl(
+            host,
+            "delete",
+            "pod",
+            *pods,
+            "--namespace",
+            ns,
+            "--ignore-not-found",
+            "--wait=true",
+            check=False,
+        )
+        try:
+            apply_objects(host, [render.namespace(ns), *(render.gpu_share_pod(p) for p in pods)])
+            kubectl(
+                host,
+                "wait",
+                "--for=condition=Ready",
+                *(f"pod/{p}" for p in pods),
+                "--namespace",
+                ns,
+                "--timeout=600s",
+            )
+            listing = checks.kube_json(host, "pods", "--namespace", ns) or {}
+            running = {
+                p["metadata"]["name"]
+                for p in listing.get("items", [])
+                if p.get("status", {}).get("phase") == "Running"
+            }
+            if not set(pods) <= running:
+                raise StepError(f"the two pods did not run together (running: {sorted(running)})")
+            uuids = []
+            for p in pods:
+                out = kubectl(host, "logs", p, "--namespace", ns).stdout
+                found = re.findall(r"UUID:\s*(GPU-[0-9a-fA-F-]+)", out)
+                if not found:
+                    raise StepError(f"{p} saw no GPU: {out.strip()[:300]}")
+                uuids.append(found[0])
+            if len(set(uuids)) != 1:
+                raise StepError(f"the pods saw different GPUs: {uuids}")
+        finally:
+            kubectl(
+                host,
+                "delete",
+                "pod",
+                *pods,
+                "--namespace",
+                ns,
+                "--ignore-not-found",
+                "--wait=false",
+                check=False,
+            )
+        marker = {
+            "uuid": uuids[0],
+            "replicas": self.s.gpu_replicas,
+            "gpu_operator": versions.GPU_OPERATOR_VERSION,
+        }
+        host.write_file(checks.GPU_SHARING_MARKER, json.dumps(marker) + "\n")
+
+
+class OpenCode(Step):
+    name = "opencode"
+    summary = "OpenCode providers for coding, reasoning and the orchestrator"
+    action = "write sparkstack providers into the user's opencode.json"
+
+    def status(self, host):
+        return checks.opencode_config(host, self.s)
+
+    def apply(self, host):
+        user, path = checks.opencode_path(host, self.s)
+        text = render.render_opencode_config(host.read_file(path), self.s.endpoint_host)
+        home = host.user_home(user)
+        for d in (f"{home}/.config", f"{home}/.config/opencode"):
+            if not host.exists(d):
+                host.run(["mkdir", "-p", d])
+                host.run(["chown", f"{user}:", d])
+        host.write_file(path, text, owner=f"{user}:")
+
+
+# worker ----------------------------------------------------------------------------------
+class Join(Step):
+    name = "join"
+    summary = "this machine is a worker of the control plane's cluster"
+    action = "kubeadm join with a fresh token from the control plane"
+
+    def __init__(self, settings: Settings, control_plane: Host) -> None:
+        super().__init__(settings)
+        self.control_plane = control_plane
+
+    def status(self, host):
+        if not host.exists(checks.KUBELET_CONF):
+            return checks.fail("not joined to a cluster")
+        return checks.service_running(host, "kubelet")
+
+    def apply(self, host):
+        if host.exists(checks.KUBELET_CONF):
+            host.run(["systemctl", "enable", "--now", "kubelet"])
+            return
+        out = self.control_plane.run(
+            ["kubeadm", "token", "create", "--print-join-command", "--ttl", "1h"]
+        ).stdout
+        endpoint, token, ca_hash = render.parse_join_command(out)
+        host.write_file(
+            checks.KUBEADM_JOIN_CONFIG,
+            render.render_join_config(endpoint, token, ca_hash),
+            mode=0o600,
+        )
+        try:
+            host.run(["kubeadm", "join", "--config", checks.KUBEADM_JOIN_CONFIG], timeout=1800)
+        finally:
+            host.remove(checks.KUBEADM_JOIN_CONFIG)  # it holds a bootstrap token
+
+
+HOST_STEPS = (
+    Preflight,
+    KernelModules,
+    Sysctls,
+    Swap,
+    BasePackages,
+    Containerd,
+    NvidiaRuntime,
+    CniPlugins,
+    KubernetesRepo,
+    KubernetesPackages,
+)
+CLUSTER_STEPS = (
+    KubeadmInit,
+    Kubeconfig,
+    Flannel,
+    Untaint,
+    Helm,
+    GpuOperator,
+    Storage,
+    CertManager,
+    KServe,
+    AppSecret,
+    GpuSharing,
+    OpenCode,
+)
+
+
+def build_steps(settings: Settings) -> list[Step]:
+    return [cls(settings) for cls in (*HOST_STEPS, *CLUSTER_STEPS)]
+
+
+def build_worker_steps(settings: Settings, control_plane: Host) -> list[Step]:
+    return [*(cls(settings) for cls in HOST_STEPS), Join(settings, control_plane)]
+
+
+STEP_NAMES = tuple(cls.name for cls in (*HOST_STEPS, *CLUSTER_STEPS))
