@@ -1,0 +1,281 @@
+"""The manifests agree with the sources of truth: the model catalog (names, tags, context
+lengths, sizes, service names), services.json (images, ports, NodePorts) and each service's
+settings class (environment variable names, default ports)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from manifests_support import (
+    INGEST_WORKER_ENV,
+    MANIFESTS,
+    ROLE_LABEL,
+    app_image,
+    env_map,
+    env_value,
+    find,
+    flag_value,
+    of_kind,
+    pods,
+    quantity,
+    services_json,
+)
+from sparkstack_common.catalog import Catalog, Model
+
+CLUSTER_HOST = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc\.cluster\.local$")
+
+
+def serving_pod(objs: list[dict[str, Any]], model: Model):
+    matches = [p for p in pods(objs) if p.long_running and p.labels.get(ROLE_LABEL) == model.role]
+    assert len(matches) == 1, f"{model.role}: {[str(p) for p in matches]}"
+    return matches[0]
+
+
+def download_pod(objs: list[dict[str, Any]], model: Model):
+    matches = [p for p in pods(objs) if p.kind == "Job" and p.labels.get(ROLE_LABEL) == model.role]
+    assert len(matches) == 1, f"{model.role}: {[str(p) for p in matches]}"
+    return matches[0]
+
+
+# --- the model catalog ---------------------------------------------------------------------
+
+
+def test_one_server_service_volume_and_download_per_model(
+    objs: list[dict[str, Any]], catalog: Catalog
+) -> None:
+    roles = {m.role for m in catalog.models}
+    served = {p.labels.get(ROLE_LABEL) for p in pods(objs) if p.labels.get(ROLE_LABEL)}
+    assert served == roles
+    for model in catalog.models:
+        pod = serving_pod(objs, model)
+        assert (pod.namespace, pod.name) == ("llm-serving", model.service)
+        svc = find(objs, "Service", "llm-serving", model.service)
+        port = 11434 if model.source == "ollama" else 8000
+        assert [p["port"] for p in svc["spec"]["ports"]] == [port]
+        assert [p["containerPort"] for p in pod.main["ports"]] == [port]
+        pvc = find(objs, "PersistentVolumeClaim", "llm-serving", f"{model.service}-models")
+        size = pvc["spec"]["resources"]["requests"]["storage"]
+        assert quantity(size) == quantity(model.pvc_size), model.role
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for p in (pod, download_pod(objs, model))
+            for v in p.spec["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        assert claims == {f"{model.service}-models"}, model.role
+        limit = pod.main["resources"]["limits"]["memory"]
+        assert quantity(limit) == quantity(model.memory_limit), model.role
+
+
+def test_ollama_servers_serve_the_catalog_tags(
+    objs: list[dict[str, Any]], catalog: Catalog
+) -> None:
+    for model in catalog.models:
+        if model.source != "ollama":
+            continue
+        pod = serving_pod(objs, model)
+        c = pod.main
+        assert c["image"].startswith("ollama/ollama:")
+        assert env_value(c, "MODEL_TAG") == model.tag
+        assert env_value(c, "OLLAMA_HOST") == "0.0.0.0:11434"
+        assert env_value(c, "OLLAMA_CONTEXT_LENGTH") == str(model.context_length)
+        models_mount = {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "models"}
+        assert models_mount == {env_value(c, "OLLAMA_MODELS")}
+        job = download_pod(objs, model).main
+        assert env_value(job, "MODEL_TAG") == model.tag
+        assert job["image"] == c["image"], "the Job pulls with the serving image's ollama"
+        assert {m["mountPath"] for m in job["volumeMounts"] if m["name"] == "models"} == {
+            env_value(job, "OLLAMA_MODELS")
+        }
+
+
+def test_reasoning_alias_from_the_modelfile(objs: list[dict[str, Any]], catalog: Catalog) -> None:
+    model = catalog.role("reasoning")
+    assert model.tools_tag
+    pod = serving_pod(objs, model)
+    assert env_value(pod.main, "ALIAS_TAG") == model.tools_tag
+    readiness = " ".join(pod.main["readinessProbe"]["exec"]["command"])
+    assert "$ALIAS_TAG" in readiness and "$MODEL_TAG" in readiness
+    path = env_value(pod.main, "ALIAS_MODELFILE")
+    mount = next(m for m in pod.main["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod.spec["volumes"] if v["name"] == mount["name"])
+    cm = find(objs, "ConfigMap", "llm-serving", volume["configMap"]["name"])
+    modelfile = cm["data"][path.rsplit("/", 1)[1]]
+    from_lines = [ln.split(None, 1)[1] for ln in modelfile.splitlines() if ln.startswith("FROM ")]
+    assert from_lines == [model.tag]
+    template = modelfile.split('TEMPLATE """', 1)[1].rsplit('"""', 1)[0]
+    # Ollama reports the tools capability for templates that use .Tools
+    assert ".Tools" in template and ".ToolCalls" in template
+    assert template.count("{{") == template.count("}}")
+    # every model without tools support but with a tools alias gets one (only reasoning now)
+    for other in catalog.models:
+        if other.tools_tag and other is not model:
+            pytest.fail(f"{other.role} has a tools_tag but no alias is created for it")
+
+
+def test_vllm_serves_the_catalog_reranker(objs: list[dict[str, Any]], catalog: Catalog) -> None:
+    model = catalog.role("reranker")
+    assert model.source == "huggingface"
+    pod = serving_pod(objs, model)
+    args = pod.main["command"] + pod.main.get("args", [])
+    assert args[:2] == ["vllm", "serve"]
+    assert flag_value(args, "--served-model-name") == model.tag
+    assert flag_value(args, "--max-model-len") == str(model.context_length)
+    assert flag_value(args, "--port") == "8000"
+    model_dir = args[2]
+    job = download_pod(objs, model).main
+    assert env_value(job, "MODEL_ID") == model.tag
+    assert env_value(job, "MODEL_DIR") == model_dir == f"/models/{model.tag}"
+    (wait,) = pod.init_containers
+    assert env_value(wait, "MODEL_DIR") == model_dir
+
+
+def test_scripts_are_valid_shell() -> None:
+    import subprocess
+
+    scripts = sorted(MANIFESTS.glob("**/*.sh"))
+    assert scripts
+    for script in scripts:
+        shell = "bash" if script.read_text().startswith("#!/usr/bin/env bash") else "sh"
+        proc = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
+
+
+# --- services.json and the settings classes ------------------------------------------------
+
+
+def settings_env(name: str) -> tuple[str, set[str], dict[str, Any]]:
+    """(prefix, the env var names the service reads, its defaults) from its Settings class."""
+    module = services_json()["services"][name]["module"]
+    prefix = module.upper() + "_"
+    try:
+        settings = importlib.import_module(f"{module}.settings").Settings
+    except ModuleNotFoundError:
+        assert name == "ingest-worker", f"{module}.settings is missing"
+        return prefix, set(INGEST_WORKER_ENV), {"port": services_json()["services"][name]["port"]}
+    assert settings.model_config.get("env_prefix", "").upper() == prefix
+    fields = settings.model_fields
+    return (
+        prefix,
+        {prefix + f.upper() for f in fields},
+        {f: info.default for f, info in fields.items()},
+    )
+
+
+def test_apps_match_services_json_and_settings(objs: list[dict[str, Any]], overlay: str) -> None:
+    data = services_json()
+    for name, entry in data["services"].items():
+        (pod,) = [p for p in pods(objs) if (p.namespace, p.name) == (entry["namespace"], name)]
+        c = pod.main
+        tag = "dev" if overlay.startswith("dev") else None
+        assert c["image"] == app_image(name, tag)
+        assert [p["containerPort"] for p in c["ports"]] == [entry["port"]]
+        svc = find(objs, "Service", entry["namespace"], name)
+        assert [p["port"] for p in svc["spec"]["ports"]] == [entry["port"]]
+        node_ports = [p.get("nodePort") for p in svc["spec"]["ports"]]
+        assert node_ports == [entry.get("node_port")], name
+
+        prefix, known, defaults = settings_env(name)
+        env = env_map(c)
+        for var in env:
+            if var.startswith(prefix):
+                assert var in known, f"{name}: {var} is not a setting"
+            else:
+                assert var.startswith("SECRET_"), f"{name}: {var} has neither prefix"
+        if name == "ingest-worker":
+            assert env_value(c, f"{prefix}METRICS_PORT") == str(entry["port"])
+        else:
+            assert defaults["port"] == entry["port"], f"{name}: default port vs services.json"
+            assert env_value(c, f"{prefix}PORT") == str(entry["port"])
+            assert env_value(c, f"{prefix}HOST") == "0.0.0.0"
+
+
+def cluster_urls(container: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for entry in container.get("env", []):
+        value = entry.get("value", "")
+        if "://" in value:
+            out.append((entry["name"], value))
+    return out
+
+
+def test_in_cluster_urls_reach_rendered_services(objs: list[dict[str, Any]]) -> None:
+    """Every URL in an env var names a Service that exists, on a port it serves."""
+    services = {
+        (s["metadata"]["namespace"], s["metadata"]["name"]): {p["port"] for p in s["spec"]["ports"]}
+        for s in of_kind(objs, "Service")
+    }
+    seen = 0
+    for pod in pods(objs):
+        for c in pod.all_containers:
+            for var, url in cluster_urls(c):
+                parts = urlsplit(url)
+                m = CLUSTER_HOST.match(parts.hostname or "")
+                assert m, f"{pod} {var}: {url} is not an in-cluster service address"
+                key = (m["ns"], m["svc"])
+                assert key in services, f"{pod} {var}: no Service {key}"
+                assert parts.port in services[key], f"{pod} {var}: {key} has no port {parts.port}"
+                seen += 1
+    assert seen
+
+
+def test_backends_follow_the_catalog(objs: list[dict[str, Any]], catalog: Catalog) -> None:
+    """Each service talks to the model server of the role it needs, with the catalog's tags."""
+    (orch,) = [p.main for p in pods(objs) if p.name == "orchestrator"]
+    for role in ("coding", "reasoning", "extract", "embed"):
+        model = catalog.role(role)
+        url = env_value(orch, f"ORCHESTRATOR_{role.upper()}_URL")
+        assert url == f"http://{model.service}.llm-serving.svc.cluster.local:11434/v1"
+    assert env_value(orch, "ORCHESTRATOR_EMBEDDING_DIM") == str(catalog.role("embed").dimensions)
+
+    (rag,) = [p.main for p in pods(objs) if p.name == "rag-server"]
+    extract, embed, rerank = (
+        catalog.role("extract"),
+        catalog.role("embed"),
+        catalog.role("reranker"),
+    )
+    assert env_value(rag, "RAG_SERVER_PROFILE") == "cluster"
+    assert env_value(rag, "RAG_SERVER_LLM_BASE_URL") == (
+        f"http://{extract.service}.llm-serving.svc.cluster.local:11434/v1"
+    )
+    assert env_value(rag, "RAG_SERVER_LLM_MODEL") == extract.tag
+    assert env_value(rag, "RAG_SERVER_EMBED_BASE_URL") == (
+        f"http://{embed.service}.llm-serving.svc.cluster.local:11434/v1"
+    )
+    assert env_value(rag, "RAG_SERVER_EMBED_MODEL") == embed.tag
+    assert env_value(rag, "RAG_SERVER_EMBED_DIM") == str(embed.dimensions)
+    # rag-server appends /v1/rerank itself
+    assert env_value(rag, "RAG_SERVER_RERANK_BASE_URL") == (
+        f"http://{rerank.service}.llm-serving.svc.cluster.local:8000"
+    )
+    assert env_value(rag, "RAG_SERVER_RERANK_MODEL") == rerank.tag
+    for var in ("RAG_SERVER_POSTGRES_DSN", "RAG_SERVER_NEO4J_URI", "RAG_SERVER_NEO4J_PASSWORD"):
+        assert var in env_map(rag)
+
+
+def test_dependency_urls(objs: list[dict[str, Any]]) -> None:
+    by_name = {p.name: p.main for p in pods(objs)}
+    expect = {
+        ("orchestrator", "ORCHESTRATOR_REDIS_URL"): ("redis", "redis", 6379),
+        ("orchestrator", "ORCHESTRATOR_POSTGRES_DSN"): ("postgresql", "postgres", 5432),
+        ("orchestrator", "ORCHESTRATOR_NATS_URL"): ("nats", "nats", 4222),
+        ("orchestrator", "ORCHESTRATOR_RAG_SERVER_URL"): ("http", "rag-server", 9621),
+        ("rag-server", "RAG_SERVER_POSTGRES_DSN"): ("postgresql", "postgres", 5432),
+        ("rag-server", "RAG_SERVER_NEO4J_URI"): ("bolt", "neo4j", 7687),
+        ("code-preprocessor", "CODE_PREPROCESSOR_RAG_SERVER_URL"): ("http", "rag-server", 9621),
+        ("ingest-worker", "INGEST_WORKER_NATS_URL"): ("nats", "nats", 4222),
+        ("ingest-worker", "INGEST_WORKER_POSTGRES_DSN"): ("postgresql", "postgres", 5432),
+        ("ingest-worker", "INGEST_WORKER_PREPROCESSOR_URL"): ("http", "code-preprocessor", 8090),
+        ("ingest-worker", "INGEST_WORKER_RAG_SERVER_URL"): ("http", "rag-server", 9621),
+    }
+    for (workload, var), (scheme, svc, port) in expect.items():
+        parts = urlsplit(env_value(by_name[workload], var))
+        assert (parts.scheme, parts.hostname, parts.port) == (
+            scheme,
+            f"{svc}.graphrag.svc.cluster.local",
+            port,
+        ), f"{workload} {var}"
