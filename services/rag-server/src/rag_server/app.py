@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from lightrag import QueryParam
+from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
 from lightrag.utils import compute_mdhash_id
 from sparkstack_common.service import add_standard_routes
@@ -46,6 +47,7 @@ from .runtime import RagRuntime
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
+DELETE_WAIT_SECONDS = 300.0
 
 
 def runtime_of(request: Request) -> RagRuntime:
@@ -316,35 +318,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "status_counts": counts,
         }
 
-    @app.delete("/documents/delete_document")
+    @app.delete("/documents/delete_document", response_model=None)
     async def delete_document(
         body: DeleteDocRequest,
         runtime: Runtime,
         workspace: ExistingWorkspace,
         wait: Annotated[bool, Query(description="answer when the deletion is done")] = False,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse | dict[str, Any]:
         async def run() -> list[dict[str, Any]]:
             results = []
             async with runtime.pool.lease(workspace) as rag:
                 for doc_id in body.doc_ids:
-                    outcome = await rag.adelete_by_doc_id(
-                        doc_id, delete_llm_cache=body.delete_llm_cache
-                    )
-                    results.append(jsonable(outcome))
+                    results.append(await delete_one(rag, doc_id, body.delete_llm_cache))
                 await clear_query_cache(rag)
             return results
 
         if wait:
             results = await run()
+            failed = [r for r in results if r.get("status") not in ("success", "not_found")]
             missing = [r.get("doc_id") for r in results if r.get("status") == "not_found"]
-            return {
-                "status": "success",
+            body_out = {
+                "status": "success" if not failed else "failure",
                 "doc_id": ",".join(body.doc_ids),
                 "results": results,
-                "message": f"{len(results) - len(missing)} deleted"
-                + (f", not found: {missing}" if missing else ""),
+                "message": f"{len(results) - len(missing) - len(failed)} deleted"
+                + (f", not found: {missing}" if missing else "")
+                + (f", not deleted: {[r.get('doc_id') for r in failed]}" if failed else ""),
             }
-        task = __import__("asyncio").create_task(run())
+            # 503: retryable (the workspace's pipeline stayed busy, or a storage failed)
+            return JSONResponse(body_out, status_code=200 if not failed else 503)
+        task = asyncio.create_task(run())
         runtime.tasks.add(task)
         task.add_done_callback(runtime.tasks.discard)
         return {
@@ -454,6 +457,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     return app
+
+
+async def delete_one(rag: LightRAG, doc_id: str, delete_llm_cache: bool) -> dict[str, Any]:
+    """LightRAG refuses a deletion ("not_allowed") while the workspace's pipeline is indexing:
+    wait for it (bounded) rather than report a failure the caller can do nothing about."""
+    deadline = time.monotonic() + DELETE_WAIT_SECONDS
+    while True:
+        outcome = jsonable(await rag.adelete_by_doc_id(doc_id, delete_llm_cache=delete_llm_cache))
+        if outcome.get("status") != "not_allowed" or time.monotonic() > deadline:
+            return outcome
+        await asyncio.sleep(0.5)
 
 
 def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> None:

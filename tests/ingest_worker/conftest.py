@@ -1,0 +1,217 @@
+"""Fixtures for the ingest-worker: a database of its own, real NATS, a real code-preprocessor
+and rag-server (backed by the fake LLM), and a worker process that can be killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import pytest
+from code_preprocessor.app import create_app as preprocessor_app
+from code_preprocessor.settings import Settings as PreprocessorSettings
+from fake_llm import create_fake_llm
+from sparkstack_common.jobs import JobStore
+from sparkstack_common.queue import MSG_ID_HEADER, IngestQueueConfig, encode_payload
+from support import free_port, rag_server, serve_asgi
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    with (
+        serve_asgi(fake.app) as fake_url,
+        rag_server(fake_url, tmp_path_factory.mktemp("worker-rag"), llm_concurrency=2) as url,
+    ):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def preprocessor(rag: str) -> Iterator[str]:
+    settings = PreprocessorSettings(workers=1, rag_server_url=rag, ingest_batch_size=64)
+    with serve_asgi(preprocessor_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def worker_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    name = f"worker_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+class Harness:
+    """Submits jobs the way the orchestrator does (job, upload and outbox in one transaction,
+    published after the commit) and reads their state."""
+
+    def __init__(self, dsn: str, nats_url: str, queue: IngestQueueConfig) -> None:
+        self.dsn = dsn
+        self.nats_url = nats_url
+        self.queue = queue
+        self.pool: asyncpg.Pool | None = None
+        self.store: JobStore | None = None
+
+    async def open(self) -> None:
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        self.store = JobStore(self.pool, self.queue)
+        await self.store.ensure_schema()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def submit(
+        self, workspace: str, kind: str, filename: str, data: bytes, codebase: str | None = None
+    ) -> str:
+        assert self.store is not None
+        job, _ = await self.store.create_job_with_upload(
+            workspace=workspace,
+            kind=kind,
+            filename=filename,
+            content_type="application/octet-stream",
+            data=data,
+            codebase=codebase,
+        )
+        await self.publish_raw(encode_payload(job_payload(job)), job.id)
+        return job.id
+
+    async def publish_raw(
+        self, payload: bytes, msg_id: str | None = None, kind: str = "codebase"
+    ) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            from sparkstack_common.queue import ensure_stream
+
+            await ensure_stream(js, self.queue)
+            headers = {MSG_ID_HEADER: msg_id} if msg_id else None
+            await js.publish(self.queue.subject(kind), payload, headers=headers)
+        finally:
+            await nc.close()
+
+    async def job(self, job_id: str) -> Any:
+        assert self.store is not None
+        return await self.store.get_job(job_id)
+
+    async def wait(
+        self,
+        job_id: str,
+        statuses: tuple[str, ...] = ("completed", "failed"),
+        within: float = 120.0,
+    ) -> Any:
+        import asyncio
+
+        deadline = time.monotonic() + within
+        while True:
+            job = await self.job(job_id)
+            if job is not None and job.status in statuses:
+                return job
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.1)
+
+
+def job_payload(job: Any) -> dict[str, str]:
+    data = {
+        "job_id": job.id,
+        "workspace": job.workspace,
+        "kind": job.kind,
+        "upload_id": job.upload_id,
+    }
+    if job.codebase:
+        data["codebase"] = job.codebase
+    return data
+
+
+@pytest.fixture
+async def harness(worker_dsn: str, nats_url: str) -> AsyncIterator[Harness]:
+    tag = uuid.uuid4().hex[:8]
+    queue = IngestQueueConfig(stream=f"INGEST_{tag}", subject_prefix=f"ingest_{tag}")
+    h = Harness(worker_dsn, nats_url, queue)
+    await h.open()
+    yield h
+    await h.close()
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from ingest_worker.cli import main; main()"],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        port = self.env["INGEST_WORKER_METRICS_PORT"]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.env['INGEST_WORKER_METRICS_PORT']}/metrics").text
+
+
+@contextmanager
+def worker_process(
+    harness: Harness, preprocessor: str, rag: str, tmp: Path, **settings: Any
+) -> Iterator[WorkerProcess]:
+    values = {
+        "nats_url": harness.nats_url,
+        "postgres_dsn": harness.dsn,
+        "preprocessor_url": preprocessor,
+        "rag_server_url": rag,
+        "metrics_port": free_port(),
+        "stream": harness.queue.stream,
+        "subject_prefix": harness.queue.subject_prefix,
+        "consumer": f"worker-{harness.queue.stream.lower()}",
+        "ack_wait_seconds": 5,
+        "heartbeat_seconds": 1,
+        "call_backoff_seconds": 0.2,
+        **settings,
+    }
+    env = {f"INGEST_WORKER_{k.upper()}": str(v) for k, v in values.items()}
+    worker = WorkerProcess(env, tmp / f"worker-{uuid.uuid4().hex[:6]}.log")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
