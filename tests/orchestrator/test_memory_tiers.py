@@ -20,6 +20,8 @@ from sparkstack.infra import EmbeddedInfra
 from support import rag_server, serve_asgi
 
 WORKSPACE = "proj-mem"
+
+
 KNOWLEDGE = [
     "The ZephyrCache stores session tokens for the AuthGateway and expires them hourly.",
     "The MeridianQueue delivers invoices to the LedgerWriter in batches.",
@@ -59,13 +61,16 @@ async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
     yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
-def memory_settings(backend: str, dsn: str, redis_url: str, rag_url: str, **extra: Any) -> Settings:
+def memory_settings(
+    backend: str, dsn: str, redis_url: str, rag_url: str, nats_url: str, **extra: Any
+) -> Settings:
     urls = {f"{role}_url": f"{backend}/v1" for role in ("coding", "reasoning", "extract", "embed")}
     values: dict[str, Any] = {
         **urls,
         "postgres_dsn": dsn,
         "redis_url": redis_url,
         "rag_server_url": rag_url,
+        "nats_url": nats_url,
         "recall_min_similarity": 0.05,
         "promote_after_turns": 2,
         "archival_after_turns": 2,
@@ -79,9 +84,13 @@ def memory_settings(backend: str, dsn: str, redis_url: str, rag_url: str, **extr
 
 @pytest.fixture(scope="module")
 def orchestrator(
-    llm: tuple[FakeLLM, str], memory_dsn: str, redis_url: str, rag: tuple[str, Path]
+    llm: tuple[FakeLLM, str],
+    memory_dsn: str,
+    redis_url: str,
+    nats_url: str,
+    rag: tuple[str, Path],
 ) -> Iterator[str]:
-    settings = memory_settings(llm[1], memory_dsn, redis_url, rag[0])
+    settings = memory_settings(llm[1], memory_dsn, redis_url, rag[0], nats_url)
     with serve_asgi(create_app(settings)) as url:
         wait_ready(url)
         yield url
@@ -318,13 +327,16 @@ def test_rag_server_stopped_mid_test(
     fake: FakeLLM,
     memory_dsn: str,
     redis_url: str,
+    nats_url: str,
     tmp_path: Path,
 ) -> None:
     other = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
     with serve_asgi(other.app) as other_url:
         server = rag_server(other_url, tmp_path)
         rag_url = server.__enter__()
-        settings = memory_settings(llm[1], memory_dsn, redis_url, rag_url, archival_deadline_ms=500)
+        settings = memory_settings(
+            llm[1], memory_dsn, redis_url, rag_url, nats_url, archival_deadline_ms=500
+        )
         with serve_asgi(create_app(settings)) as url:
             r = chat(
                 url,

@@ -17,6 +17,8 @@ from starlette.types import Receive, Scope, Send
 
 from .asgi import BearerAuth
 from .errors import error_body
+from .ingestion import IngestionService
+from .ingestion import router as ingestion_router
 from .metrics import Metrics
 from .proxy import Proxy
 from .routing import Router
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             runtime = Runtime(settings, catalog, metrics, client)
             await runtime.start()
+            runtime.ingestion = await IngestionService.start(settings, registry=metrics.registry)
+            app.state.ingestion = runtime.ingestion
             app.state.runtime = runtime
             app.state.http = client
             app.state.proxy = Proxy(
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         )
 
     app.include_router(sessions_router)
+    app.include_router(ingestion_router)
 
     def check(name: str, *args: str):
         async def run(request: Request) -> tuple[bool, str]:
@@ -102,9 +107,16 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
 
         return run
 
+    def ingestion_check(name: str):
+        async def run(request: Request) -> tuple[bool, str]:
+            return await getattr(request.app.state.ingestion, name)()
+
+        return run
+
     checks = {
         "redis": check("check_redis"),
         "postgres": check("check_postgres"),
+        "nats": ingestion_check("check_nats"),
         "rag-server": check("check_rag_server"),
         **{f"backend:{role}": check("check_backend", url) for role, url in router.urls.items()},
     }

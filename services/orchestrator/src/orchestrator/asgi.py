@@ -58,16 +58,21 @@ async def wait_for_disconnect(receive: Receive) -> None:
             return
 
 
+_OPEN = frozenset({"/health", "/ready"})
+
+
 class BearerAuth:
     """Pure ASGI middleware (BaseHTTPMiddleware would hide client disconnects from the
-    streaming path): every route but /health needs one of the keys, when keys are set."""
+    streaming path): every route but the probes (/health, /ready) needs one of the keys, when
+    keys are set. /ready answers only which dependencies are up, and a Kubernetes probe cannot
+    carry a key from a Secret."""
 
     def __init__(self, app, keys: frozenset[str]) -> None:
         self.app = app
         self.keys = frozenset(f"Bearer {k}".encode() for k in keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys and scope["type"] == "http" and scope["path"] != "/health":
+        if self.keys and scope["type"] == "http" and scope["path"] not in _OPEN:
             given = None
             for key, value in scope["headers"]:
                 if key == b"authorization":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import contextlib
 import logging
 import lzma
 import mimetypes
@@ -205,6 +206,7 @@ class IngestionService:
         self.relay: OutboxRelay | None = None
         self.schema_ready = False
         self._schema_lock = asyncio.Lock()
+        self._schema_task: asyncio.Task[None] | None = None
         self._uploads: Counter | None = None
         self._upload_bytes: Counter | None = None
         if registry is not None:
@@ -249,7 +251,8 @@ class IngestionService:
         try:
             await self.ensure_schema()
         except Exception as exc:
-            log.warning("ingestion schema not created yet (retried on use): %s", exc)
+            log.warning("ingestion database not ready (retrying in the background): %s", exc)
+            self._schema_task = asyncio.create_task(self._retry_schema(), name="ingest-schema")
         self.relay = OutboxRelay(
             self.store,
             self.link,
@@ -260,14 +263,27 @@ class IngestionService:
         self.link.start()
         self.relay.start()
 
+    async def _retry_schema(self) -> None:
+        while not self.schema_ready:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(Exception):
+                await self.ensure_schema()
+        if self.relay is not None:
+            self.relay.kick()
+
     async def close(self) -> None:
+        if self._schema_task is not None:
+            self._schema_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._schema_task
+            self._schema_task = None
         if self.relay is not None:
             await self.relay.stop()
         await self.link.close()
         if self._owns_pool and self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), timeout=10)
-            except (TimeoutError, Exception):
+            except Exception:
                 self.pool.terminate()
             self.pool = None
 
@@ -455,6 +471,9 @@ class ArchiveSniffer:
     def _set(self, fmt: str | None, reason: str = "") -> None:
         self.decided = True
         self.format = fmt
+        self._decompress = None  # drop the decompressor's buffers
+        self._head = bytearray()
+        self._inner = bytearray()
         if fmt is None:
             self.reason = reason
 

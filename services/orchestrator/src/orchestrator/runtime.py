@@ -90,6 +90,8 @@ class Runtime:
                 delay = min(delay * 2, 15.0)
 
     async def close(self) -> None:
+        if self.ingestion is not None:
+            await self.ingestion.close()
         if self._schema_task is not None:
             self._schema_task.cancel()
         if self.memory is not None:
@@ -109,9 +111,12 @@ class Runtime:
                 found["sessions"] = {r["workspace"] for r in rows}
             except Exception as exc:
                 log.warning("workspaces from sessions: %s", exc)
-        if self.ingestion is not None and hasattr(self.ingestion, "workspaces"):
+        if self.ingestion is not None:
             try:
-                found["jobs"] = set(await self.ingestion.workspaces())
+                rows = await self.ingestion.store.pool.fetch(
+                    "SELECT DISTINCT workspace FROM ingest_jobs"
+                )
+                found["jobs"] = {r["workspace"] for r in rows}
             except Exception as exc:
                 log.warning("workspaces from jobs: %s", exc)
         try:
