@@ -23,4 +23,4 @@ class Settings(BaseSettings):
     rag_server_api_key: str | None = None
     rag_timeout_seconds: float = 120.0
     # chunks per POST /documents/texts
-    ingest_batch_size: int = Field(32, ge=1, le=1000)
+    ingest_batch_size: int = Field(128, ge=1, le=1000)
