@@ -1,31 +1,210 @@
-"""``sparkstack``: the local stack's command line."""
+"""``sparkstack``: the whole stack on one machine with embedded infrastructure."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from platformdirs import user_data_dir
+import httpx
 
-from .infra import EmbeddedInfra, InfraError
+from . import config as cfg
+from .infra import InfraError
+from .ingest import ingest
+from .stack import ORDER, components, infrastructure, read_state, running_pid, write_state
+from .supervisor import StartError, Supervisor, probe
 
 
-def default_data_dir() -> Path:
-    return Path(user_data_dir("sparkstack", appauthor=False))
+def cmd_up(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if (pid := running_pid(config)) is not None:
+        print(
+            f"sparkstack: already running (pid {pid}); `sparkstack down` stops it", file=sys.stderr
+        )
+        return 1
+    if args.detach:
+        return detach(config, args)
+    started = time.monotonic()
+    infra = infrastructure(config)
+    supervisor = Supervisor(components(config, infra))
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    config.pid_file.write_text(str(os.getpid()))
+    write_state(config, "starting")
+    try:
+        infra.start()
+        write_state(config, "starting", infra)
+        supervisor.start_all()
+        write_state(config, "ready", infra)
+        banner(config, time.monotonic() - started)
+        supervisor.watch()
+        return 0
+    except (InfraError, StartError) as exc:
+        if not stop.is_set():
+            print(f"sparkstack: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        print("sparkstack: stopping...", flush=True)
+        supervisor.stop_all()
+        infra.stop()
+        config.pid_file.unlink(missing_ok=True)
+        write_state(config, "stopped")
+        print("sparkstack: stopped", flush=True)
+
+
+def banner(config: cfg.StackConfig, seconds: float) -> None:
+    api = config.url("orchestrator")
+    print(
+        f"\nsparkstack is up in {seconds:.1f}s; data in {config.data_dir}\n"
+        f"  OpenAI-compatible API : {api}/v1   (models: qwen3-coder, deepseek-r1, ...)\n"
+        f"  openai client         : OpenAI(base_url='{api}/v1', api_key='unused')\n"
+        f"  OpenCode              : provider npm '@ai-sdk/openai-compatible', "
+        f"options.baseURL '{api}/v1'\n"
+        f"  ingest a codebase     : uv run sparkstack ingest PATH --workspace NAME\n"
+        f"  backends              : "
+        + ", ".join(f"{r}={u}" for r, u in config.backends.items())
+        + "\n  Ctrl-C stops everything; data stays.\n",
+        flush=True,
+    )
+
+
+def detach(config: cfg.StackConfig, args: argparse.Namespace) -> int:
+    """Run ``up`` in the background; return once it is ready (or failed)."""
+    config.log_dir.mkdir(parents=True, exist_ok=True)
+    log = config.log_dir / "stack.log"
+    argv = [sys.executable, "-m", "sparkstack", "--data-dir", str(config.data_dir)]
+    if args.config:
+        argv += ["--config", str(args.config)]
+    argv.append("up")
+    for flag in (
+        "backend",
+        "coding_url",
+        "reasoning_url",
+        "extract_url",
+        "embed_url",
+        "rerank_url",
+        "port",
+    ):
+        if (value := getattr(args, flag, None)) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    config.state_file.unlink(missing_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state = read_state(config) or {}
+        if state.get("status") == "ready":
+            print(f"sparkstack: up in the background (pid {proc.pid}); logs in {log}")
+            print(f"  API: {config.url('orchestrator')}/v1   `sparkstack down` stops it")
+            return 0
+        if proc.poll() is not None:
+            print(f"sparkstack: failed to start; the end of {log}:", file=sys.stderr)
+            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(f"sparkstack: not ready after 180s; see {log}", file=sys.stderr)
+    return 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    pid = running_pid(config)
+    if pid is None:
+        print("sparkstack: not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if running_pid(config) is None:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print(f"sparkstack: stopped (pid {pid})")
+                return 0
+        time.sleep(0.2)
+    print(f"sparkstack: pid {pid} did not stop in 90s; killing it", file=sys.stderr)
+    os.kill(pid, signal.SIGKILL)
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    state = read_state(config) or {}
+    pid = running_pid(config)
+    print(
+        f"stack: {'running, pid ' + str(pid) if pid else 'not running'}"
+        f" ({state.get('status', 'unknown')}); data in {config.data_dir}"
+    )
+    urls = state.get("urls") or {name: config.url(name) for name in ORDER}
+    healthy = True
+    for name in ORDER:
+        s = probe(urls[name])
+        if s["ready"]:
+            text = "ready"
+        elif s.get("up") and s.get("only_backends"):
+            text = "up (backend down: " + ", ".join(s["backends_down"]) + ")"
+        elif s.get("up"):
+            text = "up, not ready: " + ", ".join(
+                f"{k} ({v})" for k, v in s.get("failed", {}).items()
+            )
+        else:
+            text = f"down ({s.get('detail')})"
+            healthy = False
+        print(f"  {name:<18} {urls[name]:<24} {text}")
+    backends = state.get("backends") or {**config.backends, "rerank": config.rerank_url}
+    print("backends:")
+    for role, url in backends.items():
+        if not url:
+            continue
+        probe_url = (
+            f"{url.rstrip('/')}/models" if role != "rerank" else f"{url.rstrip('/')}/v1/models"
+        )
+        try:
+            code = httpx.get(probe_url, timeout=3).status_code
+            reach = "reachable" if code < 500 else f"answered {code}"
+        except httpx.HTTPError as exc:
+            reach = f"unreachable ({type(exc).__name__})"
+        print(f"  {role:<10} {url:<36} {reach}")
+    return 0 if healthy else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    state = read_state(config) or {}
+    api = (state.get("urls") or {}).get("orchestrator") or config.url("orchestrator")
+    return ingest(
+        api,
+        Path(args.path),
+        args.workspace,
+        args.name,
+        api_key=os.environ.get("SPARKSTACK_API_KEY"),
+    )
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
-    """Run the embedded PostgreSQL + pgvector, Valkey and NATS JetStream in the foreground."""
-    infra = EmbeddedInfra(
-        args.data_dir / "infra",
-        postgres_port=args.postgres_port,
-        valkey_port=args.valkey_port,
-        nats_port=args.nats_port,
-    )
+    """Only the embedded PostgreSQL + pgvector, Valkey and NATS JetStream, in the foreground."""
+    config = cfg.load(args)
+    infra = infrastructure(config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -38,34 +217,41 @@ def cmd_infra(args: argparse.Namespace) -> int:
         print(f"postgres  {infra.postgres_dsn}")
         print(f"valkey    {infra.redis_url}")
         print(f"nats      {infra.nats_url}")
-        print(f"data in   {args.data_dir}  (Ctrl-C stops)", flush=True)
+        print(f"data in   {config.data_dir}  (Ctrl-C stops)", flush=True)
         stop.wait()
     finally:
         infra.stop()
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    print(
-        "sparkstack up: not available yet; the full local stack lands with the local-stack "
-        "issue. `uv run sparkstack infra` starts the embedded PostgreSQL, Valkey and NATS now.",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sparkstack", description="the sparkstack local stack")
+    parser = argparse.ArgumentParser(prog="sparkstack", description=__doc__)
     parser.add_argument(
-        "--data-dir", type=Path, default=default_data_dir(), help="where all data lives"
+        "--data-dir", type=Path, help="where all data lives (default: user data dir)"
     )
+    parser.add_argument("--config", type=Path, help="TOML config (default: <data dir>/config.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="the whole stack on this machine")
+
+    up = sub.add_parser("up", help="start the whole stack (Ctrl-C stops it)")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--backend", help="one OpenAI base URL for every model role")
+    for role in cfg.ROLES:
+        up.add_argument(f"--{role}-url", help=f"OpenAI base URL of the {role} model")
+    up.add_argument("--rerank-url", help="base URL of a reranker serving /v1/rerank (vLLM)")
+    up.add_argument("--port", type=int, help="the orchestrator's port (default 8100)")
     up.set_defaults(func=cmd_up)
-    infra = sub.add_parser("infra", help="only the embedded PostgreSQL, Valkey and NATS")
-    infra.add_argument("--postgres-port", type=int, default=5432)
-    infra.add_argument("--valkey-port", type=int, default=6379)
-    infra.add_argument("--nats-port", type=int, default=4222)
-    infra.set_defaults(func=cmd_infra)
+
+    sub.add_parser("down", help="stop a stack started with --detach").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="components and backends").set_defaults(func=cmd_status)
+
+    ing = sub.add_parser("ingest", help="index a directory, archive or document")
+    ing.add_argument("path")
+    ing.add_argument("--workspace", help="workspace (default: default)")
+    ing.add_argument("--name", help="codebase name (default: the directory's name)")
+    ing.set_defaults(func=cmd_ingest)
+
+    sub.add_parser("infra", help="only the embedded PostgreSQL, Valkey and NATS").set_defaults(
+        func=cmd_infra
+    )
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

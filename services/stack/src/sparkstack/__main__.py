@@ -1,0 +1,3 @@
+from sparkstack.cli import main
+
+main()

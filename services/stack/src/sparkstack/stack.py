@@ -1,0 +1,124 @@
+"""The local stack: embedded infrastructure plus the four services as child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import StackConfig
+from .infra import EmbeddedInfra
+from .supervisor import Component
+
+ORDER = ("rag-server", "code-preprocessor", "ingest-worker", "orchestrator")
+
+
+def infrastructure(config: StackConfig) -> EmbeddedInfra:
+    return EmbeddedInfra(
+        config.data_dir / "infra",
+        postgres_port=config.ports.postgres,
+        valkey_port=config.ports.valkey,
+        nats_port=config.ports.nats,
+    )
+
+
+def components(config: StackConfig, infra: EmbeddedInfra) -> list[Component]:
+    p = config.ports
+    b = config.backends
+    host = config.host
+    python = sys.executable
+
+    def run(module: str, *extra: str) -> list[str]:
+        return [python, "-c", f"from {module}.cli import main; main()", *extra]
+
+    rag_env = {
+        "RAG_SERVER_HOST": host,
+        "RAG_SERVER_PORT": str(p.rag_server),
+        "RAG_SERVER_PROFILE": "local",
+        "RAG_SERVER_DATA_DIR": str(config.data_dir / "rag"),
+        "RAG_SERVER_LLM_BASE_URL": b["extract"],
+        "RAG_SERVER_EMBED_BASE_URL": b["embed"],
+    }
+    if config.rerank_url:
+        rag_env["RAG_SERVER_RERANK_BASE_URL"] = config.rerank_url
+    return [
+        Component("rag-server", run("rag_server"), rag_env, config.url("rag-server")),
+        Component(
+            "code-preprocessor",
+            run("code_preprocessor"),
+            {
+                "CODE_PREPROCESSOR_HOST": host,
+                "CODE_PREPROCESSOR_PORT": str(p.code_preprocessor),
+                "CODE_PREPROCESSOR_RAG_SERVER_URL": config.url("rag-server"),
+                "CODE_PREPROCESSOR_WORKERS": str(min(2, os.cpu_count() or 1)),
+            },
+            config.url("code-preprocessor"),
+        ),
+        Component(
+            "ingest-worker",
+            run("ingest_worker"),
+            {
+                "INGEST_WORKER_HOST": host,
+                "INGEST_WORKER_METRICS_PORT": str(p.ingest_worker),
+                "INGEST_WORKER_NATS_URL": infra.nats_url,
+                "INGEST_WORKER_POSTGRES_DSN": infra.postgres_dsn,
+                "INGEST_WORKER_PREPROCESSOR_URL": config.url("code-preprocessor"),
+                "INGEST_WORKER_RAG_SERVER_URL": config.url("rag-server"),
+            },
+            config.url("ingest-worker"),
+        ),
+        Component(
+            "orchestrator",
+            run("orchestrator"),
+            {
+                "ORCHESTRATOR_HOST": host,
+                "ORCHESTRATOR_PORT": str(p.orchestrator),
+                **{f"ORCHESTRATOR_{role.upper()}_URL": url for role, url in b.items()},
+                "ORCHESTRATOR_REDIS_URL": infra.redis_url,
+                "ORCHESTRATOR_POSTGRES_DSN": infra.postgres_dsn,
+                "ORCHESTRATOR_NATS_URL": infra.nats_url,
+                "ORCHESTRATOR_RAG_SERVER_URL": config.url("rag-server"),
+            },
+            config.url("orchestrator"),
+        ),
+    ]
+
+
+def write_state(config: StackConfig, status: str, infra: EmbeddedInfra | None = None) -> None:
+    state = {
+        "status": status,
+        "pid": os.getpid(),
+        "urls": {name: config.url(name) for name in ORDER},
+        "backends": {**config.backends, "rerank": config.rerank_url},
+    }
+    if infra is not None:
+        state["infrastructure"] = {
+            "postgres": infra.postgres_dsn,
+            "redis": infra.redis_url,
+            "nats": infra.nats_url,
+        }
+    tmp = config.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(config.state_file)
+
+
+def read_state(config: StackConfig) -> dict | None:
+    try:
+        return json.loads(Path(config.state_file).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(config: StackConfig) -> int | None:
+    try:
+        pid = int(config.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid

@@ -1,0 +1,162 @@
+"""The whole product as a user meets it: `sparkstack up`, ingest a real multi-language
+codebase, chat through the openai client, inspect sessions and jobs, `down`, `up` again.
+Only the LLM backends are the fake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from sparkstack_common.catalog import Catalog
+from support import free_port, serve_asgi
+
+SAMPLES = Path(__file__).resolve().parents[1] / "code_preprocessor" / "samples"
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[tuple[FakeLLM, str]]:
+    catalog = Catalog.load()
+    chat = [m.tag for m in catalog.models if m.chat] + [
+        m.tools_tag for m in catalog.models if m.tools_tag
+    ]
+    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    with serve_asgi(fake.app) as url:
+        yield fake, url
+
+
+def sparkstack(
+    data: Path, env: dict[str, str], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sparkstack", "--data-dir", str(data), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def processes_of(data: Path) -> list[int]:
+    """Live processes started for this data dir (their command line or environment names it)."""
+    needle = str(data).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (
+                needle in (entry / "cmdline").read_bytes()
+                or needle in (entry / "environ").read_bytes()
+            ):
+                if (entry / "status").read_text().find("State:\tZ") == -1:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) -> None:
+    fake, fake_url = backend
+    data = tmp_path / "stack"
+    ports = {
+        name: free_port()
+        for name in (
+            "ORCHESTRATOR",
+            "RAG_SERVER",
+            "CODE_PREPROCESSOR",
+            "INGEST_WORKER",
+            "POSTGRES",
+            "VALKEY",
+            "NATS",
+        )
+    }
+    env = {f"SPARKSTACK_{k}_PORT": str(v) for k, v in ports.items()}
+    api = f"http://127.0.0.1:{ports['ORCHESTRATOR']}"
+
+    up = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"{api}/v1" in up.stdout
+    try:
+        status = sparkstack(data, env, "status", timeout=60)
+        assert status.returncode == 0, status.stdout
+        for name in ("rag-server", "code-preprocessor", "ingest-worker", "orchestrator"):
+            assert f"{name}" in status.stdout
+        assert "reachable" in status.stdout
+
+        ingest = sparkstack(
+            data, env, "ingest", str(SAMPLES), "--workspace", "demo", "--name", "samples"
+        )
+        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+        languages = len([p for p in SAMPLES.iterdir() if p.is_file()])
+        assert f"{languages}/{languages} files" in ingest.stdout
+        assert f"done: {languages} added" in ingest.stdout
+
+        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}).json()["data"]
+        assert jobs[0]["status"] == "completed" and jobs[0]["result"]["added"] == languages
+        assert jobs[0]["progress"]["files_done"] == languages
+
+        # wait until rag-server has indexed the codebase
+        rag = f"http://127.0.0.1:{ports['RAG_SERVER']}"
+        deadline = time.monotonic() + 120
+        while True:
+            docs = httpx.post(
+                f"{rag}/documents/paginated",
+                json={"page_size": 200},
+                headers={"LIGHTRAG-WORKSPACE": "demo"},
+            ).json()
+            if docs["documents"] and all(d["status"] == "processed" for d in docs["documents"]):
+                break
+            assert time.monotonic() < deadline, docs["status_counts"]
+            time.sleep(0.5)
+
+        client = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="qwen3-coder",
+            messages=[
+                {"role": "user", "content": "How does Warehouse reserve stock in inventory.py?"}
+            ],
+            extra_body={"workspace": "demo"},
+        )
+        reply = raw.parse()
+        assert reply.choices[0].message.content
+        assert "archival=ok" in raw.headers["x-memory"]
+        prompt = fake.last_chat["body"]["messages"]
+        memory = next(
+            m["content"] for m in prompt if m["role"] == "system" and "Memory from" in m["content"]
+        )
+        assert "inventory.py" in memory and "def reserve" in memory  # the code itself
+
+        session = raw.headers["x-session-id"]
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{api}/v1/sessions/{session}").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        sessions = httpx.get(f"{api}/v1/sessions", params={"workspace": "demo"}).json()["data"]
+        assert session in {s["id"] for s in sessions}
+    finally:
+        down = sparkstack(data, env, "down", timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert processes_of(data) == []
+
+    again = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    try:
+        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}).json()["data"]
+        assert [j["status"] for j in jobs] == ["completed"]
+        assert session in {s["id"] for s in httpx.get(f"{api}/v1/sessions").json()["data"]}
+        labels = httpx.get(
+            f"http://127.0.0.1:{ports['RAG_SERVER']}/graph/label/list",
+            headers={"LIGHTRAG-WORKSPACE": "demo"},
+        ).json()
+        assert "Warehouse" in labels
+    finally:
+        assert sparkstack(data, env, "down", timeout=120).returncode == 0
+    assert processes_of(data) == []
