@@ -221,3 +221,29 @@ async def test_reingest_sends_only_what_changed(
         assert path in set(after.values())
     untouched = {i for i, p in before.items() if p.split("#")[0] not in set(changed) | {removed}}
     assert untouched <= set(after)
+
+
+async def test_sigterm_releases_the_running_job_within_the_grace_period(
+    harness: Harness, preprocessor: str, rag: str, tmp_path: Path
+) -> None:
+    import time
+
+    ws = f"term-{uuid.uuid4().hex[:6]}"
+    job_id = await harness.submit(ws, "codebase", "p.tar.gz", tar_bytes(codebase(300, "term")), "p")
+    with worker_process(
+        harness, preprocessor, rag, tmp_path, batch_files=5, grace_seconds=0.5
+    ) as worker:
+        while True:
+            if (await harness.job(job_id)).progress.get("files_done", 0) >= 20:
+                break
+            await asyncio.sleep(0.05)
+        stopped_at = time.monotonic()
+        assert worker.stop() == 0
+        assert time.monotonic() - stopped_at < 15
+        job = await harness.job(job_id)
+        assert job.status == "queued" and job.error == "interrupted by shutdown"
+        assert job.progress["files_done"] < 300
+        worker.start()  # another worker (the same consumer) picks it up again
+        job = await harness.wait(job_id)
+    assert job.status == "completed" and job.attempts == 2
+    assert job.result["added"] + job.result["unchanged"] == 300
