@@ -105,7 +105,7 @@ def test_the_credential_scan_bites() -> None:
         'password = "s3cr3t"',
         "postgresql://sparkstack:s3cr3t@postgres:5432/db",
         "requirepass hunter2",
-        "token: abcdef0123",
+        "token: fake0123abcdef",
     ):
         with pytest.raises(AssertionError):
             assert_no_literal_credentials("sample", bad)
