@@ -323,3 +323,35 @@ def test_client_disconnect_cancels_the_upstream_request(
     assert fake.wait_for_disconnects(1, timeout=3), "the backend never saw the connection close"
     seen = fake.disconnects[-1]["t"]
     assert seen - left < 1.0
+
+
+def test_model_name_split_across_network_reads_is_still_renamed(fake: FakeLLM) -> None:
+    """A backend whose stream arrives in 7-byte pieces (every model name cut in two)."""
+    import asyncio
+
+    from starlette.responses import StreamingResponse
+
+    events = [
+        b'data: {"id":"c","object":"chat.completion.chunk","model":"qwen3-coder-next:q4_K_M",'
+        b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+
+        async def pieces():
+            blob = b"".join(events)
+            for i in range(0, len(blob), 7):
+                yield blob[i : i + 7]
+                await asyncio.sleep(0.001)
+
+        await StreamingResponse(pieces(), media_type="text/event-stream")(scope, receive, send)
+
+    with serve_asgi(app) as backend, serve_asgi(create_app(proxy_settings(backend))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        chunks = list(client.chat.completions.create(model="qwen3-coder", messages=HI, stream=True))
+        assert [c.model for c in chunks] == ["qwen3-coder"]
+        assert chunks[0].choices[0].delta.content == "hi"

@@ -204,12 +204,26 @@ class Proxy:
         rename: tuple[bytes, bytes, bytes, bytes] | None,
         collected: list[bytes] | None,
     ) -> None:
+        # A network read can end in the middle of a line, and so in the middle of the model
+        # name: only whole lines are renamed and sent; the rest waits for the next read.
+        carry = b""
         async for chunk in upstream.aiter_raw():
             if rename is not None:
+                chunk = carry + chunk
+                cut = chunk.rfind(b"\n") + 1
+                chunk, carry = chunk[:cut], chunk[cut:]
+                if not chunk:
+                    continue
                 chunk = chunk.replace(rename[0], rename[1]).replace(rename[2], rename[3])
             if collected is not None:
                 collected.append(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if carry:
+            if rename is not None:
+                carry = carry.replace(rename[0], rename[1]).replace(rename[2], rename[3])
+            if collected is not None:
+                collected.append(carry)
+            await send({"type": "http.response.body", "body": carry, "more_body": True})
 
     async def _backend_error(
         self,
