@@ -26,7 +26,7 @@ import pathspec
 
 ARCHIVE_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz", "zip")
 
-_SKIP_DIRS = frozenset(
+SKIP_DIRS = frozenset(
     {
         ".git",
         ".hg",
@@ -140,7 +140,7 @@ def clean_path(name: str) -> tuple[str | None, str | None]:
 def skip_reason(path: str) -> str | None:
     parts = path.split("/")
     for d in parts[:-1]:
-        if d in _SKIP_DIRS:
+        if d in SKIP_DIRS:
             return f"skipped: {d}/ directory"
         if d.startswith("."):
             return "skipped: dot-directory"

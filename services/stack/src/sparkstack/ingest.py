@@ -13,27 +13,14 @@ from typing import IO
 
 import httpx
 import pathspec
+from ingest_worker.archives import SKIP_DIRS, skip_reason
 
-_NEVER = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        "node_modules",
-        ".venv",
-        "venv",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".tox",
-    }
-)
 _ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 
 
 def pack(root: Path) -> bytes:
-    """A tar.gz of ``root``'s files, minus VCS/build directories and what .gitignore files
+    """A tar.gz of ``root``'s files, minus what the worker would skip anyway (VCS, build and
+    dot-directories, lock and minified files: the same rules) and what .gitignore files
     exclude (each applies below its directory)."""
     buf = io.BytesIO()
     specs: list[tuple[Path, pathspec.PathSpec]] = []
@@ -45,11 +32,15 @@ def pack(root: Path) -> bytes:
                 lines = ignore.read_text(errors="replace").splitlines()
                 specs.append((here, pathspec.PathSpec.from_lines("gitwildmatch", lines)))
             dirs[:] = sorted(
-                d for d in dirs if d not in _NEVER and not _ignored(here / d, specs, is_dir=True)
+                d
+                for d in dirs
+                if d not in SKIP_DIRS
+                and not d.startswith(".")
+                and not _ignored(here / d, specs, is_dir=True)
             )
             for name in sorted(files):
                 path = here / name
-                if path.is_symlink() or _ignored(path, specs):
+                if path.is_symlink() or skip_reason(name) or _ignored(path, specs):
                     continue
                 tar.add(path, arcname=str(path.relative_to(root.parent)), recursive=False)
     return buf.getvalue()
