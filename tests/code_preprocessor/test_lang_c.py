@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.model import FileResult
-from sparkstack_common.tokens import count_tokens
+from parsing_support import assert_chunks_tile, parse_sample
 
-SAMPLE = Path(__file__).parent / "samples" / "ringbuf.c"
 PATH = "src/ringbuf.c"
 
 
 def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
-    source = SAMPLE.read_bytes()
-    return CodeParser(budget=budget).parse(FileResult(path=PATH), source, "c"), source
-
-
-def assert_chunks_tile(result: FileResult, source: bytes, budget: int) -> None:
-    assert "".join(c.text for c in result.chunks) == source.decode()
-    assert result.chunks[0].start_line == 1
-    for a, b in zip(result.chunks, result.chunks[1:], strict=False):
-        assert b.start_line == a.end_line + 1
-    for c in result.chunks:
-        assert c.tokens == count_tokens(c.text)
-        assert c.tokens <= budget
+    return parse_sample("ringbuf.c", PATH, "c", budget)
 
 
 def test_c_symbols() -> None:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION
 from code_preprocessor.model import FileResult
-
-SAMPLE = Path(__file__).parent / "samples" / "cache.go"
-
-
-def _parse(budget: int = 1500) -> tuple[str, FileResult]:
-    data = SAMPLE.read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path="cache.go"), data, "go")
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
+def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample("cache.go", "cache.go", "go", budget)
 
 
 def test_extension() -> None:
@@ -26,7 +16,7 @@ def test_extension() -> None:
 
 
 def test_symbols() -> None:
-    _, r = _parse()
+    r, _ = parse()
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("interface", "Store"),
@@ -54,7 +44,7 @@ def test_symbols() -> None:
 
 
 def test_docs() -> None:
-    _, r = _parse()
+    r, _ = parse()
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["LRU.Get"].doc == "Get returns the value for key and marks it recently used."
     # the comment precedes the ``type`` declaration that wraps the type spec
@@ -66,8 +56,8 @@ def test_docs() -> None:
 
 
 def test_relations() -> None:
-    _, r = _parse()
-    assert _relations(r, "imports") == {
+    r, _ = parse()
+    assert relations(r, "imports") == {
         ("cache.go", "container/list"),
         ("cache.go", "errors"),
         ("cache.go", "fmt"),
@@ -75,7 +65,7 @@ def test_relations() -> None:
         ("cache.go", "time"),
     }
     # embedded interfaces and struct fields
-    assert _relations(r, "extends") == {("Store", "fmt.Stringer"), ("LRU", "sync.Mutex")}
+    assert relations(r, "extends") == {("Store", "fmt.Stringer"), ("LRU", "sync.Mutex")}
     assert {
         ("cache.go", "errors.New"),
         ("New", "list.New"),
@@ -87,22 +77,16 @@ def test_relations() -> None:
         ("main", "New[string]"),
         ("main", "errors.Is"),
         ("main", "fmt.Println"),
-    } <= _relations(r, "calls")
-    assert ("LRU", "LRU.Get") in _relations(r, "contains")
+    } <= relations(r, "calls")
+    assert ("LRU", "LRU.Get") in relations(r, "contains")
 
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse(budget)
-        assert "".join(c.text for c in r.chunks) == source
-        assert all(c.tokens <= budget for c in r.chunks)
-        for a, b in zip(r.chunks, r.chunks[1:], strict=False):
-            assert b.start_line == a.end_line + 1
+        r, source = parse(budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_splits_a_method() -> None:
-    _, r = _parse(60)
-    put = next(s for s in r.symbols if s.qualname == "LRU.Put")
-    inside = [c for c in r.chunks if put.start_line <= c.start_line and c.end_line <= put.end_line]
-    assert len(inside) > 1
-    assert all(c.scope.startswith("LRU.Put") for c in inside)
+    r, _ = parse(60)
+    assert_split_inside(r, "LRU.Put", 1)

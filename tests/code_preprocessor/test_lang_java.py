@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION
 from code_preprocessor.model import FileResult
-
-SAMPLE = Path(__file__).parent / "samples" / "OrderService.java"
-
-
-def _parse(budget: int = 1500) -> tuple[str, FileResult]:
-    data = SAMPLE.read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path="OrderService.java"), data, "java")
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
+def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample("OrderService.java", "OrderService.java", "java", budget)
 
 
 def test_extension() -> None:
@@ -26,7 +16,7 @@ def test_extension() -> None:
 
 
 def test_symbols() -> None:
-    _, r = _parse()
+    r, _ = parse()
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("class", "OrderService"),
@@ -63,7 +53,7 @@ def test_symbols() -> None:
 
 
 def test_docs() -> None:
-    _, r = _parse()
+    r, _ = parse()
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["OrderService"].doc == "Places orders and keeps them in a repository."
     assert by_name["OrderService.OrderService"].doc == "Creates the service over a repository."
@@ -74,26 +64,26 @@ def test_docs() -> None:
 
 
 def test_relations() -> None:
-    _, r = _parse()
-    assert _relations(r, "imports") == {
+    r, _ = parse()
+    assert relations(r, "imports") == {
         ("OrderService.java", "java.time.Instant"),
         ("OrderService.java", "java.util.ArrayList"),
         ("OrderService.java", "java.util.List"),
         ("OrderService.java", "java.util.concurrent"),  # import java.util.concurrent.*
         ("OrderService.java", "java.util.Objects.requireNonNull"),  # static import
     }
-    assert _relations(r, "extends") == {
+    assert relations(r, "extends") == {
         ("OrderService", "AbstractService"),
         ("OrderRepository", "Repository<OrderService.Order>"),
         ("OrderRepository", "Auditable"),
     }
-    assert _relations(r, "implements") == {
+    assert relations(r, "implements") == {
         ("OrderService", "AutoCloseable"),
         ("OrderService", "Listener<Order>"),
         ("OrderService.Status", "Labeled"),
         ("OrderService.Audit", "Runnable"),
     }
-    calls = _relations(r, "calls")
+    calls = relations(r, "calls")
     assert {
         ("OrderService", "Executors.newFixedThreadPool"),  # field initializer
         ("OrderService.OrderService", "requireNonNull"),
@@ -112,19 +102,13 @@ def test_relations() -> None:
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse(budget)
-        assert "".join(c.text for c in r.chunks) == source
-        assert all(c.tokens <= budget for c in r.chunks)
-        for a, b in zip(r.chunks, r.chunks[1:], strict=False):
-            assert b.start_line == a.end_line + 1
+        r, source = parse(budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_splits_the_class() -> None:
-    _, r = _parse(60)
-    cls = next(s for s in r.symbols if s.qualname == "OrderService")
-    inside = [c for c in r.chunks if cls.start_line <= c.start_line and c.end_line <= cls.end_line]
-    assert len(inside) > 5
-    assert all(c.scope.startswith("OrderService") for c in inside)
+    r, _ = parse(60)
+    inside = assert_split_inside(r, "OrderService", 5)
     assert any(c.scope == "OrderService" and "OrderService.close" in c.symbols for c in inside)
     # the nested record splits again, under its own name
     assert any(c.scope == "OrderService.Order" for c in r.chunks)

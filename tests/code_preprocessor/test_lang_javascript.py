@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION
 from code_preprocessor.model import FileResult
-
-SAMPLE = Path(__file__).parent / "samples" / "inventory.js"
-
-
-def _parse(budget: int = 1500) -> tuple[str, FileResult]:
-    data = SAMPLE.read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path="inventory.js"), data, "javascript")
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
+def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample("inventory.js", "inventory.js", "javascript", budget)
 
 
 def test_extensions_map_to_javascript() -> None:
@@ -27,7 +17,7 @@ def test_extensions_map_to_javascript() -> None:
 
 
 def test_symbols() -> None:
-    _, r = _parse()
+    r, _ = parse()
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("class", "Store"),
@@ -57,7 +47,7 @@ def test_symbols() -> None:
 
 
 def test_docs() -> None:
-    _, r = _parse()
+    r, _ = parse()
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["Store"].doc == "Base class for anything that stores items."
     # the comment sits before ``export``, outside the class node
@@ -68,19 +58,19 @@ def test_docs() -> None:
 
 
 def test_relations() -> None:
-    _, r = _parse()
-    assert _relations(r, "imports") == {
+    r, _ = parse()
+    assert relations(r, "imports") == {
         ("inventory.js", "events"),
         ("inventory.js", "node:path"),
         ("inventory.js", "./format.js"),  # export ... from
         ("inventory.js", "fs"),  # require()
         ("inventory.js", "./registry.js"),  # import()
     }
-    assert _relations(r, "extends") == {
+    assert relations(r, "extends") == {
         ("Inventory", "Store"),
         ("createInventory.Audited", "Inventory"),
     }
-    calls = _relations(r, "calls")
+    calls = relations(r, "calls")
     assert {
         ("Inventory.add", "this.items.get"),
         ("Inventory.add", "this.#notify"),
@@ -95,23 +85,17 @@ def test_relations() -> None:
     } <= calls
     # a method of a call's result names no callee of its own
     assert not any(target.endswith(".catch") for _, target in calls)
-    assert ("inventory.js", "Inventory") in _relations(r, "contains")
-    assert ("Inventory", "Inventory.add") in _relations(r, "contains")
+    assert ("inventory.js", "Inventory") in relations(r, "contains")
+    assert ("Inventory", "Inventory.add") in relations(r, "contains")
 
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse(budget)
-        assert "".join(c.text for c in r.chunks) == source
-        assert all(c.tokens <= budget for c in r.chunks)
-        for a, b in zip(r.chunks, r.chunks[1:], strict=False):
-            assert b.start_line == a.end_line + 1
+        r, source = parse(budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_splits_the_class() -> None:
-    _, r = _parse(60)
-    cls = next(s for s in r.symbols if s.qualname == "Inventory")
-    inside = [c for c in r.chunks if cls.start_line <= c.start_line and c.end_line <= cls.end_line]
-    assert len(inside) > 2
-    assert all(c.scope.startswith("Inventory") for c in inside)
+    r, _ = parse(60)
+    inside = assert_split_inside(r, "Inventory", 2)
     assert any(c.scope == "Inventory" and "Inventory.add" in c.symbols for c in inside)

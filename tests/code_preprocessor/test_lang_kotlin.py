@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION
 from code_preprocessor.model import FileResult
-
-SAMPLE = Path(__file__).parent / "samples" / "WeatherRepository.kt"
-
-
-def _parse(budget: int = 1500) -> tuple[str, FileResult]:
-    data = SAMPLE.read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path="Weather.kt"), data, "kotlin")
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
+def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample("WeatherRepository.kt", "Weather.kt", "kotlin", budget)
 
 
 def test_extensions() -> None:
@@ -27,7 +17,7 @@ def test_extensions() -> None:
 
 
 def test_symbols() -> None:
-    _, r = _parse()
+    r, _ = parse()
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("class", "Reading"),  # data class
@@ -66,7 +56,7 @@ def test_symbols() -> None:
 
 
 def test_docs() -> None:
-    _, r = _parse()
+    r, _ = parse()
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["Reading"].doc == "A temperature reading from one station."
     assert by_name["WeatherSource"].doc == "Where readings come from."
@@ -78,21 +68,21 @@ def test_docs() -> None:
 
 
 def test_relations() -> None:
-    _, r = _parse()
-    assert _relations(r, "imports") == {
+    r, _ = parse()
+    assert relations(r, "imports") == {
         ("Weather.kt", "kotlinx.coroutines.delay"),
         ("Weather.kt", "kotlinx.coroutines.withContext"),
         ("Weather.kt", "java.time.Instant"),
         ("Weather.kt", "com.example.net"),  # import com.example.net.*
     }
     # a supertype called as a constructor is the superclass; an interface extends its own
-    assert _relations(r, "extends") == {
+    assert relations(r, "extends") == {
         ("WeatherSource", "AutoCloseable"),
         ("Result.Ok", "Result<T>"),
         ("Result.Failed", "Result<Nothing>"),
         ("WeatherRepository", "BaseRepository"),
     }
-    assert _relations(r, "implements") == {
+    assert relations(r, "implements") == {
         ("Unit", "Labeled"),
         ("WeatherRepository", "Cache<String, Reading>"),  # by delegation
         ("WeatherRepository.Exporter", "Runnable"),
@@ -107,24 +97,18 @@ def test_relations() -> None:
         ("WeatherRepository.Defaults.create", "WeatherRepository"),
         ("WeatherRepository.Exporter.run", "println"),  # inside a lambda
         ("Unit.label", "symbol.lowercase"),
-    } <= _relations(r, "calls")
+    } <= relations(r, "calls")
 
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse(budget)
-        assert "".join(c.text for c in r.chunks) == source
-        assert all(c.tokens <= budget for c in r.chunks)
-        for a, b in zip(r.chunks, r.chunks[1:], strict=False):
-            assert b.start_line == a.end_line + 1
+        r, source = parse(budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_splits_the_class() -> None:
-    _, r = _parse(60)
-    cls = next(s for s in r.symbols if s.qualname == "WeatherRepository")
-    inside = [c for c in r.chunks if cls.start_line <= c.start_line and c.end_line <= cls.end_line]
-    assert len(inside) > 3
-    assert all(c.scope.startswith("WeatherRepository") for c in inside)
+    r, _ = parse(60)
+    inside = assert_split_inside(r, "WeatherRepository", 3)
     assert any(
         c.scope == "WeatherRepository" and "WeatherRepository.average" in c.symbols for c in inside
     )

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION
 from code_preprocessor.model import FileResult
-
-SAMPLE = Path(__file__).parent / "samples" / "tokenizer.rs"
-
-
-def _parse(budget: int = 1500) -> tuple[str, FileResult]:
-    data = SAMPLE.read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path="tokenizer.rs"), data, "rust")
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
+def parse(budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample("tokenizer.rs", "tokenizer.rs", "rust", budget)
 
 
 def test_extension() -> None:
@@ -26,7 +16,7 @@ def test_extension() -> None:
 
 
 def test_symbols() -> None:
-    _, r = _parse()
+    r, _ = parse()
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("enum", "Token"),
@@ -55,7 +45,7 @@ def test_symbols() -> None:
 
 
 def test_docs() -> None:
-    _, r = _parse()
+    r, _ = parse()
     by_name = {s.qualname: s for s in r.symbols}
     # ``#[derive(...)]`` sits between the doc comment and the enum
     assert by_name["Token"].doc == "One lexical token."
@@ -67,20 +57,20 @@ def test_docs() -> None:
 
 
 def test_relations() -> None:
-    _, r = _parse()
-    assert _relations(r, "imports") == {
+    r, _ = parse()
+    assert relations(r, "imports") == {
         ("tokenizer.rs", "std::collections::HashMap"),
         ("tokenizer.rs", "std::fmt::{self, Display}"),
         ("tokenizer.rs", "crate::error::ParseError"),
         ("tokenizer.rs", "super::Tokenizer"),
     }
-    assert _relations(r, "implements") == {
+    assert relations(r, "implements") == {
         ("Tokenizer", "Iterator"),
         ("Tokenizer", "Lexer"),
         ("Token", "Display"),
     }
     # supertraits
-    assert _relations(r, "extends") == {("Lexer", "Iterator<Item = Token>"), ("Lexer", "Send")}
+    assert relations(r, "extends") == {("Lexer", "Iterator<Item = Token>"), ("Lexer", "Send")}
     assert {
         ("Tokenizer::new", "HashMap::new"),
         ("Tokenizer::new", "keywords.insert"),
@@ -90,24 +80,19 @@ def test_relations() -> None:
         ("Tokenizer::read_number", "text.parse::<f64>"),
         ("Tokenizer::next", "self.read_number"),
         ("util::count", "Tokenizer::new"),
-    } <= _relations(r, "calls")
-    assert ("Tokenizer", "Tokenizer::new") in _relations(r, "contains")
-    assert ("tokenizer.rs", "util") in _relations(r, "contains")
+    } <= relations(r, "calls")
+    assert ("Tokenizer", "Tokenizer::new") in relations(r, "contains")
+    assert ("tokenizer.rs", "util") in relations(r, "contains")
 
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse(budget)
-        assert "".join(c.text for c in r.chunks) == source
-        assert all(c.tokens <= budget for c in r.chunks)
-        for a, b in zip(r.chunks, r.chunks[1:], strict=False):
-            assert b.start_line == a.end_line + 1
+        r, source = parse(budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_labels_impl_chunks_with_the_type() -> None:
-    _, r = _parse(60)
+    r, _ = parse(60)
     # impl<'a> Tokenizer<'a> { ... } spans lines 32-55
-    inside = [c for c in r.chunks if 32 <= c.start_line and c.end_line <= 55]
-    assert len(inside) > 2
-    assert all(c.scope.startswith("Tokenizer") for c in inside)
+    inside = assert_split_inside(r, "Tokenizer", 2, lines=(32, 55))
     assert any(c.scope == "Tokenizer" and "Tokenizer::peek" in c.symbols for c in inside)

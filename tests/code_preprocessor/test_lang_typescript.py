@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from code_preprocessor.code import CodeParser
 from code_preprocessor.languages import BY_EXTENSION, BY_NAME
 from code_preprocessor.model import FileResult
-
-SAMPLES = Path(__file__).parent / "samples"
-
-
-def _parse(name: str, language: str, budget: int = 1500) -> tuple[str, FileResult]:
-    data = (SAMPLES / name).read_bytes()
-    result = CodeParser(budget=budget).parse(FileResult(path=name), data, language)
-    return data.decode(), result
+from parsing_support import assert_chunks_tile, assert_split_inside, parse_sample, relations
 
 
-def _relations(result: FileResult, kind: str) -> set[tuple[str, str]]:
-    return {(r.source, r.target) for r in result.relations if r.kind == kind}
-
-
-def _check_chunks(source: str, result: FileResult, budget: int) -> None:
-    assert "".join(c.text for c in result.chunks) == source
-    assert all(c.tokens <= budget for c in result.chunks)
-    for a, b in zip(result.chunks, result.chunks[1:], strict=False):
-        assert b.start_line == a.end_line + 1
+def parse(name: str, language: str, budget: int = 1500) -> tuple[FileResult, bytes]:
+    return parse_sample(name, name, language, budget)
 
 
 def test_extensions() -> None:
@@ -38,7 +21,7 @@ def test_extensions() -> None:
 
 
 def test_typescript_symbols() -> None:
-    _, r = _parse("billing.ts", "typescript")
+    r, _ = parse("billing.ts", "typescript")
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("interface", "PaymentProvider"),
@@ -73,7 +56,7 @@ def test_typescript_symbols() -> None:
 
 
 def test_typescript_docs() -> None:
-    _, r = _parse("billing.ts", "typescript")
+    r, _ = parse("billing.ts", "typescript")
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["PaymentProvider"].doc == "Something that can charge a customer."
     assert by_name["BaseProvider"].doc == "Shared plumbing for providers."
@@ -85,19 +68,19 @@ def test_typescript_docs() -> None:
 
 
 def test_typescript_relations() -> None:
-    _, r = _parse("billing.ts", "typescript")
-    assert _relations(r, "imports") == {
+    r, _ = parse("billing.ts", "typescript")
+    assert relations(r, "imports") == {
         ("billing.ts", "node:crypto"),
         ("billing.ts", "./logging"),
         ("billing.ts", "./money"),
         ("billing.ts", "stripe"),  # import Stripe = require("stripe")
     }
-    assert _relations(r, "extends") == {
+    assert relations(r, "extends") == {
         ("PaymentProvider", "Named"),
         ("PaymentProvider", "Disposable"),
         ("StripeProvider", "BaseProvider"),
     }
-    assert _relations(r, "implements") == {("BaseProvider", "PaymentProvider")}
+    assert relations(r, "implements") == {("BaseProvider", "PaymentProvider")}
     assert {
         ("BaseProvider.dispose", "this.logger.info"),
         ("StripeProvider.charge", "this.client.paymentIntents.create"),
@@ -107,11 +90,11 @@ def test_typescript_relations() -> None:
         ("Billing.Internal.Ledger.record", "this.entries.push"),
         ("withRetry", "delay"),
         ("withRetry.delay", "setTimeout"),
-    } <= _relations(r, "calls")
+    } <= relations(r, "calls")
 
 
 def test_tsx_sample() -> None:
-    source, r = _parse("TodoList.tsx", "tsx")
+    r, source = parse("TodoList.tsx", "tsx")
     assert not r.flags
     assert {(s.kind, s.qualname) for s in r.symbols} == {
         ("interface", "Todo"),
@@ -126,34 +109,31 @@ def test_tsx_sample() -> None:
     by_name = {s.qualname: s for s in r.symbols}
     assert by_name["useTodos"].doc == "Loads the todos once and keeps them in a reducer."
     assert by_name["TodoItem"].doc == "Renders one row."
-    assert _relations(r, "imports") == {
+    assert relations(r, "imports") == {
         ("TodoList.tsx", "react"),
         ("TodoList.tsx", "../api/todos"),
         ("TodoList.tsx", "./TodoList.css"),
     }
-    assert _relations(r, "extends") == {("TodoList", "React.Component")}
+    assert relations(r, "extends") == {("TodoList", "React.Component")}
     assert {
         ("useTodos", "useReducer"),
         ("useTodos", "fetchTodos"),
         ("useTodos.toggle", "dispatch"),
         ("TodoItem", "onToggle"),
         ("TodoListBody", "useTodos"),
-    } <= _relations(r, "calls")
-    _check_chunks(source, r, 1500)
+    } <= relations(r, "calls")
+    assert_chunks_tile(r, source, 1500)
 
 
 def test_chunks_tile_the_file() -> None:
     for budget in (1500, 60):
-        source, r = _parse("billing.ts", "typescript", budget)
-        _check_chunks(source, r, budget)
-        source, r = _parse("TodoList.tsx", "tsx", budget)
-        _check_chunks(source, r, budget)
+        r, source = parse("billing.ts", "typescript", budget)
+        assert_chunks_tile(r, source, budget)
+        r, source = parse("TodoList.tsx", "tsx", budget)
+        assert_chunks_tile(r, source, budget)
 
 
 def test_small_budget_splits_the_class() -> None:
-    _, r = _parse("billing.ts", "typescript", 60)
-    cls = next(s for s in r.symbols if s.qualname == "BaseProvider")
-    inside = [c for c in r.chunks if cls.start_line <= c.start_line and c.end_line <= cls.end_line]
-    assert len(inside) > 1
-    assert all(c.scope.startswith("BaseProvider") for c in inside)
+    r, _ = parse("billing.ts", "typescript", 60)
+    inside = assert_split_inside(r, "BaseProvider", 1)
     assert any(c.scope == "BaseProvider" and "BaseProvider.dispose" in c.symbols for c in inside)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from code_preprocessor.code import CodeParser
 from code_preprocessor.model import FileResult
-from sparkstack_common.tokens import count_tokens
+from parsing_support import SAMPLES, assert_chunks_tile, parse_code
 
-SAMPLE = Path(__file__).parent / "samples" / "inventory.py"
+SAMPLE = SAMPLES / "inventory.py"
 
 
 def ast_qualnames(source: bytes) -> Counter[str]:
@@ -33,17 +33,7 @@ def ast_qualnames(source: bytes) -> Counter[str]:
 
 
 def parse(source: bytes, path: str = "pkg/inventory.py", budget: int = 1500) -> FileResult:
-    return CodeParser(budget=budget).parse(FileResult(path=path), source, "python")
-
-
-def assert_chunks_tile(result: FileResult, source: bytes, budget: int) -> None:
-    assert "".join(c.text for c in result.chunks) == source.decode()
-    assert result.chunks[0].start_line == 1
-    for a, b in zip(result.chunks, result.chunks[1:], strict=False):
-        assert b.start_line == a.end_line + 1
-    for c in result.chunks:
-        assert c.tokens == count_tokens(c.text)
-        assert c.tokens <= budget
+    return parse_code(source, path, "python", budget)
 
 
 def test_qualnames_match_python_exactly() -> None:

@@ -20,16 +20,31 @@ class StepError(RuntimeError):
     """A step cannot do its work (not a failed command: those raise CommandError)."""
 
 
+Probe = Callable[[Host, Settings], Status]
+
+
 class Step:
+    """One step. Its status is its `probe` (checks that take the host and the settings),
+    named in the class statement: `class Swap(Step, probe=checks.swap_off)`; or, for a step
+    with no probe, what its own `status` says."""
+
     name = ""
     summary = ""  # what the step makes true
     action = ""  # what apply does, for `plan`
+    probe: Probe | None = None
+
+    def __init_subclass__(cls, probe: Probe | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if probe is not None:
+            cls.probe = staticmethod(probe)
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
 
     def status(self, host: Host) -> Status:
-        raise NotImplementedError
+        if self.probe is None:
+            raise NotImplementedError
+        return self.probe(host, self.s)
 
     def check(self, host: Host) -> bool:
         return bool(self.status(host))
@@ -45,6 +60,11 @@ class Step:
 
 
 # helpers ---------------------------------------------------------------------------------
+def all_checks(*probes: Probe) -> Probe:
+    """A probe that asks every one of `probes`, in order, and is satisfied when all are."""
+    return lambda host, s: checks.all_of(*(probe(host, s) for probe in probes))
+
+
 def deb_arch(host: Host) -> str:
     machine = host.run(["uname", "-m"]).stdout.strip()
     return {"aarch64": "arm64", "arm64": "arm64", "x86_64": "amd64"}.get(machine, machine)
@@ -115,6 +135,65 @@ def helm_repo(host: Host, repo: tuple[str, str]) -> None:
     checks.helm(host, "repo", "add", repo[0], repo[1], "--force-update")
 
 
+def helm_install(
+    host: Host,
+    release: str,
+    chart: str,
+    version: str,
+    namespace: str,
+    values: dict,
+    repo: tuple[str, str] | None = None,
+    *,
+    always: bool = False,
+) -> bool:
+    """Add `repo` (if any), then install or upgrade `release` from `chart`: `always`, or only
+    when it is not deployed from that chart version with those values. Returns whether it ran."""
+    name = chart.rsplit("/", 1)[-1]  # the chart's own name, as helm lists it
+    if not always and checks.helm_release_status(host, release, namespace, name, version, values):
+        return False
+    if repo is not None:
+        helm_repo(host, repo)
+    helm_upgrade(host, release, chart, version, namespace, values)
+    return True
+
+
+def make_user_dir(host: Host, user: str, path: str) -> None:
+    """`mkdir -p path`, the directory then owned by `user`."""
+    host.run(["mkdir", "-p", path])
+    host.run(["chown", f"{user}:", path])
+
+
+def ensure_running(host: Host, unit: str) -> None:
+    """`systemctl enable --now <unit>` unless it is active and enabled already."""
+    if not checks.service_running(host, unit):
+        host.run(["systemctl", "enable", "--now", unit])
+
+
+def ensure_unit_state(host: Host, unit: str, state: str, verb: str) -> None:
+    """`systemctl <verb> <unit>` unless `systemctl is-enabled <unit>` says `state` already."""
+    if checks.service_state(host, unit)[1] != state:
+        host.run(["systemctl", verb, unit])
+
+
+def rollout_status(host: Host, workload: str, namespace: str) -> None:
+    """Wait (up to 5 minutes) until `workload` (kind/name) has rolled out."""
+    kubectl(host, "rollout", "status", workload, "--namespace", namespace, "--timeout=300s")
+
+
+def delete_pods(host: Host, pods: tuple[str, ...], namespace: str, *, wait: bool) -> None:
+    kubectl(
+        host,
+        "delete",
+        "pod",
+        *pods,
+        "--namespace",
+        namespace,
+        "--ignore-not-found",
+        "--wait=true" if wait else "--wait=false",
+        check=False,
+    )
+
+
 def wait_for(host: Host, s: Settings, what: str, probe: Callable[[], Status]) -> None:
     waited = 0.0
     while True:
@@ -128,13 +207,10 @@ def wait_for(host: Host, s: Settings, what: str, probe: Callable[[], Status]) ->
 
 
 # host steps ------------------------------------------------------------------------------
-class Preflight(Step):
+class Preflight(Step, probe=checks.preflight):
     name = "preflight"
     summary = "Linux on aarch64/x86_64, NVIDIA GPU and driver, nvidia-ctk, disk space"
     action = "cannot be fixed by host-setup; fix the machine and re-run"
-
-    def status(self, host):
-        return checks.preflight(host, self.s)
 
     def apply(self, host):
         st = self.status(host)
@@ -142,15 +218,10 @@ class Preflight(Step):
             raise StepError(f"preflight failed: {st.detail}")
 
 
-class KernelModules(Step):
+class KernelModules(Step, probe=all_checks(checks.modules_loaded, checks.modules_persisted)):
     name = "kernel-modules"
     summary = "overlay, br_netfilter, iscsi_tcp loaded and loaded at boot"
     action = f"modprobe {' '.join(checks.MODULES)}; write {checks.MODULES_FILE}"
-
-    def status(self, host):
-        return checks.all_of(
-            checks.modules_loaded(host, self.s), checks.modules_persisted(host, self.s)
-        )
 
     def apply(self, host):
         loaded = checks.loaded_modules(host)
@@ -161,15 +232,10 @@ class KernelModules(Step):
             host.write_file(checks.MODULES_FILE, "\n".join(checks.MODULES) + "\n")
 
 
-class Sysctls(Step):
+class Sysctls(Step, probe=all_checks(checks.sysctls_live, checks.sysctls_persisted)):
     name = "sysctls"
     summary = "bridge netfilter, IP forwarding, inotify limits"
     action = f"set sysctls and persist them in {checks.SYSCTL_FILE}"
-
-    def status(self, host):
-        return checks.all_of(
-            checks.sysctls_live(host, self.s), checks.sysctls_persisted(host, self.s)
-        )
 
     def apply(self, host):
         if not checks.sysctls_persisted(host, self.s):
@@ -181,13 +247,10 @@ class Sysctls(Step):
                 host.run(["sysctl", "-w", f"{key}={want}"])
 
 
-class Swap(Step):
+class Swap(Step, probe=checks.swap_off):
     name = "swap"
     summary = "swap off now and at boot"
     action = "swapoff -a, comment swap out of /etc/fstab, mask swap.target"
-
-    def status(self, host):
-        return checks.swap_off(host, self.s)
 
     def apply(self, host):
         if [line for line in (host.read_file("/proc/swaps") or "").splitlines()[1:] if line]:
@@ -203,34 +266,26 @@ class Swap(Step):
                     line = "# disabled by host-setup (kubelet needs swap off): " + line
                 out.append(line)
             host.write_file("/etc/fstab", "\n".join(out) + "\n")
-        if checks.service_state(host, "swap.target")[1] != "masked":
-            host.run(["systemctl", "mask", "swap.target"])
+        ensure_unit_state(host, "swap.target", "masked", "mask")
 
 
-class BasePackages(Step):
+class BasePackages(Step, probe=checks.base_packages):
     name = "base-packages"
     summary = "tools and Longhorn's iSCSI/NFS clients"
     action = f"apt-get install {' '.join(checks.BASE_PACKAGES)}; enable iscsid"
-
-    def status(self, host):
-        return checks.base_packages(host, self.s)
 
     def apply(self, host):
         have = checks.dpkg_versions(host, checks.BASE_PACKAGES)
         missing = [p for p in checks.BASE_PACKAGES if p not in have]
         if missing:
             apt_install(host, missing)
-        if not checks.service_running(host, "iscsid"):
-            host.run(["systemctl", "enable", "--now", "iscsid"])
+        ensure_running(host, "iscsid")
 
 
-class Containerd(Step):
+class Containerd(Step, probe=checks.containerd_ready):
     name = "containerd"
     summary = "containerd with CRI on and SystemdCgroup, config for its own schema version"
     action = f"render {render.CONTAINERD_CONFIG} for the installed containerd; restart it"
-
-    def status(self, host):
-        return checks.containerd_ready(host, self.s)
 
     def apply(self, host):
         version = checks.containerd_installed(host)
@@ -253,19 +308,15 @@ class Containerd(Step):
             host.run(["mkdir", "-p", render.CONTAINERD_DROPIN_DIR])
             host.write_file(render.CONTAINERD_CONFIG, render.render_containerd_config(want))
             host.run(["systemctl", "restart", "containerd"])
-        if not checks.service_running(host, "containerd"):
-            host.run(["systemctl", "enable", "--now", "containerd"])
+        ensure_running(host, "containerd")
 
 
-class NvidiaRuntime(Step):
+class NvidiaRuntime(Step, probe=checks.nvidia_default_runtime):
     name = "nvidia-runtime"
     summary = "nvidia as containerd's default runtime (nvidia-ctk)"
     action = (
         "nvidia-ctk runtime configure --runtime=containerd --set-as-default; restart containerd"
     )
-
-    def status(self, host):
-        return checks.nvidia_default_runtime(host, self.s)
 
     def apply(self, host):
         host.run(
@@ -284,13 +335,10 @@ class NvidiaRuntime(Step):
             raise StepError(f"nvidia-ctk ran but the config is not right: {st.detail}")
 
 
-class CniPlugins(Step):
+class CniPlugins(Step, probe=checks.cni_plugins):
     name = "cni-plugins"
     summary = f"CNI plugins {versions.CNI_PLUGINS_VERSION} in {checks.CNI_BIN_DIR}"
     action = f"install CNI plugins {versions.CNI_PLUGINS_VERSION} into {checks.CNI_BIN_DIR}"
-
-    def status(self, host):
-        return checks.cni_plugins(host, self.s)
 
     def apply(self, host):
         url = versions.CNI_PLUGINS_URL.format(
@@ -304,13 +352,10 @@ class CniPlugins(Step):
         host.run(["rm", "-rf", TMP])
 
 
-class KubernetesRepo(Step):
+class KubernetesRepo(Step, probe=checks.kubernetes_repo):
     name = "kubernetes-repo"
     summary = f"apt repository pkgs.k8s.io v{versions.KUBERNETES_MINOR}"
     action = f"add {versions.KUBERNETES_APT_REPO} and its signing key"
-
-    def status(self, host):
-        return checks.kubernetes_repo(host, self.s)
 
     def apply(self, host):
         host.run(["mkdir", "-p", "-m", "0755", "/etc/apt/keyrings", TMP])
@@ -331,16 +376,13 @@ class KubernetesRepo(Step):
         host.run(["apt-get", "update"], env=APT_ENV)
 
 
-class KubernetesPackages(Step):
+class KubernetesPackages(Step, probe=checks.kubernetes_packages):
     name = "kubernetes-packages"
     summary = f"kubelet, kubeadm, kubectl {versions.KUBERNETES_PACKAGE_VERSION}, held"
     action = (
         f"apt-get install kubelet kubeadm kubectl={versions.KUBERNETES_PACKAGE_VERSION}; "
         "apt-mark hold"
     )
-
-    def status(self, host):
-        return checks.kubernetes_packages(host, self.s)
 
     def apply(self, host):
         pkgs = versions.KUBERNETES_PACKAGES
@@ -350,18 +392,14 @@ class KubernetesPackages(Step):
         held = checks.held_packages(host)
         if any(p not in held for p in pkgs):
             host.run(["apt-mark", "hold", *pkgs])
-        if checks.service_state(host, "kubelet")[1] != "enabled":
-            host.run(["systemctl", "enable", "kubelet"])
+        ensure_unit_state(host, "kubelet", "enabled", "enable")
 
 
 # cluster steps --------------------------------------------------------------------------
-class KubeadmInit(Step):
+class KubeadmInit(Step, probe=checks.cluster_initialized):
     name = "kubeadm-init"
     summary = "single-node control plane (kubeadm v1beta4, pod CIDR 10.244.0.0/16, systemd cgroups)"
     action = f"kubeadm init --config {checks.KUBEADM_CONFIG}"
-
-    def status(self, host):
-        return checks.cluster_initialized(host, self.s)
 
     def apply(self, host):
         if not host.exists(ADMIN_CONF):
@@ -371,8 +409,8 @@ class KubeadmInit(Step):
             )
             host.run(["kubeadm", "config", "validate", "--config", checks.KUBEADM_CONFIG])
             host.run(["kubeadm", "init", "--config", checks.KUBEADM_CONFIG], timeout=1800)
-        elif not checks.service_running(host, "kubelet"):
-            host.run(["systemctl", "enable", "--now", "kubelet"])
+        else:
+            ensure_running(host, "kubelet")
         wait_for(
             host,
             self.s,
@@ -385,65 +423,43 @@ class KubeadmInit(Step):
         )
 
 
-class Kubeconfig(Step):
+class Kubeconfig(Step, probe=checks.user_kubeconfig):
     name = "kubeconfig"
     summary = "~/.kube/config of the invoking user"
     action = "copy /etc/kubernetes/admin.conf to the user's ~/.kube/config"
-
-    def status(self, host):
-        return checks.user_kubeconfig(host, self.s)
 
     def apply(self, host):
         user, path = checks.user_kubeconfig_path(host, self.s)
         admin = host.read_file(ADMIN_CONF)
         if admin is None:
             raise StepError("no /etc/kubernetes/admin.conf")
-        kube_dir = path.rsplit("/", 1)[0]
-        host.run(["mkdir", "-p", kube_dir])
-        host.run(["chown", f"{user}:", kube_dir])
+        make_user_dir(host, user, path.rsplit("/", 1)[0])
         host.write_file(path, admin, mode=0o600, owner=f"{user}:")
 
 
-class Flannel(Step):
+class Flannel(Step, probe=checks.flannel):
     name = "flannel"
     summary = f"Flannel {versions.FLANNEL_VERSION}"
     action = f"kubectl apply -f {versions.FLANNEL_MANIFEST_URL}"
 
-    def status(self, host):
-        return checks.flannel(host, self.s)
-
     def apply(self, host):
         kubectl(host, "apply", "-f", versions.FLANNEL_MANIFEST_URL)
-        kubectl(
-            host,
-            "rollout",
-            "status",
-            "daemonset/kube-flannel-ds",
-            "--namespace",
-            "kube-flannel",
-            "--timeout=300s",
-        )
+        rollout_status(host, "daemonset/kube-flannel-ds", "kube-flannel")
 
 
-class Untaint(Step):
+class Untaint(Step, probe=checks.no_control_plane_taint):
     name = "untaint"
     summary = "workloads may run on the control plane"
     action = f"kubectl taint nodes --all {checks.CONTROL_PLANE_TAINT}-"
-
-    def status(self, host):
-        return checks.no_control_plane_taint(host, self.s)
 
     def apply(self, host):
         kubectl(host, "taint", "nodes", "--all", f"{checks.CONTROL_PLANE_TAINT}-")
 
 
-class Helm(Step):
+class Helm(Step, probe=checks.helm_installed):
     name = "helm"
     summary = f"helm {versions.HELM_VERSION}"
     action = f"install helm {versions.HELM_VERSION} to {checks.HELM_BIN}"
-
-    def status(self, host):
-        return checks.helm_installed(host, self.s)
 
     def apply(self, host):
         arch = deb_arch(host)
@@ -455,16 +471,13 @@ class Helm(Step):
         host.run(["rm", "-rf", TMP])
 
 
-class GpuOperator(Step):
+class GpuOperator(Step, probe=checks.gpu_operator):
     name = "gpu-operator"
     summary = f"GPU operator {versions.GPU_OPERATOR_VERSION} with time-slicing"
     action = (
         f"helm install GPU operator {versions.GPU_OPERATOR_VERSION} (driver and toolkit off) "
         "and the time-slicing ConfigMap"
     )
-
-    def status(self, host):
-        return checks.gpu_operator(host, self.s)
 
     def plan(self, host):
         return super().plan(host) + f" [{self.s.gpu_replicas} slices per GPU]"
@@ -475,25 +488,17 @@ class GpuOperator(Step):
         ns_obj = render.namespace(ns)
         ns_obj["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": "privileged"}
         apply_objects(host, [ns_obj, render.time_slicing_configmap(self.s.gpu_replicas)])
-        release = checks.helm_release_status(
+        installed = helm_install(
             host,
             "gpu-operator",
-            ns,
-            "gpu-operator",
+            "nvidia/gpu-operator",
             versions.GPU_OPERATOR_VERSION,
+            ns,
             render.gpu_operator_values(),
+            versions.GPU_OPERATOR_REPO,
         )
-        if not release:
-            helm_repo(host, versions.GPU_OPERATOR_REPO)
-            helm_upgrade(
-                host,
-                "gpu-operator",
-                "nvidia/gpu-operator",
-                versions.GPU_OPERATOR_VERSION,
-                ns,
-                render.gpu_operator_values(),
-            )
-        elif not cm_ok:  # only the sharing config changed: the device plugin reloads it
+        if not installed and not cm_ok:
+            # only the sharing config changed: the device plugin reloads it
             kubectl(
                 host,
                 "rollout",
@@ -510,7 +515,7 @@ class GpuOperator(Step):
         )
 
 
-class Storage(Step):
+class Storage(Step, probe=checks.storage):
     name = "storage"
     summary = "storage classes longhorn and longhorn-models (one replica, Retain)"
 
@@ -521,9 +526,6 @@ class Storage(Step):
         v = versions.LOCAL_PATH_PROVISIONER_VERSION
         return f"install local-path-provisioner {v}; add the classes"
 
-    def status(self, host):
-        return checks.storage(host, self.s)
-
     def _replace_foreign(self, host: Host, name: str, provisioner: str) -> None:
         sc = checks.kube_json(host, "storageclass", name)
         if sc is not None and sc.get("provisioner") != provisioner:
@@ -533,24 +535,15 @@ class Storage(Step):
         if self.s.storage == "longhorn":
             for name in render.STORAGE_CLASSES:
                 self._replace_foreign(host, name, "driver.longhorn.io")
-            release = checks.helm_release_status(
+            helm_install(
                 host,
                 "longhorn",
-                "longhorn-system",
-                "longhorn",
+                "longhorn/longhorn",
                 versions.LONGHORN_VERSION,
+                "longhorn-system",
                 render.longhorn_values(),
+                versions.LONGHORN_REPO,
             )
-            if not release:
-                helm_repo(host, versions.LONGHORN_REPO)
-                helm_upgrade(
-                    host,
-                    "longhorn",
-                    "longhorn/longhorn",
-                    versions.LONGHORN_VERSION,
-                    "longhorn-system",
-                    render.longhorn_values(),
-                )
             # the chart owns `longhorn`; `longhorn-models` is ours
             apply_objects(host, [render.storage_class("longhorn-models", "longhorn")])
         elif self.s.storage == "local-path":
@@ -560,64 +553,44 @@ class Storage(Step):
             apply_objects(
                 host, [render.storage_class(n, "local-path") for n in render.STORAGE_CLASSES]
             )
-            kubectl(
-                host,
-                "rollout",
-                "status",
-                "deployment/local-path-provisioner",
-                "--namespace",
-                "local-path-storage",
-                "--timeout=300s",
-            )
+            rollout_status(host, "deployment/local-path-provisioner", "local-path-storage")
         else:
             raise StepError(f"unknown storage backend {self.s.storage!r}")
 
 
-class CertManager(Step):
+class CertManager(Step, probe=checks.cert_manager):
     name = "cert-manager"
     summary = f"cert-manager {versions.CERT_MANAGER_VERSION}"
     action = f"helm install cert-manager {versions.CERT_MANAGER_VERSION} (with CRDs)"
 
-    def status(self, host):
-        return checks.cert_manager(host, self.s)
-
     def apply(self, host):
-        helm_repo(host, versions.CERT_MANAGER_REPO)
-        helm_upgrade(
+        helm_install(
             host,
             "cert-manager",
             "jetstack/cert-manager",
             versions.CERT_MANAGER_VERSION,
             "cert-manager",
             render.cert_manager_values(),
+            versions.CERT_MANAGER_REPO,
+            always=True,
         )
 
 
-class KServe(Step):
+class KServe(Step, probe=checks.kserve):
     name = "kserve"
     summary = f"KServe {versions.KSERVE_VERSION}, RawDeployment by default"
     action = f"helm install KServe {versions.KSERVE_VERSION} CRDs and controller (RawDeployment)"
 
-    def status(self, host):
-        return checks.kserve(host, self.s)
-
     def apply(self, host):
         v = versions.KSERVE_VERSION
-        if not checks.helm_release_status(host, "kserve-crd", "kserve", "kserve-crd", v, {}):
-            helm_upgrade(host, "kserve-crd", versions.KSERVE_CRD_CHART, v, "kserve", None)
-        if not checks.helm_release_status(
-            host, "kserve", "kserve", "kserve", v, render.kserve_values()
-        ):
-            helm_upgrade(host, "kserve", versions.KSERVE_CHART, v, "kserve", render.kserve_values())
+        helm_install(host, "kserve-crd", versions.KSERVE_CRD_CHART, v, "kserve", {})
+        helm_install(host, "kserve", versions.KSERVE_CHART, v, "kserve", render.kserve_values())
 
 
-class AppSecret(Step):
+class AppSecret(Step, probe=checks.app_secret):
     name = "app-secret"
     summary = "the stack's credentials Secret, random values, generated once"
     action = f"run {render.ENSURE_SECRET_SCRIPT} on the target (creates the Secret when absent)"
-
-    def status(self, host):
-        return checks.app_secret(host, self.s)
 
     def apply(self, host):
         try:
@@ -629,28 +602,15 @@ class AppSecret(Step):
         host.run(["bash", "-s"], input=script, env={"KUBECONFIG": ADMIN_CONF})
 
 
-class GpuSharing(Step):
+class GpuSharing(Step, probe=checks.gpu_sharing_validated):
     name = "gpu-sharing"
     summary = "two pods, one GPU slice each, run together on the same GPU"
     action = "run two one-slice pods at once and compare the GPU UUIDs they see"
 
-    def status(self, host):
-        return checks.gpu_sharing_validated(host, self.s)
-
     def apply(self, host):
         ns = render.VALIDATION_NAMESPACE
         pods = render.GPU_SHARE_PODS
-        kubectl(
-            host,
-            "delete",
-            "pod",
-            *pods,
-            "--namespace",
-            ns,
-            "--ignore-not-found",
-            "--wait=true",
-            check=False,
-        )
+        delete_pods(host, pods, ns, wait=True)
         try:
             apply_objects(host, [render.namespace(ns), *(render.gpu_share_pod(p) for p in pods)])
             kubectl(
@@ -680,17 +640,7 @@ class GpuSharing(Step):
             if len(set(uuids)) != 1:
                 raise StepError(f"the pods saw different GPUs: {uuids}")
         finally:
-            kubectl(
-                host,
-                "delete",
-                "pod",
-                *pods,
-                "--namespace",
-                ns,
-                "--ignore-not-found",
-                "--wait=false",
-                check=False,
-            )
+            delete_pods(host, pods, ns, wait=False)
         marker = {
             "uuid": uuids[0],
             "replicas": self.s.gpu_replicas,
@@ -699,13 +649,10 @@ class GpuSharing(Step):
         host.write_file(checks.GPU_SHARING_MARKER, json.dumps(marker) + "\n")
 
 
-class OpenCode(Step):
+class OpenCode(Step, probe=checks.opencode_config):
     name = "opencode"
     summary = "OpenCode providers for coding, reasoning and the orchestrator"
     action = "write sparkstack providers into the user's opencode.json"
-
-    def status(self, host):
-        return checks.opencode_config(host, self.s)
 
     def apply(self, host):
         user, path = checks.opencode_path(host, self.s)
@@ -713,8 +660,7 @@ class OpenCode(Step):
         home = host.user_home(user)
         for d in (f"{home}/.config", f"{home}/.config/opencode"):
             if not host.exists(d):
-                host.run(["mkdir", "-p", d])
-                host.run(["chown", f"{user}:", d])
+                make_user_dir(host, user, d)
         host.write_file(path, text, owner=f"{user}:")
 
 
