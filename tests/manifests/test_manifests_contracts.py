@@ -279,3 +279,20 @@ def test_dependency_urls(objs: list[dict[str, Any]]) -> None:
             f"{svc}.graphrag.svc.cluster.local",
             port,
         ), f"{workload} {var}"
+
+
+def test_every_app_listens_on_all_interfaces(objs: list[dict[str, Any]], overlay: str) -> None:
+    """The services default to 127.0.0.1 (safe on a laptop); in a pod, probes, Services and
+    Prometheus come from outside, so each app must be told to listen on 0.0.0.0."""
+    for name, entry in services_json()["services"].items():
+        prefix = name.upper().replace("-", "_") + "_"
+        containers = [
+            c
+            for pod in pods(objs)
+            for c in pod.spec["containers"]
+            if c.get("image", "").startswith(f"{services_json()['image_prefix']}/{name}:")
+        ]
+        assert containers, (overlay, name)
+        for c in containers:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get(prefix + "HOST") == "0.0.0.0", (overlay, name, entry)
