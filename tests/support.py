@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import uvicorn
@@ -98,3 +98,27 @@ def rag_server(fake_url: str, data_dir: Any, **settings: Any) -> Iterator[str]:
     argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
     with serve_process(argv, env, port, f"{data_dir}/rag-server.log") as url:
         yield url
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own on the session's PostgreSQL (tables of the same names never meet
+    another test's), dropped afterwards; yields its DSN."""
+    import uuid
+
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

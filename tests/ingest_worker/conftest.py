@@ -23,7 +23,7 @@ from code_preprocessor.settings import Settings as PreprocessorSettings
 from fake_llm import create_fake_llm
 from sparkstack_common.jobs import JobStore
 from sparkstack_common.queue import MSG_ID_HEADER, IngestQueueConfig, encode_payload
-from support import free_port, rag_server, serve_asgi
+from support import free_port, fresh_database, rag_server, serve_asgi
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,8 @@ def preprocessor(rag: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def worker_dsn(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"worker_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    async with fresh_database(postgres_dsn, "worker") as dsn:
+        yield dsn
 
 
 class Harness:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import openai
 import pytest
@@ -17,7 +16,7 @@ from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
-from support import rag_server, serve_asgi
+from support import fresh_database, rag_server, serve_asgi
 
 WORKSPACE = "proj-mem"
 
@@ -54,11 +53,8 @@ def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"orch_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    async with fresh_database(postgres_dsn, "orch") as dsn:
+        yield dsn
 
 
 def memory_settings(

@@ -50,7 +50,7 @@ from sparkstack_common.queue import (
     ensure_consumer,
     ensure_stream,
 )
-from support import free_port, serve_asgi
+from support import free_port, fresh_database, serve_asgi
 
 SUFFIX = uuid.uuid4().hex[:8]
 QUEUE = IngestQueueConfig(stream=f"INGEST_T{SUFFIX}", subject_prefix=f"t{SUFFIX}.ingest")
@@ -63,18 +63,8 @@ LIMIT = 60 * 1024 * 1024
 @pytest.fixture(scope="module")
 async def ingest_dsn(postgres_dsn: str) -> AsyncIterator[str]:
     """A fresh database: the schema is created from nothing, and no other test sees it."""
-    name = f"ingest_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_dsn, "ingest") as dsn:
+        yield dsn
 
 
 def make_settings(dsn: str, nats_url: str, **overrides: Any) -> Settings:

@@ -3,7 +3,6 @@ PostgreSQL, a real rag-server process, and fake LLMs for summaries and embedding
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -12,7 +11,7 @@ import pytest
 from fake_llm import FakeLLM, create_fake_llm
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, summary_responder
 from orchestrator.recall import RecallStore
-from support import rag_server, serve_asgi
+from support import fresh_database, rag_server, serve_asgi
 
 
 @pytest.fixture(scope="session")
@@ -50,18 +49,8 @@ def rag_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
     """A fresh database, so these tables never meet other tests' tables of the same names."""
-    name = f"memory_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_dsn, "memory") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
