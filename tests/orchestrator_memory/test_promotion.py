@@ -13,9 +13,9 @@ import pytest
 from fake_llm import FakeLLM, fake_embedding
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, unique
 from orchestrator.archive import ArchiveClient, summary_doc_id
-from orchestrator.embeddings import Embedder, EmbeddingError
 from orchestrator.promotion import Promoter, Summarizer, SummaryError
 from orchestrator.recall import RecallStore
+from sparkstack_common.embeddings import Embedder, EmbeddingError
 from support import free_port
 
 

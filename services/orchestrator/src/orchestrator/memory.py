@@ -16,11 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sparkstack_common.embeddings import Embedder
 from sparkstack_common.tokens import count_tokens
 
 from .archive import ArchiveClient
 from .cache import SingleFlightCache
-from .embeddings import Embedder
 from .identity import text_of
 from .memory_api import ChatCall, MemoryContext
 from .metrics import Metrics

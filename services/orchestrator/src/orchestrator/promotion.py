@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sparkstack_common.embeddings import Embedder
 from sparkstack_common.tokens import count_tokens
 
 from orchestrator.archive import ArchiveClient
-from orchestrator.embeddings import Embedder
 from orchestrator.recall import RecallStore, content_text
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from sparkstack_common.catalog import Catalog
+from sparkstack_common.embeddings import Embedder
 
 from .archive import ArchiveClient
-from .embeddings import Embedder
 from .memory import Memory
 from .metrics import Metrics
 from .promotion import Promoter, Summarizer
@@ -54,7 +54,14 @@ class Runtime:
         self.recall = RecallStore(self.pool, s.embedding_dim)
         embed_model = self.catalog.role("embed").tag
         extract_model = self.catalog.role("extract").tag
-        embedder = Embedder(self.http, s.embed_url, embed_model, s.embedding_dim, s.backend_api_key)
+        embedder = Embedder(
+            self.http,
+            s.embed_url,
+            embed_model,
+            s.embedding_dim,
+            s.backend_api_key,
+            dim_setting="ORCHESTRATOR_EMBEDDING_DIM",
+        )
         summarizer = Summarizer(self.http, s.extract_url, extract_model, s.backend_api_key)
         self.promoter = Promoter(
             self.recall,

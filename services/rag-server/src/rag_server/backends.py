@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from sparkstack_common.embeddings import Embedder
 
 
 class BackendError(RuntimeError):
@@ -116,6 +117,8 @@ class ChatBackend(_Shared):
 
 
 class EmbeddingBackend(_Shared):
+    """LightRAG's embedding function: the shared OpenAI embeddings client, as an array."""
+
     def __init__(
         self,
         client: httpx.AsyncClient,
@@ -127,32 +130,13 @@ class EmbeddingBackend(_Shared):
     ) -> None:
         self.client = client
         self.base_url = base_url
-        self.model = model
-        self.dim = dim
         self.api_key = api_key
-        self.timeout = timeout
+        self.embedder = Embedder(
+            client, base_url, model, dim, api_key, timeout, dim_setting="RAG_SERVER_EMBED_DIM"
+        )
 
     async def __call__(self, texts: list[str], **_: Any) -> np.ndarray:
-        url = f"{self.base_url.rstrip('/')}/embeddings"
-        try:
-            r = await self.client.post(
-                url,
-                json={"model": self.model, "input": texts},
-                headers=_headers(self.api_key),
-                timeout=self.timeout,
-            )
-        except httpx.TransportError as exc:
-            raise _error("embedding backend", self.base_url, exc) from exc
-        if r.status_code >= 400:
-            raise _error("embedding backend", self.base_url, r)
-        data = sorted(r.json()["data"], key=lambda d: d["index"])
-        vectors = np.array([d["embedding"] for d in data], dtype=np.float32)
-        if vectors.shape != (len(texts), self.dim):
-            raise BackendError(
-                f"embedding backend returned shape {vectors.shape}, expected "
-                f"({len(texts)}, {self.dim}): check RAG_SERVER_EMBED_DIM and the model"
-            )
-        return vectors
+        return np.array(await self.embedder.embed(texts), dtype=np.float32)
 
     async def reachable(self) -> tuple[bool, str]:
         return await _probe(self.client, self.base_url, self.api_key)

@@ -1,6 +1,7 @@
 """Embeddings over the OpenAI protocol (``POST {base_url}/embeddings``).
 
-``base_url`` is an OpenAI base URL including its ``/v1`` (as in the settings' ``embed_url``).
+``base_url`` is an OpenAI base URL including its ``/v1``. Shared by the orchestrator (query
+and summary embeddings) and rag-server (LightRAG's embedding function).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Embedder:
         dim: int,
         api_key: str | None = None,
         timeout: float = 60.0,
+        dim_setting: str = "the embedding dimension setting",
     ) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
@@ -32,6 +34,7 @@ class Embedder:
         self.dim = dim
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
+        self.dim_setting = dim_setting
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector of ``dim`` floats per text, in order."""
@@ -66,7 +69,7 @@ class Embedder:
             if len(vector) != self.dim:
                 raise EmbeddingError(
                     f"model {self.model!r} returned {len(vector)} dimensions, expected "
-                    f"{self.dim}: check ORCHESTRATOR_EMBEDDING_DIM and the embedding model"
+                    f"{self.dim}: check {self.dim_setting} and the embedding model"
                 )
             if not all(math.isfinite(v) for v in vector):
                 raise EmbeddingError(f"model {self.model!r} returned a non-finite embedding")
