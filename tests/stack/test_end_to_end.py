@@ -63,6 +63,21 @@ def processes_of(data: Path) -> list[int]:
     return found
 
 
+def component_pid(marker: str, module: str) -> int:
+    """The pid of the component running ``module`` whose environment holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in env and f"from {module}.cli".encode() in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no {module} process with {marker}")
+
+
 def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) -> None:
     fake, fake_url = backend
     data = tmp_path / "stack"
@@ -141,6 +156,24 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
             time.sleep(0.1)
         sessions = httpx.get(f"{api}/v1/sessions", params={"workspace": "demo"}).json()["data"]
         assert session in {s["id"] for s in sessions}
+
+        # a component that crashes is reported and restarted
+        preprocessor = f"http://127.0.0.1:{ports['CODE_PREPROCESSOR']}"
+        marker = f"CODE_PREPROCESSOR_PORT={ports['CODE_PREPROCESSOR']}"
+        victim = component_pid(marker, "code_preprocessor")
+        os.kill(victim, 9)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{preprocessor}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert component_pid(marker, "code_preprocessor") != victim
+        log = (data / "logs" / "stack.log").read_text()
+        assert "exited with code -9; restarting" in log
     finally:
         down = sparkstack(data, env, "down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
