@@ -63,6 +63,20 @@ def processes_of(data: Path) -> list[int]:
     return found
 
 
+def with_env(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker`` (KEY=value)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    if "State:\tZ" not in (entry / "status").read_text():
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def component_pid(marker: str, module: str) -> int:
     """The pid of the component running ``module`` whose environment holds ``marker``."""
     for entry in Path("/proc").iterdir():
@@ -193,3 +207,6 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
     finally:
         assert sparkstack(data, env, "down", timeout=120).returncode == 0
     assert processes_of(data) == []
+    # nor any process of a component (parser workers included), crashed one or not
+    for name in ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER"):
+        assert not with_env(f"SPARKSTACK_{name}_PORT={ports[name]}"), name

@@ -1,13 +1,17 @@
 """Parsing off the event loop, in parallel across cores.
 
 tree-sitter parsers are not thread-safe and parsing is CPU-bound, so each worker process owns
-one ``Preprocessor``. The forkserver start method avoids forking the threaded server process.
+one ``Preprocessor``. Workers are spawned (never forked from the threaded server process) as
+direct children of the server, and ask the kernel to end them when the server dies, even by
+SIGKILL: no parser process outlives the service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +25,15 @@ _worker: Preprocessor | None = None
 
 def _init_worker(budget: int, max_file_bytes: int) -> None:
     global _worker
+    _die_with_parent()
     _worker = Preprocessor(budget=budget, max_file_bytes=max_file_bytes)
+
+
+def _die_with_parent() -> None:
+    try:  # Linux: PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def _work(path: str, data: bytes) -> FileResult:
@@ -42,7 +54,7 @@ class ParserPool:
         if self.workers > 0:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(self.budget, self.max_file_bytes),
             )

@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_environment(settings)
+        logging.getLogger("lightrag").setLevel(settings.lightrag_log_level.upper())
         export_storage_environment(settings)
         initialize_limits(settings)
         async with httpx.AsyncClient() as client:

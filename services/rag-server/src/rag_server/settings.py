@@ -53,3 +53,5 @@ class Settings(BaseSettings):
     chunk_token_size: int = Field(4000, ge=100)
     default_workspace: str = "default"
     api_key: str | None = None  # when set, every route but /health needs "Bearer <key>"
+    # LightRAG logs several lines per query at INFO; document progress is in track_status
+    lightrag_log_level: str = "WARNING"
