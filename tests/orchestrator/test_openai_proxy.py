@@ -355,3 +355,15 @@ def test_model_name_split_across_network_reads_is_still_renamed(fake: FakeLLM) -
         chunks = list(client.chat.completions.create(model="qwen3-coder", messages=HI, stream=True))
         assert [c.model for c in chunks] == ["qwen3-coder"]
         assert chunks[0].choices[0].delta.content == "hi"
+
+
+def test_a_stream_the_backend_breaks_off_ends_with_an_error_the_client_sees(
+    client: openai.OpenAI, fake: FakeLLM
+) -> None:
+    fake.break_next_stream(after_chunks=2, mode="abort")
+    stream = client.chat.completions.create(
+        model="qwen3-coder", messages=[{"role": "user", "content": "a b c d e f g h"}], stream=True
+    )
+    with pytest.raises(openai.APIError) as err:
+        list(stream)
+    assert "broke off the stream" in str(err.value)

@@ -158,7 +158,27 @@ class Proxy:
                 pump.cancel()
                 self.metrics.disconnects.labels("stream").inc()
                 return
-            pump.result()
+            try:
+                pump.result()
+            except httpx.HTTPError as exc:
+                # the status line is gone: end the stream with an error event OpenAI clients
+                # raise on, rather than a connection cut without a word
+                self.metrics.backend_errors.labels(route.model.role, "stream").inc()
+                event = error_body(
+                    f"the backend of model '{route.requested}' broke off the stream "
+                    f"({type(exc).__name__})",
+                    "backend_error",
+                    "backend_stream_broken",
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + event + b"\n\n",
+                        "more_body": True,
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             answer = _sse_text(b"".join(collected)) if collected is not None else ""
             self._done("chat", overhead, call, answer)
