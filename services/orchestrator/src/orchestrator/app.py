@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .asgi import BearerAuth
-from .errors import error_body
+from .errors import error_dict
 from .ingestion import IngestionService
 from .ingestion import router as ingestion_router
 from .metrics import Metrics
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(
-            content=_loads(error_body(str(exc.detail), kind, kind)), status_code=exc.status_code
+            content=error_dict(str(exc.detail), kind, kind), status_code=exc.status_code
         )
 
     @app.exception_handler(RequestValidationError)
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
         )
         return JSONResponse(
-            content=_loads(error_body(problems, "invalid_request_error", "invalid_request")),
+            content=error_dict(problems, "invalid_request_error", "invalid_request"),
             status_code=400,
         )
 
@@ -124,9 +124,3 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
     app.add_middleware(BearerAuth, keys=keys)
     return app
-
-
-def _loads(raw: bytes) -> object:
-    import orjson
-
-    return orjson.loads(raw)

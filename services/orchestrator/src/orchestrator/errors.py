@@ -27,12 +27,16 @@ class APIError(Exception):
         return error_body(self.message, self.type, self.code, self.param)
 
 
+def error_dict(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, dict[str, str | None]]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 def error_body(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
+    return orjson.dumps(error_dict(message, type_, code, param))
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:

@@ -59,6 +59,7 @@ from sparkstack_common.queue import JOB_KINDS, IngestQueueConfig, NatsLink, Outb
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 from starlette.requests import ClientDisconnect
 
+from orchestrator.errors import error_dict
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,7 @@ def openai_error(
     """``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
     if type is None:
         type = "server_error" if status >= 500 else "invalid_request_error"
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_dict(message, type, code, param), status_code=status, headers=headers)
 
 
 class _IngestRoute(APIRoute):
