@@ -229,7 +229,7 @@ async def test_sigterm_releases_the_running_job_within_the_grace_period(
     import time
 
     ws = f"term-{uuid.uuid4().hex[:6]}"
-    job_id = await harness.submit(ws, "codebase", "p.tar.gz", tar_bytes(codebase(300, "term")), "p")
+    job_id = await harness.submit(ws, "codebase", "p.tar.gz", tar_bytes(codebase(120, "term")), "p")
     with worker_process(
         harness, preprocessor, rag, tmp_path, batch_files=5, grace_seconds=0.5
     ) as worker:
@@ -242,8 +242,8 @@ async def test_sigterm_releases_the_running_job_within_the_grace_period(
         assert time.monotonic() - stopped_at < 15
         job = await harness.job(job_id)
         assert job.status == "queued" and job.error == "interrupted by shutdown"
-        assert job.progress["files_done"] < 300
+        assert job.progress["files_done"] < 120
         worker.start()  # another worker (the same consumer) picks it up again
-        job = await harness.wait(job_id)
+        job = await harness.wait(job_id, within=300)
     assert job.status == "completed" and job.attempts == 2
-    assert job.result["added"] + job.result["unchanged"] == 300
+    assert job.result["added"] + job.result["unchanged"] == 120
