@@ -186,13 +186,13 @@ async def test_reingest_sends_only_what_changed(
     files = codebase(30)
     with worker_process(harness, preprocessor, rag, tmp_path):
         first = await harness.wait(
-            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(files), "app")
+            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(files), "app"), within=240
         )
         assert first.result["added"] == 30
         before = {d["id"]: d["file_path"] for d in await docs_in(rag, ws)}
 
         again = await harness.wait(
-            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(files), "app")
+            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(files), "app"), within=240
         )
         assert again.status == "completed"
         assert (again.result["added"], again.result["changed"], again.result["unchanged"]) == (
@@ -209,7 +209,7 @@ async def test_reingest_sends_only_what_changed(
         removed = sorted(files)[-1]
         del edited[removed]
         third = await harness.wait(
-            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(edited), "app")
+            await harness.submit(ws, "codebase", "app.tar.gz", tar_bytes(edited), "app"), within=240
         )
     r = third.result
     assert (r["added"], r["changed"], r["unchanged"], r["deleted"]) == (0, 3, 26, 1)
