@@ -15,13 +15,18 @@ _SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def text_of(content: Any) -> str:
-    """A message's text: a string, or the text parts of a content array."""
+    """An OpenAI message ``content`` as text: a string, or the text parts of a content array
+    (images and other parts carry no text); None is empty."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "\n".join(parts)
     return ""
 
 

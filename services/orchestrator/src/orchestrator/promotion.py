@@ -26,7 +26,8 @@ from sparkstack_common.embeddings import Embedder
 from sparkstack_common.tokens import count_tokens
 
 from orchestrator.archive import ArchiveClient
-from orchestrator.recall import RecallStore, content_text
+from orchestrator.identity import text_of
+from orchestrator.recall import RecallStore
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Summarizer:
         if previous:
             budget -= count_tokens(previous)
         for m in reversed(messages):  # newest first, so the newest survive the cut
-            text = content_text(m.get("content")).strip()
+            text = text_of(m.get("content")).strip()
             if not text:
                 continue
             text = _clip_tokens(text, self.max_message_tokens)

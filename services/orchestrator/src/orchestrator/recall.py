@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from .identity import text_of
+
 TITLE_CHARS = 200
 # an arbitrary, fixed key: replicas creating the schema at once take turns
 _SCHEMA_LOCK = 7_041_990_001
@@ -145,23 +147,6 @@ def vector_literal(embedding: Sequence[float], dim: int) -> str:
     return "[" + ",".join(repr(v) for v in values) + "]"
 
 
-def content_text(content: Any) -> str:
-    """An OpenAI message ``content`` (str, list of parts, None) as text."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    return str(content)
-
-
 def _session(row: asyncpg.Record) -> SessionInfo:
     return SessionInfo(
         id=row["id"],
@@ -179,7 +164,7 @@ def _session(row: asyncpg.Record) -> SessionInfo:
 def _title(messages: Sequence[dict[str, Any]]) -> str | None:
     for m in messages:
         if m.get("role") == "user":
-            text = " ".join(content_text(m.get("content")).split())
+            text = " ".join(text_of(m.get("content")).split())
             if text:
                 return text[:TITLE_CHARS]
     return None
@@ -490,7 +475,7 @@ class RecallStore:
         roles, contents, extras = [], [], []
         for m in messages:
             roles.append(str(m.get("role") or "user"))
-            contents.append(content_text(m.get("content")))
+            contents.append(text_of(m.get("content")))
             rest = {k: v for k, v in m.items() if k not in ("role", "content")}
             if not isinstance(m.get("content"), str | None):
                 rest["content_parts"] = m["content"]  # keep images and other parts

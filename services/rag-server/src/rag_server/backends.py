@@ -81,14 +81,7 @@ class ChatBackend(_Shared):
         url = f"{self.base_url.rstrip('/')}/chat/completions"
         if stream:
             return self._stream(url, body)
-        try:
-            r = await self.client.post(
-                url, json=body, headers=_headers(self.api_key), timeout=self.timeout
-            )
-        except httpx.TransportError as exc:
-            raise _error("LLM", self.base_url, exc) from exc
-        if r.status_code >= 400:
-            raise _error("LLM", self.base_url, r)
+        r = await _post(self.client, url, body, self.api_key, self.timeout, "LLM", self.base_url)
         return r.json()["choices"][0]["message"].get("content") or ""
 
     async def _stream(self, url: str, body: dict[str, Any]) -> AsyncIterator[str]:
@@ -165,14 +158,9 @@ class RerankBackend(_Shared):
         if top_n:
             body["top_n"] = top_n
         url = f"{self.base_url.rstrip('/')}/v1/rerank"
-        try:
-            r = await self.client.post(
-                url, json=body, headers=_headers(self.api_key), timeout=self.timeout
-            )
-        except httpx.TransportError as exc:
-            raise _error("reranker", self.base_url, exc) from exc
-        if r.status_code >= 400:
-            raise _error("reranker", self.base_url, r)
+        r = await _post(
+            self.client, url, body, self.api_key, self.timeout, "reranker", self.base_url
+        )
         return [
             {"index": x["index"], "relevance_score": x["relevance_score"]}
             for x in r.json()["results"]
@@ -180,6 +168,25 @@ class RerankBackend(_Shared):
 
     async def reachable(self) -> tuple[bool, str]:
         return await _probe(self.client, f"{self.base_url.rstrip('/')}/v1", self.api_key)
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    api_key: str | None,
+    seconds: float,
+    name: str,
+    base_url: str,
+) -> httpx.Response:
+    """POST JSON; a transport failure or an error status becomes a BackendError naming it."""
+    try:
+        r = await client.post(url, json=body, headers=_headers(api_key), timeout=seconds)
+    except httpx.TransportError as exc:
+        raise _error(name, base_url, exc) from exc
+    if r.status_code >= 400:
+        raise _error(name, base_url, r)
+    return r
 
 
 async def _probe(client: httpx.AsyncClient, base_url: str, api_key: str | None) -> tuple[bool, str]:
