@@ -13,13 +13,8 @@ _CALLEE = """[
       object: [(identifier) (this) (super) (member_expression)])
   ] @call"""
 
-QUERY = rf"""
-(class_declaration
-  name: (identifier) @name
-  (class_heritage (_) @extends)?) @definition.class
-(variable_declarator
-  name: (identifier) @name
-  value: (class (class_heritage (_) @extends)?)) @definition.class
+# Functions and methods are written alike in JavaScript and TypeScript (which reuses these).
+FUNCTIONS = r"""
 (function_declaration name: (identifier) @name) @definition.function
 (generator_function_declaration name: (identifier) @name) @definition.function
 (variable_declarator
@@ -28,7 +23,16 @@ QUERY = rf"""
 (class_body
   (method_definition
     name: [(property_identifier) (private_property_identifier)] @name) @definition.method)
-(class_body
+"""
+
+QUERY = rf"""
+(class_declaration
+  name: (identifier) @name
+  (class_heritage (_) @extends)?) @definition.class
+(variable_declarator
+  name: (identifier) @name
+  value: (class (class_heritage (_) @extends)?)) @definition.class
+{FUNCTIONS}(class_body
   (field_definition
     property: [(property_identifier) (private_property_identifier)] @name
     value: [(arrow_function) (function_expression)]) @definition.method)

@@ -5,6 +5,7 @@ query with the TSX grammar."""
 import tree_sitter_typescript
 
 from .base import LanguageSpec
+from .javascript import FUNCTIONS
 
 # The callee of a call: a name, or a member chain on a name, ``this`` or ``super``; a member of
 # a call's result (``a().b()``) names no callee of its own.
@@ -30,15 +31,7 @@ QUERY = rf"""
 (enum_declaration name: (identifier) @name) @definition.enum
 (internal_module name: [(identifier) (nested_identifier)] @name) @definition.module
 (module name: [(identifier) (nested_identifier)] @name) @definition.module
-(function_declaration name: (identifier) @name) @definition.function
-(generator_function_declaration name: (identifier) @name) @definition.function
-(function_signature name: (identifier) @name) @definition.function
-(variable_declarator
-  name: (identifier) @name
-  value: [(arrow_function) (function_expression) (generator_function)]) @definition.function
-(class_body
-  (method_definition
-    name: [(property_identifier) (private_property_identifier)] @name) @definition.method)
+{FUNCTIONS}(function_signature name: (identifier) @name) @definition.function
 (class_body
   (abstract_method_signature
     name: [(property_identifier) (private_property_identifier)] @name) @definition.method)
