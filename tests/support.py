@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -10,6 +11,16 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import uvicorn
+
+# Keys of this test session, made up at import (never in the repository); a test that greps
+# logs and responses for secrets looks for these.
+ADMIN_KEY = "sk-ss-" + secrets.token_urlsafe(24)
+RAG_KEY = secrets.token_urlsafe(24)
+PREPROCESSOR_KEY = secrets.token_urlsafe(24)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def free_port() -> int:
@@ -89,6 +100,7 @@ def rag_server(fake_url: str, data_dir: Any, **settings: Any) -> Iterator[str]:
     port = free_port()
     values = {
         "port": port,
+        "api_key": RAG_KEY,
         "data_dir": data_dir,
         "llm_base_url": f"{fake_url}/v1",
         "embed_base_url": f"{fake_url}/v1",

@@ -15,7 +15,7 @@ import pytest
 from code_preprocessor.app import create_app
 from code_preprocessor.settings import Settings
 from fastapi import FastAPI, Request
-from support import free_port, serve_asgi
+from support import PREPROCESSOR_KEY, RAG_KEY, bearer, free_port, serve_asgi
 
 PY = b"import os\n\nclass Store(Base):\n    def get(self, key):\n        return os.environ[key]\n"
 GO = b'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hi")\n}\n'
@@ -33,7 +33,13 @@ class Recorder:
         @self.app.post("/documents/texts")
         async def texts(request: Request) -> dict[str, Any]:
             body = await request.json()
-            self.calls.append({"workspace": request.headers.get("LIGHTRAG-WORKSPACE"), **body})
+            self.calls.append(
+                {
+                    "workspace": request.headers.get("LIGHTRAG-WORKSPACE"),
+                    "authorization": request.headers.get("authorization"),
+                    **body,
+                }
+            )
             return {"status": "success", "track_id": f"track-{len(self.calls)}"}
 
 
@@ -46,14 +52,21 @@ def rag() -> Iterator[tuple[Recorder, str]]:
 
 @pytest.fixture(scope="module")
 def service(rag: tuple[Recorder, str]) -> Iterator[str]:
-    settings = Settings(workers=2, max_file_bytes=4096, rag_server_url=rag[1], ingest_batch_size=3)
+    settings = Settings(
+        workers=2,
+        max_file_bytes=4096,
+        rag_server_url=rag[1],
+        ingest_batch_size=3,
+        api_key=PREPROCESSOR_KEY,
+        rag_server_api_key=RAG_KEY,
+    )
     with serve_asgi(create_app(settings)) as url:
         yield url
 
 
 @pytest.fixture
 def client(service: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service, timeout=60) as c:
+    with httpx.Client(base_url=service, timeout=60, headers=bearer(PREPROCESSOR_KEY)) as c:
         yield c
 
 
@@ -133,6 +146,8 @@ def test_ingest_forwards_labelled_chunks_in_batches(
         for d in zip(call["ids"], call["texts"], call["file_sources"], strict=True)
     ]
     assert all(call["workspace"] == "proj-a" for call in recorder.calls)
+    # every call carried rag-server's key
+    assert {call["authorization"] for call in recorder.calls} == {f"Bearer {RAG_KEY}"}
     assert all(len(call["texts"]) <= 3 for call in recorder.calls)  # ingest_batch_size
     assert sum(f["sent"] for f in body["files"]) == len(sent)
     ids = [d[0] for d in sent]
@@ -166,15 +181,40 @@ def test_ingest_default_and_invalid_workspace(
 
 def test_ingest_with_rag_server_down_is_502_naming_it() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with serve_asgi(create_app(Settings(workers=0, rag_server_url=dead))) as url:
-        r = httpx.post(f"{url}/ingest", files=[("files", ("a.py", PY))], timeout=30)
+    settings = Settings(workers=0, rag_server_url=dead, api_key=PREPROCESSOR_KEY)
+    with serve_asgi(create_app(settings)) as url:
+        r = httpx.post(
+            f"{url}/ingest",
+            files=[("files", ("a.py", PY))],
+            headers=bearer(PREPROCESSOR_KEY),
+            timeout=30,
+        )
         assert r.status_code == 502
         body = r.json()
         assert "rag-server unreachable" in body["detail"] and dead in body["detail"]
         assert body["files"][0]["sent"] == 0 and body["files"][0]["documents"] > 0
-        ready = httpx.get(f"{url}/ready").json()
+        ready = httpx.get(f"{url}/ready", headers=bearer(PREPROCESSOR_KEY)).json()
         assert ready["checks"]["parser"]["ok"] is True
         assert "not reachable" in ready["checks"]["rag-server"]["detail"]
+
+
+def test_every_route_but_the_probes_needs_the_key(service: str) -> None:
+    routes = [
+        ("POST", "/parse", {"files": {"file": ("a.py", PY)}}),
+        ("POST", "/parse/batch", {"files": [("files", ("a.py", PY))]}),
+        ("POST", "/ingest", {"files": [("files", ("a.py", PY))]}),
+        ("GET", "/docs", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/metrics", {}),
+    ]
+    for wrong in ({}, bearer("not-the-key"), bearer(RAG_KEY)):
+        for method, path, extra in routes:
+            r = httpx.request(method, f"{service}{path}", headers=wrong, timeout=30, **extra)
+            assert r.status_code == 401, (method, path, wrong)
+    assert httpx.get(f"{service}/health").status_code == 200
+    ready = httpx.get(f"{service}/ready")
+    assert ready.status_code == 200
+    assert all(set(check) == {"ok"} for check in ready.json()["checks"].values())
 
 
 def test_service_routes(client: httpx.Client) -> None:
@@ -199,17 +239,26 @@ def test_ingest_reaches_the_real_rag_server(tmp_path_factory: pytest.TempPathFac
     with (
         serve_asgi(fake.app) as fake_url,
         rag_server(fake_url, tmp_path_factory.mktemp("rag")) as rag_url,
-        serve_asgi(create_app(Settings(workers=1, rag_server_url=rag_url))) as url,
+        serve_asgi(
+            create_app(
+                Settings(
+                    workers=1,
+                    rag_server_url=rag_url,
+                    api_key=PREPROCESSOR_KEY,
+                    rag_server_api_key=RAG_KEY,
+                )
+            )
+        ) as url,
     ):
         r = httpx.post(
             f"{url}/ingest",
             files=[("files", ("billing/gateway.py", source))],
-            headers={"X-Workspace": "billing"},
+            headers={"X-Workspace": "billing", **bearer(PREPROCESSOR_KEY)},
             timeout=60,
         )
         assert r.status_code == 200, r.text
         track = r.json()["files"][0]["track_ids"][0]
-        headers = {"LIGHTRAG-WORKSPACE": "billing"}
+        headers = {"LIGHTRAG-WORKSPACE": "billing", **bearer(RAG_KEY)}
         for _ in range(300):
             status = httpx.get(f"{rag_url}/documents/track_status/{track}", headers=headers)
             docs = status.json()["documents"]

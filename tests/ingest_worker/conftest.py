@@ -23,7 +23,7 @@ from code_preprocessor.settings import Settings as PreprocessorSettings
 from fake_llm import create_fake_llm
 from sparkstack_common.jobs import JobStore
 from sparkstack_common.queue import MSG_ID_HEADER, IngestQueueConfig, encode_payload
-from support import free_port, fresh_database, rag_server, serve_asgi
+from support import PREPROCESSOR_KEY, RAG_KEY, free_port, fresh_database, rag_server, serve_asgi
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,13 @@ def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def preprocessor(rag: str) -> Iterator[str]:
-    settings = PreprocessorSettings(workers=1, rag_server_url=rag, ingest_batch_size=64)
+    settings = PreprocessorSettings(
+        workers=1,
+        rag_server_url=rag,
+        ingest_batch_size=64,
+        api_key=PREPROCESSOR_KEY,
+        rag_server_api_key=RAG_KEY,
+    )
     with serve_asgi(preprocessor_app(settings)) as url:
         yield url
 
@@ -195,7 +201,9 @@ def worker_process(
         "nats_url": harness.nats_url,
         "postgres_dsn": harness.dsn,
         "preprocessor_url": preprocessor,
+        "preprocessor_api_key": PREPROCESSOR_KEY,
         "rag_server_url": rag,
+        "rag_server_api_key": RAG_KEY,
         "metrics_port": free_port(),
         "stream": harness.queue.stream,
         "subject_prefix": harness.queue.subject_prefix,

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from archive_builders import gzip_bomb, symlink, tar_bytes, zip_bomb, zip_bytes
 from conftest import Harness, worker_process
+from support import RAG_KEY, bearer
 
 
 def codebase(n: int, tag: str = "") -> dict[str, bytes]:
@@ -32,7 +33,7 @@ async def docs_in(rag: str, workspace: str) -> list[dict]:
             r = await client.post(
                 f"{rag}/documents/paginated",
                 json={"page": page, "page_size": 200, "sort_field": "id", "sort_direction": "asc"},
-                headers={"LIGHTRAG-WORKSPACE": workspace},
+                headers={"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)},
             )
             if r.status_code == 404:
                 return out

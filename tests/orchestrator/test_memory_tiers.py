@@ -3,6 +3,7 @@ real rag-server; the prompt the (fake) backend receives shows what memory added.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,9 @@ from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
-from support import fresh_database, rag_server, serve_asgi
+from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
+
+AUTH = bearer(ADMIN_KEY)
 
 WORKSPACE = "proj-mem"
 
@@ -34,7 +37,7 @@ def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
     data = tmp_path_factory.mktemp("orch-rag")
     with serve_asgi(fake.app) as fake_url, rag_server(fake_url, data) as url:
-        headers = {"LIGHTRAG-WORKSPACE": WORKSPACE}
+        headers = {"LIGHTRAG-WORKSPACE": WORKSPACE, **bearer(RAG_KEY)}
         r = httpx.post(
             f"{url}/documents/texts",
             json={"texts": KNOWLEDGE, "file_sources": ["auth.md", "billing.md"]},
@@ -66,6 +69,8 @@ def memory_settings(
         "postgres_dsn": dsn,
         "redis_url": redis_url,
         "rag_server_url": rag_url,
+        "rag_server_api_key": RAG_KEY,
+        "admin_key": ADMIN_KEY,
         "nats_url": nats_url,
         "recall_min_similarity": 0.05,
         "promote_after_turns": 2,
@@ -95,12 +100,12 @@ def orchestrator(
 def wait_ready(url: str) -> None:
     deadline = time.monotonic() + 30
     while httpx.get(f"{url}/ready").status_code != 200:
-        assert time.monotonic() < deadline, httpx.get(f"{url}/ready").json()
+        assert time.monotonic() < deadline, httpx.get(f"{url}/ready", headers=AUTH).json()
         time.sleep(0.1)
 
 
 def chat(url: str, messages: list[dict[str, Any]], **extra: Any) -> httpx.Response:
-    headers = extra.pop("headers", {})
+    headers = {**AUTH, **extra.pop("headers", {})}
     body = {"model": extra.pop("model", "qwen3-coder"), "messages": messages, **extra}
     r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
     assert r.status_code == 200, r.text
@@ -123,7 +128,7 @@ def states(response: httpx.Response) -> dict[str, str]:
 def wait_turns(url: str, session: str, turns: int) -> dict[str, Any]:
     deadline = time.monotonic() + 20
     while True:
-        r = httpx.get(f"{url}/v1/sessions/{session}")
+        r = httpx.get(f"{url}/v1/sessions/{session}", headers=AUTH)
         if r.status_code == 200 and r.json()["turn_count"] >= turns:
             return r.json()
         assert time.monotonic() < deadline, r.text
@@ -145,7 +150,7 @@ def test_archival_context_reaches_the_backend(orchestrator: str, fake: FakeLLM) 
 
 
 def test_usage_prompt_tokens_include_the_injected_memory(orchestrator: str, fake: FakeLLM) -> None:
-    client = openai.OpenAI(base_url=f"{orchestrator}/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=f"{orchestrator}/v1", api_key=ADMIN_KEY, max_retries=0)
     question = [{"role": "user", "content": "What does the MeridianQueue deliver?"}]
 
     def usage(headers: dict[str, str]) -> int:
@@ -234,7 +239,10 @@ def test_promoted_summary_is_recalled_by_a_later_session(
         )
         time.sleep(0.05)
     deadline = time.monotonic() + 20
-    while httpx.get(f"{orchestrator}/v1/sessions/{first}").json()["promoted_upto_turn"] < 2:
+    while (
+        httpx.get(f"{orchestrator}/v1/sessions/{first}", headers=AUTH).json()["promoted_upto_turn"]
+        < 2
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     r = chat(
@@ -251,7 +259,9 @@ def test_promoted_summary_is_recalled_by_a_later_session(
     deadline = time.monotonic() + 30
     while True:
         docs = httpx.post(
-            f"{rag_url}/documents/paginated", json={}, headers={"LIGHTRAG-WORKSPACE": workspace}
+            f"{rag_url}/documents/paginated",
+            json={},
+            headers={"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)},
         )
         paths = (
             [d["file_path"] for d in docs.json().get("documents", [])]
@@ -273,23 +283,28 @@ def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url: str)
         workspace="api-ws",
     )
     wait_turns(orchestrator, session, 1)
-    listed = httpx.get(f"{orchestrator}/v1/sessions", params={"workspace": "api-ws"}).json()
+    listed = httpx.get(
+        f"{orchestrator}/v1/sessions", params={"workspace": "api-ws"}, headers=AUTH
+    ).json()
     assert session in {s["id"] for s in listed["data"]}
-    shown = httpx.get(f"{orchestrator}/v1/sessions/{session}").json()
+    shown = httpx.get(f"{orchestrator}/v1/sessions/{session}", headers=AUTH).json()
     assert shown["workspace"] == "api-ws"
     assert shown["messages"][0]["content"] == "Hello API."
+    listing = httpx.get(f"{orchestrator}/v1/workspaces", headers=AUTH).json()["data"]
+    # the rag fixture wrote WORKSPACE (rag-server knows it); this test's session made api-ws
+    sources = {w["name"]: w["sources"] for w in listing}
+    assert "rag-server" in sources[WORKSPACE] and "sessions" in sources["api-ws"]
     import redis as sync_redis
 
     redis = sync_redis.Redis.from_url(redis_url)
     assert redis.keys(f"*{session}*")
-    r = httpx.delete(f"{orchestrator}/v1/sessions/{session}")
+    r = httpx.delete(f"{orchestrator}/v1/sessions/{session}", headers=AUTH)
     assert r.status_code == 200
-    assert httpx.get(f"{orchestrator}/v1/sessions/{session}").status_code == 404
+    assert httpx.get(f"{orchestrator}/v1/sessions/{session}", headers=AUTH).status_code == 404
     assert not redis.keys(f"*{session}*")
     redis.close()
-    assert httpx.delete(f"{orchestrator}/v1/sessions/{session}").status_code == 404
-    workspaces = {w["name"] for w in httpx.get(f"{orchestrator}/v1/workspaces").json()["data"]}
-    assert {WORKSPACE, "hist"} <= workspaces
+    assert httpx.delete(f"{orchestrator}/v1/sessions/{session}", headers=AUTH).status_code == 404
+
 
 
 def test_stopped_dependencies_degrade_memory_not_the_answer(
@@ -327,9 +342,9 @@ def test_rag_server_stopped_mid_test(
     tmp_path: Path,
 ) -> None:
     other = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
-    with serve_asgi(other.app) as other_url:
+    with serve_asgi(other.app) as other_url, contextlib.ExitStack() as stack:
         server = rag_server(other_url, tmp_path)
-        rag_url = server.__enter__()
+        rag_url = stack.enter_context(server)
         settings = memory_settings(
             llm[1], memory_dsn, redis_url, rag_url, nats_url, archival_deadline_ms=500
         )
@@ -340,7 +355,7 @@ def test_rag_server_stopped_mid_test(
                 workspace=WORKSPACE,
             )
             assert states(r)["archival"] in ("ok", "empty")
-            server.__exit__(None, None, None)
+            stack.close()  # rag-server stops here (and on any failure above)
             r = chat(
                 url,
                 [{"role": "user", "content": "Anything about the OrbitalScheduler queue?"}],

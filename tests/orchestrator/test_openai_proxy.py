@@ -13,7 +13,7 @@ import pytest
 from fake_llm import FakeLLM
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
-from support import free_port, serve_asgi
+from support import ADMIN_KEY, bearer, free_port, serve_asgi
 
 HI = [{"role": "user", "content": "x"}]
 TOOLS = [
@@ -45,8 +45,11 @@ TOOLS = [
 
 
 def proxy_settings(backend: str, **overrides: object) -> Settings:
+    """Memory off, only the bootstrap admin key: no PostgreSQL needed (its pool stays empty)."""
     urls = {f"{role}_url": f"{backend}/v1" for role in ("coding", "reasoning", "extract", "embed")}
-    return Settings(**urls, **{"memory_enabled": False, **overrides})
+    dead_db = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    values = {"memory_enabled": False, "admin_key": ADMIN_KEY, "postgres_dsn": dead_db}
+    return Settings(**urls, **{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def orchestrator(llm: tuple[FakeLLM, str]) -> Iterator[str]:
 
 @pytest.fixture
 def client(orchestrator: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{orchestrator}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{orchestrator}/v1", api_key=ADMIN_KEY, max_retries=0)
 
 
 def test_chat_routes_by_alias_and_passes_fields_through(
@@ -207,7 +210,9 @@ def test_bad_requests_are_400_with_openai_errors(orchestrator: str) -> None:
         b'{"model": "qwen3-coder"}',
         b'{"model": "qwen3-coder", "messages": []}',
     ):
-        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        r = httpx.post(
+            url, content=body, headers={"content-type": "application/json", **bearer(ADMIN_KEY)}
+        )
         assert r.status_code == 400, body
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     r = httpx.post(
@@ -217,6 +222,7 @@ def test_bad_requests_are_400_with_openai_errors(orchestrator: str) -> None:
             "messages": [{"role": "user", "content": "x"}],
             "workspace": "bad name",
         },
+        headers=bearer(ADMIN_KEY),
     )
     assert r.status_code == 400 and "workspace" in r.json()["error"]["message"]
 
@@ -224,7 +230,7 @@ def test_bad_requests_are_400_with_openai_errors(orchestrator: str) -> None:
 def test_backend_unreachable_is_502() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with serve_asgi(create_app(proxy_settings(dead))) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0)
         started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(
@@ -245,7 +251,7 @@ def test_backend_unreachable_is_502() -> None:
 def test_backend_timeout_is_504(llm: tuple[FakeLLM, str], fake: FakeLLM) -> None:
     fake.set_delay(3.0)
     with serve_asgi(create_app(proxy_settings(llm[1], backend_timeout=0.5))) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0)
         started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as err:
             client.chat.completions.create(
@@ -264,16 +270,27 @@ def test_backend_errors_pass_through(client: openai.OpenAI, fake: FakeLLM) -> No
     assert err.value.status_code == 500
 
 
-def test_api_keys(llm: tuple[FakeLLM, str]) -> None:
-    with serve_asgi(create_app(proxy_settings(llm[1], api_keys="k1,k2"))) as url:
-        bad = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+def test_a_wrong_or_malformed_key_is_a_401_in_openai_format(orchestrator: str) -> None:
+    for key in ("wrong", "sk-other-" + "x" * 43, "Basic abc", "x" * 5000):
+        bad = openai.OpenAI(base_url=f"{orchestrator}/v1", api_key=key, max_retries=0)
         with pytest.raises(openai.AuthenticationError) as err:
             bad.models.list()
         assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
-        good = openai.OpenAI(base_url=f"{url}/v1", api_key="k2", max_retries=0)
-        assert good.models.list().data
-        assert httpx.get(f"{url}/health").status_code == 200
-        assert httpx.get(f"{url}/metrics").status_code == 401
+    for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}):
+        r = httpx.get(f"{orchestrator}/v1/models", headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"]["code"] == "invalid_api_key"
+    good = openai.OpenAI(base_url=f"{orchestrator}/v1", api_key=ADMIN_KEY, max_retries=0)
+    assert good.models.list().data
+    # the probes answer without a key, and say only what is ok
+    assert httpx.get(f"{orchestrator}/health").status_code == 200
+    ready = httpx.get(f"{orchestrator}/ready").json()
+    assert all(set(check) == {"ok"} for check in ready["checks"].values())
+    detailed = httpx.get(f"{orchestrator}/ready", headers=bearer(ADMIN_KEY)).json()
+    assert all("detail" in check for check in detailed["checks"].values())
+    for path in ("/metrics", "/docs", "/openapi.json", "/v1/sessions", "/v1/jobs"):
+        assert httpx.get(f"{orchestrator}{path}").status_code == 401, path
+    assert httpx.get(f"{orchestrator}/metrics", headers=bearer(ADMIN_KEY)).status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["before-first-token", "mid-stream", "non-streaming"])
@@ -293,7 +310,7 @@ def test_client_disconnect_cancels_the_upstream_request(
     closed = threading.Event()
 
     def run() -> None:
-        with httpx.Client(timeout=30) as c:
+        with httpx.Client(timeout=30, headers=bearer(ADMIN_KEY)) as c:
             try:
                 with c.stream("POST", f"{orchestrator}/v1/chat/completions", json=body) as r:
                     if mode == "mid-stream":
@@ -310,7 +327,12 @@ def test_client_disconnect_cancels_the_upstream_request(
         # the request is sent; the client gives up while the backend is still thinking
         def run_timeout() -> None:
             try:
-                httpx.post(f"{orchestrator}/v1/chat/completions", json=body, timeout=0.5)
+                httpx.post(
+                    f"{orchestrator}/v1/chat/completions",
+                    json=body,
+                    headers=bearer(ADMIN_KEY),
+                    timeout=0.5,
+                )
             except httpx.TimeoutException:
                 pass
             closed.set()
@@ -351,7 +373,7 @@ def test_model_name_split_across_network_reads_is_still_renamed(fake: FakeLLM) -
         await StreamingResponse(pieces(), media_type="text/event-stream")(scope, receive, send)
 
     with serve_asgi(app) as backend, serve_asgi(create_app(proxy_settings(backend))) as url:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0)
         chunks = list(client.chat.completions.create(model="qwen3-coder", messages=HI, stream=True))
         assert [c.model for c in chunks] == ["qwen3-coder"]
         assert chunks[0].choices[0].delta.content == "hi"

@@ -16,7 +16,6 @@ import tracemalloc
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -27,7 +26,8 @@ from fastapi import FastAPI
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
-from orchestrator.ingestion import ArchiveSniffer, IngestionService, looks_like_tar, router
+from orchestrator.app import create_app
+from orchestrator.ingestion import ArchiveSniffer, looks_like_tar
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
 from sparkstack_common.jobs import (
@@ -50,7 +50,9 @@ from sparkstack_common.queue import (
     ensure_consumer,
     ensure_stream,
 )
-from support import free_port, fresh_database, serve_asgi
+from support import ADMIN_KEY, bearer, free_port, fresh_database, serve_asgi
+
+AUTH = bearer(ADMIN_KEY)
 
 SUFFIX = uuid.uuid4().hex[:8]
 QUEUE = IngestQueueConfig(stream=f"INGEST_T{SUFFIX}", subject_prefix=f"t{SUFFIX}.ingest")
@@ -78,25 +80,16 @@ def make_settings(dsn: str, nats_url: str, **overrides: Any) -> Settings:
         "ingest_nats_reconnect_seconds": 0.25,
         "ingest_publish_timeout_seconds": 2.0,
         "ingest_db_timeout_seconds": 3.0,
+        "memory_enabled": False,
+        "admin_key": ADMIN_KEY,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 def make_app(settings: Settings) -> FastAPI:
-    """What the orchestrator's app does: the service in the lifespan, the router included."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ingestion = await IngestionService.start(settings)
-        try:
-            yield
-        finally:
-            await app.state.ingestion.close()
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(router)
-    return app
+    """The orchestrator's app with memory off: the ingestion routes behind the real Gate."""
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +105,7 @@ def base_url(settings: Settings) -> Iterator[str]:
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, headers=AUTH) as c:
         yield c
 
 
@@ -285,8 +278,9 @@ def answer_to_unfinished_upload(base_url: str, limit: int) -> bytes:
     ).encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/documents/ingest HTTP/1.1\r\nHost: test\r\n"
-            b"Transfer-Encoding: chunked\r\n"
+            b"POST /v1/documents/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n"
             + f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
         )
         piece = b"y" * 65536
@@ -397,7 +391,7 @@ async def test_invalid_workspace_is_400_and_nothing_is_stored(
 async def test_malformed_requests_are_400(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     before = await count_rows(pool)
     r = await client.post("/v1/documents/ingest", json={"file": "x"})
-    assert assert_openai_error(r, 400)["code"] == "invalid_content_type"
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
     r = await client.post("/v1/documents/ingest", data={"workspace": "w"}, files={"other": b"x"})
     assert_openai_error(r, 400, "file")
     r = await client.post("/v1/documents/ingest", files={"file": ("empty.txt", b"")})
@@ -557,7 +551,7 @@ async def test_size_limit_is_413_and_nothing_is_stored(
     limit = 1024 * 1024
     before = await count_rows(pool)
     with serve_asgi(make_app(make_settings(ingest_dsn, nats_url, max_upload_bytes=limit))) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=AUTH) as c:
             # exactly the limit is fine
             r = await c.post("/v1/documents/ingest", files={"file": ("ok.bin", b"x" * limit)})
             assert r.status_code == 202, r.text
@@ -739,7 +733,7 @@ async def test_nats_down_at_startup_does_not_stop_the_service(
     infra.nats.stop()
     try:
         with serve_asgi(make_app(make_settings(ingest_dsn, nats_url))) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            async with httpx.AsyncClient(base_url=url, timeout=30, headers=AUTH) as c:
                 r = await c.post("/v1/documents/ingest", files={"file": ("s.md", b"# start\n")})
                 assert r.status_code == 202, r.text
                 assert r.json()["published"] is False
@@ -754,18 +748,10 @@ async def test_nats_down_at_startup_does_not_stop_the_service(
 async def test_unreachable_database_answers_503(nats_url: str) -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     with serve_asgi(make_app(make_settings(dsn, nats_url, ingest_db_timeout_seconds=1.0))) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=AUTH) as c:
             r = await c.post("/v1/documents/ingest", files={"file": ("a.txt", b"x")})
             assert assert_openai_error(r, 503)["code"] == "database_unavailable"
             assert_openai_error(await c.get("/v1/jobs"), 503)
-
-
-def test_router_without_service_answers_503() -> None:
-    app = FastAPI()
-    app.include_router(router)
-    with serve_asgi(app) as url:
-        r = httpx.get(f"{url}/v1/jobs")
-        assert_openai_error(r, 503)
 
 
 # -- JobStore ---------------------------------------------------------------------------

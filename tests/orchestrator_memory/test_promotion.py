@@ -16,7 +16,7 @@ from orchestrator.archive import ArchiveClient, summary_doc_id
 from orchestrator.promotion import Promoter, Summarizer, SummaryError
 from orchestrator.recall import RecallStore
 from sparkstack_common.embeddings import Embedder, EmbeddingError
-from support import free_port
+from support import RAG_KEY, bearer, free_port
 
 
 def msg(role: str, text: str) -> dict[str, str]:
@@ -43,7 +43,7 @@ def promoter(
 ) -> Promoter:
     return Promoter(
         recall,
-        ArchiveClient(http, rag_url, timeout=5),
+        ArchiveClient(http, rag_url, RAG_KEY, timeout=5),
         embedder(http, llm),
         summarizer(http, llm),
         promote_after_turns=promote,
@@ -68,7 +68,7 @@ async def rag_documents(http: httpx.AsyncClient, rag_url: str, workspace: str) -
     r = await http.post(
         f"{rag_url}/documents/paginated",
         json={"page_size": 200},
-        headers={"LIGHTRAG-WORKSPACE": workspace},
+        headers={"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)},
     )
     if r.status_code == 404:
         return {}
@@ -194,7 +194,9 @@ async def test_archival_promotion_reaches_rag_server(
     await wait_processed(http, rag_url, ws, summary_doc_id(sid, 4))
     assert list(await rag_documents(http, rag_url, ws)) == [summary_doc_id(sid, 4)]
 
-    hits = await ArchiveClient(http, rag_url).search(ws, "Where do HalcyonGateway logs go?")
+    hits = await ArchiveClient(http, rag_url, RAG_KEY).search(
+        ws, "Where do HalcyonGateway logs go?"
+    )
     assert any("HalcyonGateway logs go to Loki" in h.text for h in hits)
     assert any("terminates TLS" in h.text for h in hits)  # the summary covers the session
     assert promo.stats["archived"] == 1 and promo.stats["summaries"] == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from fake_llm import FakeLLM, create_fake_llm
 from rag_server.settings import Settings
-from support import rag_server, serve_asgi
+from support import RAG_KEY, bearer, rag_server, serve_asgi
 
 LLM_CONCURRENCY = 2
 
@@ -128,7 +129,7 @@ def mentioned(data: dict[str, Any]) -> str:
 async def test_isolation_under_concurrency(profile: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue(f"{profile}_url")
     names = {i: f"iso-{profile}-{i}" for i in CORPORA}
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=bearer(RAG_KEY)) as client:
         tracks = await asyncio.gather(
             *(ingest(client, names[i], CORPORA[i], prefix=f"corpus{i}") for i in CORPORA)
         )
@@ -158,7 +159,7 @@ async def test_isolation_under_concurrency(profile: str, request: pytest.Fixture
 
 async def test_ingest_query_and_delete_document(local_url: str) -> None:
     name = "life-cycle"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         r = await client.post(
             "/documents/texts",
             json={
@@ -211,7 +212,7 @@ async def test_ingest_query_and_delete_document(local_url: str) -> None:
 
 async def test_delete_workspace_removes_all_its_data(local_url: str) -> None:
     name = "to-delete"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         track = await ingest(client, name, ["The OmegaVault stores EpsilonKeys."])
         await wait_done(client, name, track)
         listed = (await client.get("/workspaces")).json()["workspaces"]
@@ -236,7 +237,7 @@ async def test_delete_workspace_removes_all_its_data(local_url: str) -> None:
 
 async def test_concurrent_first_requests_build_one_instance(local_url: str) -> None:
     name = "first-touch"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         before = metric(await client.get("/metrics"), "rag_instances_created_total")
         results = await asyncio.gather(
             *(
@@ -266,7 +267,9 @@ async def test_global_llm_limit_and_eviction_with_many_workspaces(
         with rag_server(
             fake_url, tmp_path, max_workspaces=2, llm_concurrency=LLM_CONCURRENCY
         ) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            async with httpx.AsyncClient(
+                base_url=url, timeout=120, headers=bearer(RAG_KEY)
+            ) as client:
                 names = [f"many-{i}" for i in range(6)]
                 words = ["Red", "Green", "Blue", "Amber", "Violet", "Silver"]
                 tracks = await asyncio.gather(
@@ -302,7 +305,7 @@ async def test_global_llm_limit_and_eviction_with_many_workspaces(
 
 
 async def test_bad_input(local_url: str) -> None:
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         for bad in ("a b", "x" * 65, "a.b", "../etc"):
             r = await client.post("/documents/text", json={"text": "hello"}, headers=ws(bad))
             assert r.status_code == 400 and "invalid workspace" in r.json()["detail"]
@@ -331,7 +334,7 @@ async def test_extraction_llm_down_fails_documents_then_reprocessing_succeeds(
 ) -> None:
     llm, _ = fake
     name = "llm-down"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         llm.fail_always(status=503, kind="chat")
         try:
             track = await ingest(client, name, ["The LambdaRouter sends packets to MuSwitch."])
@@ -356,16 +359,75 @@ async def test_extraction_llm_down_fails_documents_then_reprocessing_succeeds(
 
 
 async def test_service_routes(local_url: str) -> None:
-    async with httpx.AsyncClient(base_url=local_url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=30, headers=bearer(RAG_KEY)) as client:
         assert (await client.get("/health")).json()["status"] == "ok"
         ready = await client.get("/ready")
         assert ready.status_code == 200
         assert set(ready.json()["checks"]) == {"storage", "llm", "embedding"}
 
 
+async def test_every_data_route_needs_the_key(local_url: str) -> None:
+    """Nobody on the network reads, writes or wipes a workspace without rag-server's key."""
+    routes = [
+        ("GET", "/workspaces", None),
+        ("POST", "/workspaces", {"name": "intruder"}),
+        ("DELETE", "/workspaces/default", None),
+        ("POST", "/documents/text", {"text": "planted"}),
+        ("POST", "/documents/texts", {"texts": ["planted"]}),
+        ("POST", "/documents/paginated", {}),
+        ("DELETE", "/documents/delete_document", {"doc_ids": ["x"]}),
+        ("POST", "/documents/reprocess_failed", None),
+        ("POST", "/query", {"query": "anything at all"}),
+        ("POST", "/query/data", {"query": "anything at all"}),
+        ("POST", "/query/stream", {"query": "anything at all"}),
+        ("GET", "/graph/label/list", None),
+        ("GET", "/graphs?label=x", None),
+        ("GET", "/docs", None),
+        ("GET", "/openapi.json", None),
+        ("GET", "/metrics", None),
+    ]
+    async with httpx.AsyncClient(base_url=local_url, timeout=30) as anonymous:
+        for wrong in ({}, bearer("not-the-key"), {"Authorization": RAG_KEY}):
+            for method, path, body in routes:
+                r = await anonymous.request(
+                    method,
+                    path,
+                    json=body,
+                    headers={**wrong, "LIGHTRAG-WORKSPACE": "default"},
+                )
+                assert r.status_code == 401, (method, path, r.status_code)
+                assert r.headers["www-authenticate"] == "Bearer"
+                assert RAG_KEY not in r.text
+        # the probes answer without a key (a kubelet has none), with no detail
+        assert (await anonymous.get("/health")).status_code == 200
+        ready = await anonymous.get("/ready")
+        assert ready.status_code == 200
+        assert all(set(c) == {"ok"} for c in ready.json()["checks"].values())
+    async with httpx.AsyncClient(base_url=local_url, timeout=30, headers=bearer(RAG_KEY)) as c:
+        ready = (await c.get("/ready")).json()
+        assert all("detail" in check for check in ready["checks"].values())
+        assert (await c.get("/openapi.json")).status_code == 200
+
+
+def test_rag_server_will_not_start_without_its_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_SERVER_")}
+    run = subprocess.run(
+        [sys.executable, "-c", "from rag_server.cli import main; main()"],
+        env={**env, "RAG_SERVER_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "RAG_SERVER_API_KEY not set" in run.stderr
+
+
 def test_ready_names_the_backend_that_is_down(tmp_path: Path, fake: tuple[FakeLLM, str]) -> None:
     with rag_server(fake[1], tmp_path, embed_base_url="http://127.0.0.1:9/v1") as url:
-        r = httpx.get(f"{url}/ready")
+        r = httpx.get(f"{url}/ready", headers=bearer(RAG_KEY))
         assert r.status_code == 503
         checks = r.json()["checks"]
         assert checks["llm"]["ok"] and not checks["embedding"]["ok"]
@@ -390,7 +452,7 @@ def metric(response: httpx.Response, name: str) -> float:
 
 async def test_answers_streams_and_graph(local_url: str) -> None:
     name = "answers"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         track = await ingest(client, name, ["The RhoBalancer spreads load over SigmaNodes."])
         await wait_done(client, name, track)
         r = await client.post(
@@ -420,7 +482,7 @@ async def test_query_cache_is_cleared_after_delete(
 ) -> None:
     name = "cache-clear"
     question = {"query": "What does the TauCompressor shrink?", "mode": "mix"}
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         r = await client.post(
             "/documents/texts",
             json={
@@ -449,7 +511,7 @@ async def test_query_cache_is_cleared_after_delete(
 def test_reranker_is_called_when_configured(fake: tuple[FakeLLM, str], tmp_path: Path) -> None:
     llm, fake_url = fake
     with rag_server(fake_url, tmp_path, rerank_base_url=fake_url) as url:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as client:
             r = client.post(
                 "/documents/texts",
                 json={"texts": ["The OmicronParser reads UpsilonFiles."], "file_sources": ["o.md"]},
@@ -480,7 +542,7 @@ def test_reranker_is_called_when_configured(fake: tuple[FakeLLM, str], tmp_path:
 
 async def test_same_file_name_in_two_directories_is_two_documents(local_url: str) -> None:
     name = "same-basename"
-    async with httpx.AsyncClient(base_url=local_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
         r = await client.post(
             "/documents/texts",
             json={

@@ -4,6 +4,7 @@ Only the LLM backends are the fake."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx
 import openai
 import pytest
 from fake_llm import FakeLLM, create_fake_llm
+from sparkstack.secrets import load_existing
 from sparkstack_common.catalog import Catalog
 from support import free_port, serve_asgi
 
@@ -113,6 +115,13 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
     up = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"{api}/v1" in up.stdout
+    admin = sparkstack(data, env, "keys", "admin").stdout.strip()
+    assert admin.startswith("sk-ss-")
+    auth = {"Authorization": f"Bearer {admin}"}
+    secrets = load_existing(data)
+    assert secrets is not None and admin == secrets.admin_key
+    rag_auth = {"Authorization": f"Bearer {secrets.rag_server_key}"}
+    probes: list[str] = []
     try:
         status = sparkstack(data, env, "status", timeout=60)
         assert status.returncode == 0, status.stdout
@@ -128,7 +137,8 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
         assert f"{languages}/{languages} files" in ingest.stdout
         assert f"done: {languages} added" in ingest.stdout
 
-        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}).json()["data"]
+        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}, headers=auth).json()
+        jobs = jobs["data"]
         assert jobs[0]["status"] == "completed" and jobs[0]["result"]["added"] == languages
         assert jobs[0]["progress"]["files_done"] == languages
 
@@ -139,14 +149,14 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
             docs = httpx.post(
                 f"{rag}/documents/paginated",
                 json={"page_size": 200},
-                headers={"LIGHTRAG-WORKSPACE": "demo"},
+                headers={"LIGHTRAG-WORKSPACE": "demo", **rag_auth},
             ).json()
             if docs["documents"] and all(d["status"] == "processed" for d in docs["documents"]):
                 break
             assert time.monotonic() < deadline, docs["status_counts"]
             time.sleep(0.5)
 
-        client = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=f"{api}/v1", api_key=admin, max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="qwen3-coder",
             messages=[
@@ -165,11 +175,42 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
 
         session = raw.headers["x-session-id"]
         deadline = time.monotonic() + 20
-        while httpx.get(f"{api}/v1/sessions/{session}").status_code != 200:
+        while httpx.get(f"{api}/v1/sessions/{session}", headers=auth).status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        sessions = httpx.get(f"{api}/v1/sessions", params={"workspace": "demo"}).json()["data"]
+        sessions = httpx.get(
+            f"{api}/v1/sessions", params={"workspace": "demo"}, headers=auth
+        ).json()["data"]
         assert session in {s["id"] for s in sessions}
+
+        # a key for one workspace, made with the CLI, sees that workspace only
+        made = sparkstack(data, env, "keys", "create", "--name", "viewer", "--workspace", "other")
+        assert made.returncode == 0, made.stderr
+        viewer = made.stdout.strip().splitlines()[-1]
+        assert viewer.startswith("sk-ss-") and viewer not in made.stderr
+        as_viewer = {"Authorization": f"Bearer {viewer}"}
+        assert httpx.get(f"{api}/v1/jobs", headers=as_viewer).json()["data"] == []
+        assert httpx.get(f"{api}/v1/sessions/{session}", headers=as_viewer).status_code == 404
+        listed = sparkstack(data, env, "keys", "list")
+        assert "viewer" in listed.stdout and viewer not in listed.stdout
+        revoked = sparkstack(data, env, "keys", "revoke", "viewer")
+        assert revoked.returncode == 0, revoked.stderr
+        assert httpx.get(f"{api}/v1/jobs", headers=as_viewer).status_code == 401
+
+        # the local stack is no target for a web page: no text/plain posts, no foreign host
+        plain = httpx.post(
+            f"{api}/v1/chat/completions",
+            content=b'{"model": "qwen3-coder", "messages": []}',
+            headers={**auth, "Content-Type": "text/plain"},
+        )
+        assert plain.status_code == 415
+        rebound = httpx.get(f"{api}/v1/models", headers={**auth, "Host": "evil.example:8100"})
+        assert rebound.status_code == 421
+        assert "access-control-allow-origin" not in {k.lower() for k in plain.headers}
+        for port in ports.values():
+            for path in ("/health", "/ready"):
+                with contextlib.suppress(httpx.HTTPError):
+                    probes.append(httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).text)
 
         # a component that crashes is reported and restarted
         preprocessor = f"http://127.0.0.1:{ports['CODE_PREPROCESSOR']}"
@@ -196,12 +237,14 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
     again = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
     assert again.returncode == 0, again.stdout + again.stderr
     try:
-        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}).json()["data"]
-        assert [j["status"] for j in jobs] == ["completed"]
-        assert session in {s["id"] for s in httpx.get(f"{api}/v1/sessions").json()["data"]}
+        assert load_existing(data) == secrets  # the same keys: clients keep working
+        jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}, headers=auth).json()
+        assert [j["status"] for j in jobs["data"]] == ["completed"]
+        listing = httpx.get(f"{api}/v1/sessions", headers=auth).json()["data"]
+        assert session in {s["id"] for s in listing}
         labels = httpx.get(
             f"http://127.0.0.1:{ports['RAG_SERVER']}/graph/label/list",
-            headers={"LIGHTRAG-WORKSPACE": "demo"},
+            headers={"LIGHTRAG-WORKSPACE": "demo", **rag_auth},
         ).json()
         assert "Warehouse" in labels
     finally:
@@ -210,3 +253,16 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
     # nor any process of a component (parser workers included), crashed one or not
     for name in ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER"):
         assert not with_env(f"SPARKSTACK_{name}_PORT={ports[name]}"), name
+
+    # no secret in any log line of any component or server, nor in any probe's answer
+    key_files = {p.resolve() for p in (data / "secrets").iterdir()}
+    texts = [*probes, up.stdout, up.stderr, again.stdout, again.stderr]
+    for path in data.rglob("*"):
+        if path.is_file() and path.resolve() not in key_files and path.suffix in (".log", ".json"):
+            texts.append(path.read_text(errors="replace"))
+    assert any("[orchestrator" in t for t in texts)  # the logs were read
+    for secret in secrets.values():
+        assert not [t for t in texts if secret in t], "a secret reached a log or a probe"
+    # and the secrets sit in files only their owner may read
+    for path in key_files:
+        assert path.stat().st_mode & 0o077 == 0, path

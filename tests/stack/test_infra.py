@@ -11,7 +11,7 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 from nats.js.api import StorageType
-from sparkstack.infra import EmbeddedInfra, InfraError, ValkeyServer
+from sparkstack.infra import EmbeddedInfra, InfraError, NatsServer, ValkeyServer
 
 
 def _unique(prefix: str) -> str:
@@ -189,3 +189,40 @@ def test_second_launcher_on_same_data_dir_is_refused(infra: EmbeddedInfra) -> No
     twin = ValkeyServer(infra.valkey.data_dir)
     with pytest.raises(InfraError, match="already running"):
         twin.start()
+
+
+def _cmdline_and_conf_mode(server: ValkeyServer | NatsServer) -> tuple[bytes, int]:
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    return cmdline, (server.data_dir / "auth.conf").stat().st_mode
+
+
+async def test_valkey_and_nats_with_credentials_refuse_anonymous_clients(tmp_path: Path) -> None:
+    """The local stack runs Valkey and NATS with a password and a token: another user on the
+    machine reaches neither without them, and neither appears on a command line."""
+    import secrets
+    import socket
+
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    password, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    infra = EmbeddedInfra(tmp_path, valkey_password=password, nats_token=token)
+    with infra:
+        for server in (infra.valkey, infra.nats):
+            cmdline, mode = _cmdline_and_conf_mode(server)
+            assert password.encode() not in cmdline and token.encode() not in cmdline
+            assert mode & 0o077 == 0
+        anonymous = aioredis.from_url(infra.redis_url)
+        with pytest.raises((AuthenticationError, ResponseError)):
+            await anonymous.set("k", "v")
+        await anonymous.aclose()
+        client = aioredis.from_url(infra.redis_url, password=password)
+        assert await client.set("k", "v")
+        await client.aclose()
+        with socket.create_connection(("127.0.0.1", infra.nats.port), timeout=5) as sock:
+            info = sock.recv(4096)
+            assert b'"auth_required":true' in info
+            sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+            assert b"Authorization Violation" in sock.recv(4096)
+        nc = await nats.connect(infra.nats_url, token=token, max_reconnect_attempts=0)
+        assert (await nc.jetstream().account_info()).streams >= 0
+        await nc.close()

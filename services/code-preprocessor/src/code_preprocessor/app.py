@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
+from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
@@ -56,13 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool.start()
         async with httpx.AsyncClient(timeout=settings.rag_timeout_seconds) as client:
             app.state.pool = pool
-            app.state.rag = RagClient(settings.rag_server_url, client, settings.rag_server_api_key)
+            app.state.rag = RagClient(
+                settings.rag_server_url, client, secret_value(settings.rag_server_api_key)
+            )
             try:
                 yield
             finally:
                 pool.close()
 
+    api_key = secret_value(settings.api_key)
+    if api_key is None:
+        raise RuntimeError("CODE_PREPROCESSOR_API_KEY is not set: the preprocessor needs its key")
     app = FastAPI(title="code-preprocessor", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(ServiceKeyAuth, key=api_key)
     app.state.settings = settings
     app.state.metrics = metrics
 

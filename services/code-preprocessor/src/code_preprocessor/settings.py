@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,8 +19,10 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(2000, ge=1)
     # parser processes for /parse/batch and /ingest; 0 parses in a thread of the server
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
+    # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required)
+    api_key: SecretStr | None = None
     rag_server_url: str = "http://127.0.0.1:9621"
-    rag_server_api_key: str | None = None
+    rag_server_api_key: SecretStr | None = None
     rag_timeout_seconds: float = 120.0
     # chunks per POST /documents/texts
     ingest_batch_size: int = Field(128, ge=1, le=1000)

@@ -398,10 +398,17 @@ def _upload(row: asyncpg.Record) -> Upload:
 
 
 def _filters(
-    workspace: str | None, status: str | None, kind: str | None, codebase: str | None
+    workspace: str | None,
+    status: str | None,
+    kind: str | None,
+    codebase: str | None,
+    workspaces: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if workspaces is not None:  # a key's scope: only these workspaces exist for the caller
+        args.append(list(workspaces))
+        clauses.append(f"j.workspace = ANY(${len(args)}::text[])")
     for column, value in (
         ("workspace", workspace),
         ("status", status),
@@ -527,11 +534,12 @@ class JobStore:
         status: str | None = None,
         kind: str | None = None,
         codebase: str | None = None,
+        workspaces: Sequence[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Job]:
-        """Newest first."""
-        where, args = _filters(workspace, status, kind, codebase)
+        """Newest first; ``workspaces`` limits the listing to a key's scope."""
+        where, args = _filters(workspace, status, kind, codebase, workspaces)
         args += [limit, offset]
         rows = await self.pool.fetch(
             _JOB_SELECT
@@ -548,8 +556,9 @@ class JobStore:
         status: str | None = None,
         kind: str | None = None,
         codebase: str | None = None,
+        workspaces: Sequence[str] | None = None,
     ) -> int:
-        where, args = _filters(workspace, status, kind, codebase)
+        where, args = _filters(workspace, status, kind, codebase, workspaces)
         return await self.pool.fetchval("SELECT count(*) FROM ingest_jobs j" + where, *args)
 
     async def get_upload(self, upload_id: str | uuid.UUID) -> Upload | None:

@@ -38,6 +38,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from sparkstack_common.auth import redact_url
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
 if TYPE_CHECKING:
@@ -269,12 +270,15 @@ class NatsLink:
         self,
         url: str,
         *,
+        token: str | None = None,
         name: str = "sparkstack",
         reconnect_wait: float = 1.0,
         connect_timeout: float = 2.0,
         request_timeout: float = 5.0,
     ) -> None:
-        self.url = url
+        self._server = url
+        self._token = token
+        self.url = redact_url(url)  # what logs and readiness show
         self.name = name
         self.reconnect_wait = reconnect_wait
         self.connect_timeout = connect_timeout
@@ -325,7 +329,8 @@ class NatsLink:
         client = NatsClient()
         # max_reconnect_attempts=-1: the first connect also retries until the server answers.
         await client.connect(
-            servers=[self.url],
+            servers=[self._server],
+            token=self._token,
             name=self.name,
             allow_reconnect=True,
             max_reconnect_attempts=-1,

@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sparkstack_common.auth import caller_is_trusted, secret_value
+
 # A readiness check returns (ok, detail); every check runs on each /ready call.
 ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
 
@@ -21,7 +23,11 @@ def add_standard_routes(
     checks: Mapping[str, ReadyCheck] | None = None,
 ) -> None:
     """``/health`` answers while the process serves; ``/ready`` runs the checks and is 503
-    when one fails, naming it; ``/metrics`` exposes ``registry`` in Prometheus format."""
+    when one fails, naming it; ``/metrics`` exposes ``registry`` in Prometheus format.
+
+    Probes carry no key, so ``/ready`` says only which checks are ok; a caller the service's
+    auth middleware trusted (see :mod:`sparkstack_common.auth`) also gets each check's detail.
+    """
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -30,13 +36,14 @@ def add_standard_routes(
     @app.get("/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
         results: dict[str, Any] = {}
+        trusted = caller_is_trusted(request)
         ok = True
         for name, check in (checks or {}).items():
             try:
                 passed, detail = await check(request)
             except Exception as exc:  # a broken check is a failed check, not a 500
                 passed, detail = False, f"{type(exc).__name__}: {exc}"
-            results[name] = {"ok": passed, "detail": detail}
+            results[name] = {"ok": passed, "detail": detail} if trusted else {"ok": passed}
             ok = ok and passed
         body = {"status": "ready" if ok else "not ready", "service": service, "checks": results}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -52,9 +59,20 @@ def serve_cli(
     default_port: int,
     default_host: str = "127.0.0.1",
     argv: Sequence[str] | None = None,
+    required: Mapping[str, object] | None = None,
 ) -> None:
-    """``--host``/``--port`` (and ``--log-level``) for a service's console script."""
+    """``--host``/``--port`` (and ``--log-level``) for a service's console script.
+
+    ``required`` maps environment variable names to their settings' values: a service that
+    would run without a credential it needs stops here with one clear line instead."""
     import uvicorn
+
+    missing = [name for name, value in (required or {}).items() if secret_value(value) is None]
+    if missing:
+        raise SystemExit(
+            f"{prog}: {', '.join(missing)} not set: every sparkstack service authenticates its "
+            "callers (the cluster's Secret provides the keys; `sparkstack up` generates them)"
+        )
 
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--host", default=default_host)

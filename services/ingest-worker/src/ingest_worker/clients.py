@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+from sparkstack_common.auth import auth_headers
 
 log = logging.getLogger("ingest_worker")
 T = TypeVar("T")
@@ -34,16 +35,17 @@ async def with_retries(
 
 
 class Preprocessor:
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
         self.client = client
         self.url = f"{base_url.rstrip('/')}/ingest"
+        self.headers = auth_headers(api_key)
 
     async def ingest(self, workspace: str, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         """Per-file results of POST /ingest (chunks sent to rag-server with stable ids)."""
         multipart = [("files", (path, data)) for path, data in files]
         try:
             r = await self.client.post(
-                self.url, files=multipart, headers={"X-Workspace": workspace}
+                self.url, files=multipart, headers={**self.headers, "X-Workspace": workspace}
             )
         except httpx.TransportError as exc:
             raise ServiceUnavailable(
@@ -60,9 +62,10 @@ class Preprocessor:
 
 
 class RagServer:
-    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
+        self.headers = auth_headers(api_key)
 
     async def delete(self, workspace: str, doc_ids: list[str]) -> None:
         if not doc_ids:
@@ -73,7 +76,7 @@ class RagServer:
                 f"{self.base_url}/documents/delete_document",
                 params={"wait": "true"},
                 json={"doc_ids": doc_ids},
-                headers={"LIGHTRAG-WORKSPACE": workspace},
+                headers={**self.headers, "LIGHTRAG-WORKSPACE": workspace},
             )
         except httpx.TransportError as exc:
             raise ServiceUnavailable(

@@ -18,6 +18,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api as js_api
+from sparkstack_common.auth import redact_url, secret_value
 from sparkstack_common.jobs import JobStore
 from sparkstack_common.queue import IngestMessage, IngestQueueConfig, InvalidMessage, ensure_stream
 
@@ -53,6 +54,7 @@ class Worker:
             try:
                 self.nc = await nats.connect(
                     self.settings.nats_url,
+                    token=secret_value(self.settings.nats_token),
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
@@ -64,7 +66,11 @@ class Worker:
                 self.connected = True
                 return
             except Exception as exc:
-                log.warning("NATS not ready (%s: %s); retrying", type(exc).__name__, exc)
+                log.warning(
+                    "NATS at %s not ready (%s); retrying",
+                    redact_url(self.settings.nats_url),
+                    type(exc).__name__,
+                )
                 if self.nc is not None:
                     with contextlib.suppress(Exception):
                         await self.nc.close()

@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
+from sparkstack_common.auth import secret_value
 from sparkstack_common.jobs import JobStore
 from sparkstack_common.queue import IngestQueueConfig
 from sparkstack_common.service import add_standard_routes
@@ -43,7 +44,7 @@ def status_app(worker: Worker, pool: asyncpg.Pool, metrics: Metrics) -> FastAPI:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics()
-    pool = await _pool(settings.postgres_dsn, stop)
+    pool = await _pool(settings.postgres_dsn, secret_value(settings.postgres_password), stop)
     if pool is None:
         return
     timeout = httpx.Timeout(settings.call_timeout_seconds, connect=5.0)
@@ -58,8 +59,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             settings,
             store,
             state,
-            Preprocessor(client, settings.preprocessor_url),
-            RagServer(client, settings.rag_server_url),
+            Preprocessor(
+                client, settings.preprocessor_url, secret_value(settings.preprocessor_api_key)
+            ),
+            RagServer(client, settings.rag_server_url, secret_value(settings.rag_server_api_key)),
         )
         queue = IngestQueueConfig(stream=settings.stream, subject_prefix=settings.subject_prefix)
         worker = Worker(settings, store, processor, metrics, queue)
@@ -84,13 +87,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(http, 5)
 
 
-async def _pool(dsn: str, stop: asyncio.Event) -> asyncpg.Pool | None:
+async def _pool(dsn: str, password: str | None, stop: asyncio.Event) -> asyncpg.Pool | None:
     delay = 0.5
     while not stop.is_set():
         try:
-            return await asyncpg.create_pool(dsn, min_size=1, max_size=8)
+            return await asyncpg.create_pool(dsn, password=password, min_size=1, max_size=8)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("PostgreSQL not ready (%s); retrying", exc)
+            log.warning("PostgreSQL not ready (%s); retrying", type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
     return None

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_WORKER_")
 
+    # credentials apart from the addresses, which may be printed
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_token: SecretStr | None = None
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_password: SecretStr | None = None
     preprocessor_url: str = "http://127.0.0.1:8090"
+    preprocessor_api_key: SecretStr | None = None
     rag_server_url: str = "http://127.0.0.1:9621"
+    rag_server_api_key: SecretStr | None = None
     # /health and /metrics
     host: str = "127.0.0.1"
     metrics_port: int = 9102

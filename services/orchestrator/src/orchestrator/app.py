@@ -8,17 +8,20 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from sparkstack_common.auth import secret_value
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.service import add_standard_routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .asgi import BearerAuth
-from .errors import error_dict
+from .errors import APIError, error_dict
+from .gate import Gate, parse_hosts
 from .ingestion import IngestionService
 from .ingestion import router as ingestion_router
+from .keys_api import router as keys_router
 from .metrics import Metrics
 from .proxy import Proxy
 from .routing import Router
@@ -39,8 +42,17 @@ class _ProxyEndpoint:
         await handler(scope, receive, send)
 
 
+class ConfigError(RuntimeError):
+    """The settings cannot make a safe orchestrator (the message names the variable)."""
+
+
 def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> FastAPI:
     settings = settings or Settings()
+    if secret_value(settings.admin_key) is None:
+        raise ConfigError(
+            "ORCHESTRATOR_ADMIN_KEY is not set: the orchestrator needs its bootstrap admin key "
+            "(the cluster's Secret provides it; `sparkstack up` generates one)"
+        )
     catalog = catalog or Catalog.load()
     metrics = Metrics()
     router = Router(catalog, settings)
@@ -57,7 +69,11 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             runtime = Runtime(settings, catalog, metrics, client)
             await runtime.start()
-            runtime.ingestion = await IngestionService.start(settings, registry=metrics.registry)
+            assert runtime.pool is not None
+            runtime.ingestion = await IngestionService.start(
+                settings, pool=runtime.pool, registry=metrics.registry
+            )
+            app.state.keyring = runtime.keyring
             app.state.ingestion = runtime.ingestion
             app.state.runtime = runtime
             app.state.http = client
@@ -81,6 +97,10 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         ]
     )
 
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> Response:
+        return exc.response()
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
@@ -100,6 +120,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
 
     app.include_router(sessions_router)
     app.include_router(ingestion_router)
+    app.include_router(keys_router)
 
     def check(name: str, *args: str):
         async def run(request: Request) -> tuple[bool, str]:
@@ -121,6 +142,14 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         **{f"backend:{role}": check("check_backend", url) for role, url in router.urls.items()},
     }
     add_standard_routes(app, "orchestrator", metrics.registry, checks)
-    keys = frozenset(k.strip() for k in settings.api_keys.split(",") if k.strip())
-    app.add_middleware(BearerAuth, keys=keys)
+    # added last, so outermost: the Gate sees every request, CORS (when configured) answers
+    # a browser's preflight before it
+    app.add_middleware(Gate, allowed_hosts=parse_hosts(settings.allowed_hosts))
+    if origins := sorted(parse_hosts(settings.cors_origins)):
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-workspace", "x-session-id"],
+        )
     return app

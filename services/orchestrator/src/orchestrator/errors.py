@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from starlette.responses import Response
 
 
 class APIError(Exception):
@@ -15,6 +16,7 @@ class APIError(Exception):
         type_: str,
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -22,9 +24,15 @@ class APIError(Exception):
         self.type = type_
         self.code = code
         self.param = param
+        self.headers = headers or {}
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
+
+    def response(self) -> Response:
+        return Response(
+            self.body(), self.status, headers=self.headers, media_type="application/json"
+        )
 
 
 def error_dict(
@@ -41,3 +49,20 @@ def error_body(
 
 def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, "invalid_request_error", "invalid_request", param)
+
+
+def not_found(message: str, code: str = "not_found", param: str | None = None) -> APIError:
+    return APIError(404, message, "invalid_request_error", code, param)
+
+
+def request_error(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> APIError:
+    """An APIError typed by its status: ``server_error`` from 500, else a request error."""
+    type_ = "server_error" if status >= 500 else "invalid_request_error"
+    return APIError(status, message, type_, code, param, headers)

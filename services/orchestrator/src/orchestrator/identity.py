@@ -6,9 +6,9 @@ import hashlib
 import re
 from typing import Any
 
-from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
-
 from .errors import bad_request
+from .gate import scoped_workspace
+from .keys import Principal
 
 _IN_PROMPT = re.compile(r"(?im)^\s*(?:workspace|project)\s*:\s*([^\s]+)\s*$")
 _SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -41,24 +41,34 @@ def first_user(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def workspace_of(body: dict[str, Any], header: str | None, messages: list[dict[str, Any]]) -> str:
+def workspace_of(
+    body: dict[str, Any],
+    header: str | None,
+    messages: list[dict[str, Any]],
+    principal: Principal,
+) -> str:
     """Body field, then the X-Workspace header, then ``workspace:``/``project:`` in the
-    system prompt, else ``default``; validated strictly (an invalid name is a 400)."""
+    system prompt, else the key's own workspace or ``default``; validated strictly (an invalid
+    name is a 400) and within the key's scope (outside it: 404, as if it did not exist)."""
     name = body.get("workspace") or header
+    if name is not None and not isinstance(name, str):
+        raise bad_request("workspace must be a string", "workspace")
     if not name:
         found = _IN_PROMPT.search(system_prompt(messages))
         name = found.group(1) if found else None
-    try:
-        return validate_workspace(name if isinstance(name, str) else None)
-    except InvalidWorkspace as exc:
-        raise bad_request(str(exc), "workspace") from exc
+    return scoped_workspace(principal, name)
 
 
 def session_of(
-    body: dict[str, Any], header: str | None, workspace: str, messages: list[dict[str, Any]]
+    body: dict[str, Any],
+    header: str | None,
+    workspace: str,
+    messages: list[dict[str, Any]],
+    principal: Principal,
 ) -> str:
-    """Header, then body field; otherwise derived from the conversation's start, so a client
-    that resends the whole history every time keeps one session."""
+    """Header, then body field; otherwise derived from the key and the conversation's start,
+    so a client that resends the whole history every time keeps one session, and two keys
+    starting the same conversation never share one."""
     given = header or body.get("session_id")
     if given:
         if not isinstance(given, str) or not _SESSION.fullmatch(given):
@@ -67,5 +77,5 @@ def session_of(
                 "session_id",
             )
         return given
-    seed = "\0".join((workspace, system_prompt(messages), first_user(messages)))
+    seed = "\0".join((principal.key_id, workspace, system_prompt(messages), first_user(messages)))
     return "s-" + hashlib.sha256(seed.encode()).hexdigest()[:24]

@@ -34,19 +34,18 @@ import lzma
 import mimetypes
 import unicodedata
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sparkstack_common.auth import secret_value
 from sparkstack_common.jobs import (
     JOB_STATUSES,
     CompressedSpool,
@@ -56,10 +55,11 @@ from sparkstack_common.jobs import (
     as_uuid,
 )
 from sparkstack_common.queue import JOB_KINDS, IngestQueueConfig, NatsLink, OutboxRelay
-from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 from starlette.requests import ClientDisconnect
 
-from orchestrator.errors import error_dict
+from orchestrator.errors import APIError, request_error
+from orchestrator.gate import Caller, filter_workspace, scoped_workspace
+from orchestrator.keys import Principal
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,79 +96,7 @@ _ARCHIVE_SUFFIXES = (
 )
 
 
-# -- errors -----------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """An error answered in the OpenAI shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        return openai_error(
-            self.status,
-            self.message,
-            type=self.type,
-            param=self.param,
-            code=self.code,
-            headers=self.headers,
-        )
-
-
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    type: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
-    if type is None:
-        type = "server_error" if status >= 500 else "invalid_request_error"
-    return JSONResponse(error_dict(message, type, code, param), status_code=status, headers=headers)
-
-
-class _IngestRoute(APIRoute):
-    """Answers ApiError (from the route or its dependencies) and FastAPI's own validation
-    errors in the OpenAI shape, without needing an app-wide exception handler."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ApiError as exc:
-                return exc.response()
-            except RequestValidationError as exc:
-                first = (exc.errors() or [{}])[0]
-                loc = [str(part) for part in first.get("loc", ())]
-                return openai_error(
-                    400, str(first.get("msg", "invalid request")), param=".".join(loc) or None
-                )
-
-        return guarded
-
-
-router = APIRouter(route_class=_IngestRoute, tags=["ingestion"])
+router = APIRouter(tags=["ingestion"])
 
 
 # -- lifecycle --------------------------------------------------------------------------
@@ -185,7 +113,7 @@ class IngestionService:
         self,
         settings: Settings,
         *,
-        pool: asyncpg.Pool | None = None,
+        pool: asyncpg.Pool,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
@@ -194,11 +122,11 @@ class IngestionService:
             subject_prefix=settings.ingest_subject_prefix,
             duplicate_window=settings.ingest_duplicate_window_seconds,
         )
-        self._owns_pool = pool is None
-        self.pool: asyncpg.Pool | None = pool
-        self.store: JobStore | None = JobStore(pool, self.queue) if pool is not None else None
+        self.pool = pool
+        self.store = JobStore(pool, self.queue)
         self.link = NatsLink(
             settings.nats_url,
+            token=secret_value(settings.nats_token),
             name="orchestrator-ingest",
             reconnect_wait=settings.ingest_nats_reconnect_seconds,
             request_timeout=settings.ingest_publish_timeout_seconds,
@@ -228,26 +156,17 @@ class IngestionService:
         cls,
         settings: Settings,
         *,
-        pool: asyncpg.Pool | None = None,
+        pool: asyncpg.Pool,
         registry: CollectorRegistry | None = None,
     ) -> IngestionService:
-        """Create and start the service (pool, schema if the database answers, NATS link in
-        the background, relay). Never raises because a dependency is down."""
+        """Create and start the service (schema if the database answers, NATS link in the
+        background, relay) over the orchestrator's pool. Never raises because a dependency is
+        down."""
         service = cls(settings, pool=pool, registry=registry)
         await service._start()
         return service
 
     async def _start(self) -> None:
-        if self.pool is None:
-            # min_size=0: no connection is made here, so a database outage cannot fail startup.
-            self.pool = await asyncpg.create_pool(
-                self.settings.postgres_dsn,
-                min_size=0,
-                max_size=self.settings.ingest_db_pool_size,
-                timeout=self.settings.ingest_db_timeout_seconds,
-            )
-            self.store = JobStore(self.pool, self.queue)
-        assert self.store is not None
         try:
             await self.ensure_schema()
         except Exception as exc:
@@ -280,12 +199,6 @@ class IngestionService:
         if self.relay is not None:
             await self.relay.stop()
         await self.link.close()
-        if self._owns_pool and self.pool is not None:
-            try:
-                await asyncio.wait_for(self.pool.close(), timeout=10)
-            except Exception:
-                self.pool.terminate()
-            self.pool = None
 
     async def ensure_schema(self) -> None:
         if self.schema_ready:
@@ -302,13 +215,12 @@ class IngestionService:
         """For ``/ready``: (ok, detail)."""
         try:
             await self.ensure_schema()
-            assert self.pool is not None
             pending = await asyncio.wait_for(
                 self.pool.fetchval("SELECT count(*) FROM ingest_outbox WHERE published_at IS NULL"),
                 self.settings.ingest_db_timeout_seconds,
             )
         except Exception as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, type(exc).__name__
         return True, f"ok, {pending} job message(s) waiting for NATS"
 
     async def check_nats(self) -> tuple[bool, str]:
@@ -328,7 +240,7 @@ def get_ingestion(request: Request) -> IngestionService:
     """The service from ``request.app.state.ingestion`` (503 when the app has none)."""
     service = getattr(request.app.state, "ingestion", None)
     if not isinstance(service, IngestionService):
-        raise ApiError(503, "ingestion is not available", code="ingestion_unavailable")
+        raise request_error(503, "ingestion is not available", code="ingestion_unavailable")
     return service
 
 
@@ -348,9 +260,9 @@ async def get_store(service: IngestionDep) -> JobStore:
 StoreDep = Annotated[JobStore, Depends(get_store)]
 
 
-def _db_unavailable(exc: BaseException) -> ApiError:
+def _db_unavailable(exc: BaseException) -> APIError:
     log.warning("ingestion database unavailable: %s: %s", type(exc).__name__, exc)
-    return ApiError(
+    return request_error(
         503, "the job database is unavailable, try again later", code="database_unavailable"
     )
 
@@ -510,7 +422,7 @@ def validate_codebase_name(name: str) -> str:
         or "\\" in cleaned
         or _clean_text(cleaned) != cleaned
     ):
-        raise ApiError(
+        raise request_error(
             400,
             f"invalid codebase name {name!r}: 1 to {_MAX_NAME} characters, no slashes or "
             "control characters",
@@ -520,12 +432,8 @@ def validate_codebase_name(name: str) -> str:
     return cleaned
 
 
-def _resolve_workspace(form_value: str | None, request: Request) -> str:
-    raw = form_value if form_value else request.headers.get("x-workspace")
-    try:
-        return validate_workspace(raw)
-    except InvalidWorkspace as exc:
-        raise ApiError(400, str(exc), param="workspace", code="invalid_workspace") from None
+def _resolve_workspace(principal: Principal, form_value: str | None, request: Request) -> str:
+    return scoped_workspace(principal, form_value or request.headers.get("x-workspace"))
 
 
 # -- streaming multipart ----------------------------------------------------------------
@@ -543,7 +451,10 @@ class _UploadParser:
     """Callbacks of python-multipart's streaming parser: the ``file`` part goes straight into
     the spool (and the sniffer), the other fields are kept as short strings."""
 
-    def __init__(self, spool: CompressedSpool, sniffer: ArchiveSniffer | None) -> None:
+    def __init__(
+        self, spool: CompressedSpool, sniffer: ArchiveSniffer | None, principal: Principal
+    ) -> None:
+        self.principal = principal
         self.spool = spool
         self.sniffer = sniffer
         self.fields: dict[str, str] = {}
@@ -571,7 +482,7 @@ class _UploadParser:
     def on_part_begin(self) -> None:
         self._parts += 1
         if self._parts > _MAX_PARTS:
-            raise ApiError(400, f"too many form parts (at most {_MAX_PARTS})")
+            raise request_error(400, f"too many form parts (at most {_MAX_PARTS})")
         self._part = _Part()
         self._headers = {}
         self._data = bytearray()
@@ -591,7 +502,7 @@ class _UploadParser:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name")
         if name is None:
-            raise ApiError(400, "a form part has no name in its Content-Disposition")
+            raise request_error(400, "a form part has no name in its Content-Disposition")
         self._part.name = name.decode("utf-8", "replace")
         if b"filename" in options:
             self._part.filename = options[b"filename"].decode("utf-8", "replace")
@@ -600,7 +511,7 @@ class _UploadParser:
             self._part.content_type = ctype.decode("latin-1").strip()
         if self._part.name == "file":
             if self.file_seen:
-                raise ApiError(400, "send exactly one file", param="file")
+                raise request_error(400, "send exactly one file", param="file")
             self.file_seen = True
             self._part.is_file = True
             self.filename = self._part.filename
@@ -613,10 +524,12 @@ class _UploadParser:
             if self.sniffer is not None and not self.sniffer.decided:
                 self.sniffer.feed(chunk)
                 if self.sniffer.decided and self.sniffer.format is None:
-                    raise ApiError(400, self.sniffer.reason, param="file", code="not_an_archive")
+                    raise request_error(
+                        400, self.sniffer.reason, param="file", code="not_an_archive"
+                    )
         else:
             if len(self._data) + len(chunk) > _MAX_FIELD_BYTES:
-                raise ApiError(400, f"form field {self._part.name!r} is too long")
+                raise request_error(400, f"form field {self._part.name!r} is too long")
             self._data += chunk
 
     def on_part_end(self) -> None:
@@ -625,10 +538,7 @@ class _UploadParser:
         value = self._data.decode("utf-8", "replace")
         self.fields[self._part.name] = value
         if self._part.name == "workspace" and value:
-            try:  # refuse early, before the file arrives
-                validate_workspace(value)
-            except InvalidWorkspace as exc:
-                raise ApiError(400, str(exc), param="workspace", code="invalid_workspace") from None
+            scoped_workspace(self.principal, value)  # refuse early, before the file arrives
 
 
 @dataclass
@@ -641,13 +551,13 @@ class _ReceivedUpload:
 
 
 async def _receive(
-    request: Request, *, max_bytes: int, level: int, archive: bool
+    request: Request, principal: Principal, *, max_bytes: int, level: int, archive: bool
 ) -> _ReceivedUpload:
     """Stream the multipart body into a spool. Raises ApiError (the spool is then closed)."""
     content_type = request.headers.get("content-type", "")
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data" or b"boundary" not in params:
-        raise ApiError(
+        raise request_error(
             400,
             "send the file as multipart/form-data (field `file`)",
             code="invalid_content_type",
@@ -657,28 +567,28 @@ async def _receive(
         raise _too_large(max_bytes)
     spool = CompressedSpool(max_bytes=max_bytes, level=level)
     sniffer = ArchiveSniffer() if archive else None
-    handler = _UploadParser(spool, sniffer)
+    handler = _UploadParser(spool, sniffer, principal)
     try:
         parser = MultipartParser(params[b"boundary"], handler.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
         if not handler.file_seen:
-            raise ApiError(400, "no file: send it in the multipart field `file`", param="file")
+            raise request_error(400, "no file: send it in the multipart field `file`", param="file")
         spool.finish()
         fmt = None
         if sniffer is not None:
             fmt = sniffer.finish()
             if fmt is None:
-                raise ApiError(400, sniffer.reason, param="file", code="not_an_archive")
+                raise request_error(400, sniffer.reason, param="file", code="not_an_archive")
         elif spool.size == 0:
-            raise ApiError(400, "the file is empty", param="file", code="empty_file")
+            raise request_error(400, "the file is empty", param="file", code="empty_file")
     except UploadTooLarge:
         spool.close()
         raise _too_large(max_bytes) from None
     except FormParserError as exc:
         spool.close()
-        raise ApiError(400, f"invalid multipart body: {exc}") from None
+        raise request_error(400, f"invalid multipart body: {exc}") from None
     except BaseException:
         spool.close()
         raise
@@ -691,8 +601,8 @@ async def _receive(
     )
 
 
-def _too_large(limit: int) -> ApiError:
-    return ApiError(
+def _too_large(limit: int) -> APIError:
+    return request_error(
         413,
         f"the file is larger than the limit of {limit} bytes",
         param="file",
@@ -707,18 +617,21 @@ def _document_content_type(filename: str, sent: str | None) -> str:
     return guessed or sent or "application/octet-stream"
 
 
-async def _ingest(request: Request, service: IngestionService, kind: str) -> Response:
+async def _ingest(
+    request: Request, service: IngestionService, principal: Principal, kind: str
+) -> Response:
     # Refuse before reading the body when the database cannot take the upload anyway.
     store = await get_store(service)
     settings = service.settings
     try:
         received = await _receive(
             request,
+            principal,
             max_bytes=settings.max_upload_bytes,
             level=settings.ingest_compress_level,
             archive=kind == "codebase",
         )
-    except ApiError:
+    except APIError:
         # The app reads no further. The server discards what the client still sends of the
         # body (no Connection: close: closing with unread data makes the kernel reset the
         # connection, and the client would see a reset instead of this answer).
@@ -728,13 +641,13 @@ async def _ingest(request: Request, service: IngestionService, kind: str) -> Res
         service.count_upload(kind, "disconnected")
         return Response(status_code=499)
     with received.spool as spool:
-        workspace = _resolve_workspace(received.fields.get("workspace"), request)
+        workspace = _resolve_workspace(principal, received.fields.get("workspace"), request)
         codebase = None
         if kind == "codebase":
             filename = received.filename or "codebase"
             raw_name = received.fields.get("name") or codebase_name_from(received.filename)
             if not raw_name:
-                raise ApiError(
+                raise request_error(
                     400,
                     "name the codebase: form field `name`, or a file name to derive it from",
                     param="name",
@@ -784,23 +697,23 @@ async def _ingest(request: Request, service: IngestionService, kind: str) -> Res
 
 
 @router.post("/v1/documents/ingest", status_code=202)
-async def ingest_document(request: Request, service: IngestionDep) -> Response:
+async def ingest_document(request: Request, service: IngestionDep, principal: Caller) -> Response:
     """Multipart ``file`` (+ optional ``workspace`` field, else ``X-Workspace``) -> 202 job."""
-    return await _ingest(request, service, "document")
+    return await _ingest(request, service, principal, "document")
 
 
 @router.post("/v1/codebase/ingest", status_code=202)
-async def ingest_codebase(request: Request, service: IngestionDep) -> Response:
+async def ingest_codebase(request: Request, service: IngestionDep, principal: Caller) -> Response:
     """Multipart ``file`` (tar, tar.gz/tgz, tar.bz2, tar.xz, zip) + optional ``name`` and
     ``workspace`` fields -> 202 job."""
-    return await _ingest(request, service, "codebase")
+    return await _ingest(request, service, principal, "codebase")
 
 
 def _parse_id(raw: str, param: str) -> str:
     try:
         return str(as_uuid(raw))
     except ValueError:
-        raise ApiError(400, f"malformed id {raw!r}", param=param, code="invalid_id") from None
+        raise request_error(400, f"malformed id {raw!r}", param=param, code="invalid_id") from None
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -810,9 +723,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be an integer", param=name) from None
+        raise request_error(400, f"{name} must be an integer", param=name) from None
     if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low} and {high}", param=name)
+        raise request_error(400, f"{name} must be between {low} and {high}", param=name)
     return value
 
 
@@ -821,26 +734,27 @@ def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str 
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise ApiError(400, f"{name} must be one of {', '.join(choices)}", param=name)
+        raise request_error(400, f"{name} must be one of {', '.join(choices)}", param=name)
     return raw
 
 
 @router.get("/v1/jobs")
-async def list_jobs(request: Request, store: StoreDep) -> Response:
-    """Jobs, newest first. Query: workspace, status, kind, codebase, limit (1-500), offset."""
-    raw_workspace = request.query_params.get("workspace")
-    workspace = None
-    if raw_workspace:
-        try:
-            workspace = validate_workspace(raw_workspace)
-        except InvalidWorkspace as exc:
-            raise ApiError(400, str(exc), param="workspace", code="invalid_workspace") from None
+async def list_jobs(request: Request, store: StoreDep, principal: Caller) -> Response:
+    """Jobs in the key's scope, newest first. Query: workspace, status, kind, codebase,
+    limit (1-500), offset."""
+    workspace, scope = filter_workspace(principal, request.query_params.get("workspace"))
     status = _choice_param(request, "status", JOB_STATUSES)
     kind = _choice_param(request, "kind", JOB_KINDS)
     codebase = request.query_params.get("codebase") or None
     limit = _int_param(request, "limit", 50, 1, 500)
     offset = _int_param(request, "offset", 0, 0, 2**31 - 1)
-    filters = {"workspace": workspace, "status": status, "kind": kind, "codebase": codebase}
+    filters = {
+        "workspace": workspace,
+        "status": status,
+        "kind": kind,
+        "codebase": codebase,
+        "workspaces": scope,
+    }
     try:
         jobs = await store.list_jobs(**filters, limit=limit, offset=offset)
         total = await store.count_jobs(**filters)
@@ -859,15 +773,15 @@ async def list_jobs(request: Request, store: StoreDep) -> Response:
 
 
 @router.get("/v1/jobs/{job_id}")
-async def get_job(job_id: str, store: StoreDep) -> Response:
+async def get_job(job_id: str, store: StoreDep, principal: Caller) -> Response:
     """One job: status, attempts, progress, error(s), result, timestamps."""
     uid = _parse_id(job_id, "job_id")
     try:
         job = await store.get_job(uid)
     except _DB_ERRORS as exc:
         raise _db_unavailable(exc) from None
-    if job is None:
-        raise ApiError(404, f"no job {uid}", param="job_id", code="job_not_found")
+    if job is None or not principal.allows(job.workspace):
+        raise request_error(404, f"no job {uid}", param="job_id", code="job_not_found")
     return JSONResponse(job.to_dict())
 
 
@@ -878,16 +792,16 @@ def _content_disposition(filename: str) -> str:
 
 
 @router.get("/v1/documents/{upload_id}/download")
-async def download(upload_id: str, store: StoreDep) -> Response:
+async def download(upload_id: str, store: StoreDep, principal: Caller) -> Response:
     """The uploaded bytes as sent (documents and codebase archives), streamed."""
     uid = _parse_id(upload_id, "upload_id")
     try:
         upload = await store.get_upload(uid)
-        if upload is None:
+        if upload is None or not principal.allows(upload.workspace):
             raise UploadNotFound(uid)
         pieces = await store.iter_upload(uid)
     except UploadNotFound:
-        raise ApiError(404, f"no upload {uid}", param="upload_id", code="not_found") from None
+        raise request_error(404, f"no upload {uid}", param="upload_id", code="not_found") from None
     except _DB_ERRORS as exc:
         raise _db_unavailable(exc) from None
     headers = {
@@ -903,6 +817,5 @@ __all__ = [
     "IngestionService",
     "get_ingestion",
     "get_store",
-    "openai_error",
     "router",
 ]

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from .asgi import header, read_body, send_response, wait_for_disconnect
 from .errors import APIError, error_body
+from .gate import principal_of
 from .identity import session_of, text_of, workspace_of
 from .memory_api import ChatCall, MemoryContext, MemoryService
 from .metrics import Metrics
@@ -67,9 +68,12 @@ class Proxy:
                     "invalid_request",
                     "messages",
                 )
+            principal = principal_of(scope)
             route = self.router.chat(data.get("model"), bool(data.get("tools")))
-            workspace = workspace_of(data, header(scope, b"x-workspace"), messages)
-            session = session_of(data, header(scope, b"x-session-id"), workspace, messages)
+            workspace = workspace_of(data, header(scope, b"x-workspace"), messages, principal)
+            session = session_of(
+                data, header(scope, b"x-session-id"), workspace, messages, principal
+            )
         except APIError as exc:
             self.metrics.requests.labels("chat", str(exc.status)).inc()
             await send_response(send, exc.status, exc.body())

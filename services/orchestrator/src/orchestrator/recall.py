@@ -297,17 +297,24 @@ class RecallStore:
         return _session(row) if row else None
 
     async def sessions(
-        self, workspace: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        workspace: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        workspaces: Sequence[str] | None = None,
     ) -> list[SessionInfo]:
-        """Sessions, most recently seen first, of one workspace or all."""
+        """Sessions, most recently seen first, of one workspace or all (``workspaces``: only
+        those of a key's scope)."""
         rows = await self.pool.fetch(
             """
             SELECT * FROM sessions WHERE ($1::text IS NULL OR workspace = $1)
+              AND ($4::text[] IS NULL OR workspace = ANY($4::text[]))
             ORDER BY last_seen_at DESC, id LIMIT $2 OFFSET $3
             """,
             workspace,
             limit,
             offset,
+            None if workspaces is None else list(workspaces),
         )
         return [_session(r) for r in rows]
 

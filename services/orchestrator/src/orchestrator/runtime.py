@@ -10,10 +10,13 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+from sparkstack_common.auth import auth_headers, redact_url, secret_value
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.embeddings import Embedder
+from sparkstack_common.migrations import migrate
 
 from .archive import ArchiveClient
+from .keys import Keyring, KeyStore
 from .memory import Memory
 from .metrics import Metrics
 from .promotion import Promoter, Summarizer
@@ -32,25 +35,49 @@ class Runtime:
     http: httpx.AsyncClient
     redis: aioredis.Redis | None = None
     pool: asyncpg.Pool | None = None
+    keyring: Keyring | None = None
     working: WorkingMemory | None = None
     recall: RecallStore | None = None
     archive: ArchiveClient | None = None
     promoter: Promoter | None = None
     memory: Memory | None = None
     ingestion: Any = None
+    rag_headers: dict[str, str] = field(default_factory=dict, repr=False)
     _schema_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         s = self.settings
-        self.archive = ArchiveClient(self.http, s.rag_server_url)
-        if not s.memory_enabled:
-            return
-        self.redis = redis_client(s.redis_url)
-        self.working = WorkingMemory(self.redis, s.working_ttl_seconds, s.working_max_messages)
-        # min_size=0: the orchestrator starts (and answers) while PostgreSQL is down
+        rag_key = secret_value(s.rag_server_api_key)
+        if rag_key is None:
+            log.warning(
+                "ORCHESTRATOR_RAG_SERVER_API_KEY is not set: rag-server will refuse archival "
+                "lookups and workspace listings"
+            )
+        self.rag_headers = auth_headers(rag_key)
+        self.archive = ArchiveClient(self.http, s.rag_server_url, rag_key)
+        # One pool for keys, recall and ingestion. min_size=0: the orchestrator starts (and
+        # answers what it can) while PostgreSQL is down.
         self.pool = await asyncpg.create_pool(
-            s.postgres_dsn, min_size=0, max_size=10, command_timeout=10
+            s.postgres_dsn,
+            password=secret_value(s.postgres_password),
+            min_size=0,
+            max_size=s.postgres_pool_size,
+            command_timeout=10,
+            timeout=s.postgres_timeout_seconds,
         )
+        self.keyring = Keyring(
+            KeyStore(self.pool), secret_value(s.admin_key), cache_seconds=s.key_cache_seconds
+        )
+        self.keyring.start()
+        if s.memory_enabled:
+            self._start_memory()
+        self._schema_task = asyncio.create_task(self._ensure_schema())
+
+    def _start_memory(self) -> None:
+        s = self.settings
+        assert self.pool is not None and self.archive is not None
+        self.redis = redis_client(s.redis_url, password=secret_value(s.redis_password))
+        self.working = WorkingMemory(self.redis, s.working_ttl_seconds, s.working_max_messages)
         self.recall = RecallStore(self.pool, s.embedding_dim)
         embed_model = self.catalog.role("embed").tag
         extract_model = self.catalog.role("extract").tag
@@ -81,18 +108,21 @@ class Runtime:
             self.metrics,
             promote=self.promoter.maybe_promote,
         )
-        self._schema_task = asyncio.create_task(self._ensure_schema())
 
     async def _ensure_schema(self) -> None:
         """Retried until PostgreSQL answers: memory degrades meanwhile, requests go on."""
-        assert self.recall is not None
+        assert self.pool is not None
         delay = 0.5
         while True:
             try:
-                await self.recall.ensure_schema()
+                await migrate(self.pool)
+                assert self.keyring is not None
+                self.keyring.schema_ready.set()
+                if self.recall is not None:
+                    await self.recall.ensure_schema()
                 return
             except Exception as exc:
-                log.warning("recall schema not ready (%s: %s); retrying", type(exc).__name__, exc)
+                log.warning("database schema not ready (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
 
@@ -101,6 +131,8 @@ class Runtime:
             await self.ingestion.close()
         if self._schema_task is not None:
             self._schema_task.cancel()
+        if self.keyring is not None:
+            await self.keyring.close()
         if self.memory is not None:
             await self.memory.drain()
         if self.promoter is not None:
@@ -112,22 +144,22 @@ class Runtime:
 
     async def workspace_sources(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
-        if self.pool is not None:
+        if self.pool is not None and self.recall is not None:
             try:
                 rows = await self.pool.fetch("SELECT DISTINCT workspace FROM sessions")
                 found["sessions"] = {r["workspace"] for r in rows}
             except Exception as exc:
                 log.warning("workspaces from sessions: %s", exc)
-        if self.ingestion is not None:
+        if self.pool is not None and self.ingestion is not None:
             try:
-                rows = await self.ingestion.store.pool.fetch(
-                    "SELECT DISTINCT workspace FROM ingest_jobs"
-                )
+                rows = await self.pool.fetch("SELECT DISTINCT workspace FROM ingest_jobs")
                 found["jobs"] = {r["workspace"] for r in rows}
             except Exception as exc:
                 log.warning("workspaces from jobs: %s", exc)
         try:
-            r = await self.http.get(f"{self.settings.rag_server_url}/workspaces", timeout=3)
+            r = await self.http.get(
+                f"{self.settings.rag_server_url}/workspaces", headers=self.rag_headers, timeout=3
+            )
             if r.status_code == 200:
                 found["rag-server"] = {w["name"] for w in r.json().get("workspaces", [])}
         except httpx.HTTPError as exc:
@@ -146,7 +178,7 @@ class Runtime:
 
     async def check_postgres(self) -> tuple[bool, str]:
         if self.pool is None:
-            return True, "memory disabled"
+            return False, "not started"
         try:
             await self.pool.fetchval("SELECT 1", timeout=2)
             return True, "reachable"
@@ -163,6 +195,6 @@ class Runtime:
     async def check_backend(self, url: str) -> tuple[bool, str]:
         try:
             r = await self.http.get(f"{url}/models", timeout=2)
-            return r.status_code < 500, f"{url} answered {r.status_code}"
+            return r.status_code < 500, f"{redact_url(url)} answered {r.status_code}"
         except httpx.HTTPError as exc:
-            return False, f"{url} unreachable: {type(exc).__name__}"
+            return False, f"{redact_url(url)} unreachable: {type(exc).__name__}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,13 +22,30 @@ class Settings(BaseSettings):
     # time to the first byte of the backend's answer (a long generation may take minutes)
     backend_timeout: float = 600.0
 
+    # Credentials travel apart from the addresses, so an address can be printed in a log line
+    # or a readiness detail without giving anything away.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: SecretStr | None = None
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    postgres_password: SecretStr | None = None
+    # one pool serves keys, recall and ingestion
+    postgres_pool_size: int = Field(10, ge=1)
+    postgres_timeout_seconds: float = Field(5.0, gt=0)
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_token: SecretStr | None = None
     rag_server_url: str = "http://127.0.0.1:9621"
+    rag_server_api_key: SecretStr | None = None
 
-    # comma-separated bearer keys; empty: no authentication
-    api_keys: str = ""
+    # The bootstrap admin key (the cluster's Secret, or the file `sparkstack up` generates);
+    # scoped keys are created with it (`sparkstack keys create`) and live in PostgreSQL.
+    admin_key: SecretStr | None = None
+    # a revoked key stops working within this time on every replica
+    key_cache_seconds: float = Field(0.5, ge=0, le=5)
+    # Host header values answered (comma-separated; "*" for any): loopback names by default,
+    # so a web page cannot reach the API through DNS rebinding
+    allowed_hosts: str = "127.0.0.1,localhost,[::1]"
+    # browser origins allowed to call the API (comma-separated); empty: no CORS headers at all
+    cors_origins: str = ""
 
     # memory
     memory_enabled: bool = True
@@ -60,5 +77,4 @@ class Settings(BaseSettings):
     ingest_relay_interval_seconds: float = Field(2.0, gt=0)
     ingest_publish_timeout_seconds: float = Field(2.0, gt=0)
     ingest_nats_reconnect_seconds: float = Field(1.0, gt=0)
-    ingest_db_pool_size: int = Field(5, ge=1)
     ingest_db_timeout_seconds: float = Field(5.0, gt=0)

@@ -28,12 +28,13 @@ class WorkingMemoryUnavailable(RuntimeError):
     """Redis could not be reached or did not answer in time (the tier is skipped)."""
 
 
-def redis_client(url: str, timeout: float = 1.0) -> aioredis.Redis:
+def redis_client(url: str, timeout: float = 1.0, password: str | None = None) -> aioredis.Redis:
     """A Redis client that fails fast: connect and socket timeouts of ``timeout`` seconds and
     one immediate retry (it replaces a connection that a Redis restart broke), instead of
     redis-py's default of ten retries with back-off."""
     return aioredis.Redis.from_url(
         url,
+        password=password,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 1),

@@ -18,11 +18,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
 from lightrag.utils import compute_mdhash_id
+from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .instances import (
+    ConfigurationError,
     InstanceFactory,
     check_environment,
     clear_query_cache,
@@ -64,13 +66,6 @@ def workspace_of(
         )
     except InvalidWorkspace as exc:
         raise HTTPException(400, str(exc)) from exc
-
-
-def check_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
-    if key and request.url.path != "/health":
-        if request.headers.get("authorization") != f"Bearer {key}":
-            raise HTTPException(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
 
 
 async def existing_workspace(
@@ -124,7 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry: WorkspaceRegistry = (
                 FileRegistry(settings.data_dir / "workspaces.json")
                 if settings.profile == "local"
-                else PostgresRegistry(settings.postgres_dsn or "")
+                else PostgresRegistry(
+                    settings.postgres_dsn or "", secret_value(settings.postgres_password)
+                )
             )
             await registry.start()
             runtime = RagRuntime(
@@ -142,12 +139,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await runtime.drain()
                 await registry.close()
 
-    app = FastAPI(
-        title="rag-server",
-        version="0.1.0",
-        lifespan=lifespan,
-        dependencies=[Depends(check_api_key)],
-    )
+    api_key = secret_value(settings.api_key)
+    if api_key is None:
+        raise ConfigurationError("RAG_SERVER_API_KEY is not set: rag-server needs its key")
+    app = FastAPI(title="rag-server", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(ServiceKeyAuth, key=api_key)
     app.state.settings = settings
 
     @app.exception_handler(RequestValidationError)

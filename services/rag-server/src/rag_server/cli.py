@@ -17,4 +17,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         default_port=settings.port,
         default_host=settings.host,
         argv=argv,
+        required={"RAG_SERVER_API_KEY": settings.api_key},
     )

@@ -14,6 +14,7 @@ from lightrag import LightRAG
 from lightrag.kg.shared_storage import initialize_pipeline_status, initialize_share_data
 from lightrag.utils import EmbeddingFunc, Tokenizer
 from sparkstack_common import tokens
+from sparkstack_common.auth import secret_value
 
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .settings import Settings
@@ -112,13 +113,15 @@ def export_storage_environment(settings: Settings) -> None:
             "POSTGRES_DATABASE": (url.path or "/postgres").lstrip("/") or "postgres",
         }
         # LightRAG insists the variable exists; empty means no password (trust or peer auth)
-        values["POSTGRES_PASSWORD"] = unquote(url.password or "")
+        values["POSTGRES_PASSWORD"] = secret_value(settings.postgres_password) or unquote(
+            url.password or ""
+        )
         os.environ.update(values)
     if settings.neo4j_uri:
         os.environ["NEO4J_URI"] = settings.neo4j_uri
         os.environ["NEO4J_USERNAME"] = settings.neo4j_user
-        if settings.neo4j_password:
-            os.environ["NEO4J_PASSWORD"] = settings.neo4j_password
+        if password := secret_value(settings.neo4j_password):
+            os.environ["NEO4J_PASSWORD"] = password
 
 
 def initialize_limits(settings: Settings) -> None:

@@ -62,12 +62,15 @@ class FileRegistry:
 
 
 class PostgresRegistry:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, password: str | None = None) -> None:
         self.dsn = dsn
+        self.password = password
         self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+        self._pool = await asyncpg.create_pool(
+            self.dsn, password=self.password, min_size=1, max_size=2
+        )
         await self._pool.execute(
             "CREATE TABLE IF NOT EXISTS rag_server_workspaces ("
             " name text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["local", "postgres", "cluster"]
@@ -21,10 +21,11 @@ class Settings(BaseSettings):
     # cluster: PostgreSQL + Neo4j graph
     profile: Profile = "local"
     data_dir: Path = Path("./rag-data")
-    postgres_dsn: str | None = None  # postgresql://user:password@host:port/database
+    postgres_dsn: str | None = None  # postgresql://user@host:port/database
+    postgres_password: SecretStr | None = None  # apart from the DSN, which may be printed
     neo4j_uri: str | None = None
     neo4j_user: str = "neo4j"
-    neo4j_password: str | None = None
+    neo4j_password: SecretStr | None = None
 
     # backends, all through the OpenAI protocol
     llm_base_url: str = "http://127.0.0.1:11434/v1"
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
     # structure-aware chunks arrive whole
     chunk_token_size: int = Field(4000, ge=100)
     default_workspace: str = "default"
-    api_key: str | None = None  # when set, every route but /health needs "Bearer <key>"
+    # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required:
+    # the cluster's Secret provides it, `sparkstack up` generates it)
+    api_key: SecretStr | None = None
     # LightRAG logs several lines per query at INFO; document progress is in track_status
     lightrag_log_level: str = "WARNING"

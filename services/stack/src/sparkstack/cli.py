@@ -17,6 +17,8 @@ import httpx
 from . import config as cfg
 from .infra import InfraError
 from .ingest import ingest
+from .keys import manage_keys
+from .secrets import admin_key, load_existing, load_or_create, secrets_dir
 from .stack import ORDER, components, infrastructure, read_state, running_pid, write_state
 from .supervisor import StartError, Supervisor, probe
 
@@ -32,8 +34,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         return detach(config, args)
     started = time.monotonic()
-    infra = infrastructure(config)
-    supervisor = Supervisor(components(config, infra))
+    keys = load_or_create(config.data_dir)
+    infra = infrastructure(config, keys)
+    supervisor = Supervisor(components(config, infra, keys))
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -68,12 +71,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def banner(config: cfg.StackConfig, seconds: float) -> None:
     api = config.url("orchestrator")
+    key_file = secrets_dir(config.data_dir) / "admin.key"
     print(
         f"\nsparkstack is up in {seconds:.1f}s; data in {config.data_dir}\n"
         f"  OpenAI-compatible API : {api}/v1   (models: qwen3-coder, deepseek-r1, ...)\n"
-        f"  openai client         : OpenAI(base_url='{api}/v1', api_key='unused')\n"
+        f"  API key (admin)       : export SPARKSTACK_API_KEY=$(uv run sparkstack keys admin)"
+        f"   (kept in {key_file}, mode 0600)\n"
+        f"  openai client         : OpenAI(base_url='{api}/v1', "
+        f"api_key=os.environ['SPARKSTACK_API_KEY'])\n"
         f"  OpenCode              : provider npm '@ai-sdk/openai-compatible', "
-        f"options.baseURL '{api}/v1'\n"
+        f"options.baseURL '{api}/v1', options.apiKey '{{env:SPARKSTACK_API_KEY}}'\n"
+        f"  a key for one workspace: uv run sparkstack keys create --name NAME --workspace WS\n"
         f"  ingest a codebase     : uv run sparkstack ingest PATH --workspace NAME\n"
         f"  backends              : "
         + ", ".join(f"{r}={u}" for r, u in config.backends.items())
@@ -156,9 +164,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f" ({state.get('status', 'unknown')}); data in {config.data_dir}"
     )
     urls = state.get("urls") or {name: config.url(name) for name in ORDER}
+    probe_keys = _probe_keys(config)
     healthy = True
     for name in ORDER:
-        s = probe(urls[name])
+        s = probe(urls[name], probe_keys.get(name))
         if s["ready"]:
             text = "ready"
         elif s.get("up") and s.get("only_backends"):
@@ -188,17 +197,65 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _probe_keys(config: cfg.StackConfig) -> dict[str, str]:
+    """Each component's own key, so status shows why a check fails (when this user can read
+    the keys; otherwise the probes say only what is ok)."""
+    try:
+        keys = load_existing(config.data_dir)
+    except OSError:
+        return {}
+    if keys is None:
+        return {}
+    return {
+        "rag-server": keys.rag_server_key,
+        "code-preprocessor": keys.preprocessor_key,
+        "orchestrator": keys.admin_key,
+    }
+
+
+def _api(config: cfg.StackConfig) -> str:
+    state = read_state(config) or {}
+    return (state.get("urls") or {}).get("orchestrator") or config.url("orchestrator")
+
+
+def _client_key(config: cfg.StackConfig) -> str | None:
+    """SPARKSTACK_API_KEY when set (a scoped key, or another stack's), else the local admin
+    key from the data dir."""
+    return os.environ.get("SPARKSTACK_API_KEY") or admin_key(config.data_dir)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = cfg.load(args)
-    state = read_state(config) or {}
-    api = (state.get("urls") or {}).get("orchestrator") or config.url("orchestrator")
     return ingest(
-        api,
+        _api(config),
         Path(args.path),
         args.workspace,
         args.name,
-        api_key=os.environ.get("SPARKSTACK_API_KEY"),
+        api_key=_client_key(config),
     )
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    if args.keys_command == "admin":
+        key = admin_key(config.data_dir)
+        if key is None:
+            print(
+                f"sparkstack: no admin key in {config.data_dir} yet (`sparkstack up` creates it)",
+                file=sys.stderr,
+            )
+            return 1
+        print(key)
+        return 0
+    key = _client_key(config)
+    if key is None:
+        print(
+            "sparkstack: no key to manage keys with: set SPARKSTACK_API_KEY or run "
+            "`sparkstack up` once",
+            file=sys.stderr,
+        )
+        return 1
+    return manage_keys(_api(config), key, args)
 
 
 def cmd_infra(args: argparse.Namespace) -> int:
@@ -253,5 +310,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("infra", help="only the embedded PostgreSQL, Valkey and NATS").set_defaults(
         func=cmd_infra
     )
+
+    keys = sub.add_parser("keys", help="API keys scoped to workspaces (needs an admin key)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser(
+        "create", help="a new key; printed once, as the last line of the output"
+    )
+    create.add_argument("--name", required=True, help="unique among active keys")
+    create.add_argument(
+        "--workspace",
+        action="append",
+        default=[],
+        dest="workspaces",
+        help="a workspace the key may use (repeat for several)",
+    )
+    create.add_argument("--admin", action="store_true", help="every workspace, and keys")
+    keys_sub.add_parser("list", help="active keys (--all: revoked ones too)").add_argument(
+        "--all", action="store_true", help="include revoked keys"
+    )
+    keys_sub.add_parser("revoke", help="revoke a key by name (within a second)").add_argument(
+        "name"
+    )
+    keys_sub.add_parser("admin", help="print the local stack's admin key")
+    keys.set_defaults(func=cmd_keys)
     args = parser.parse_args(argv)
     raise SystemExit(args.func(args))

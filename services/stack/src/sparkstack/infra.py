@@ -73,6 +73,13 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
+def _private_file(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (created that way, never widened)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def _pid_alive(pid: int, binary_name: str) -> bool:
     try:
         os.kill(pid, 0)
@@ -484,8 +491,14 @@ def _require_reachable(binary: Path) -> None:
 
 
 @dataclass
+@dataclass
 class ValkeyServer(EmbeddedServer):
-    """Valkey (Redis protocol) with an append-only file, so data survives a restart."""
+    """Valkey (Redis protocol) with an append-only file, so data survives a restart.
+
+    With ``password``, clients must AUTH; it goes into a config file readable only by its
+    owner, never onto the command line (which every local user can read in /proc)."""
+
+    password: str | None = field(default=None, repr=False)
 
     name: ClassVar[str] = "valkey"
     binary_name: ClassVar[str] = "valkey-server"
@@ -498,6 +511,9 @@ class ValkeyServer(EmbeddedServer):
         return self.data_dir / "valkey.pid"
 
     def _command(self) -> list[str]:
+        return self._command_with_auth()
+
+    def _command_base(self) -> list[str]:
         return [
             str(valkey_server_binary()),
             "--bind",
@@ -516,9 +532,26 @@ class ValkeyServer(EmbeddedServer):
             "",
         ]
 
+    def _prepare(self) -> None:
+        conf = self.data_dir / "auth.conf"
+        conf.unlink(missing_ok=True)
+        if self.password:
+            _private_file(conf, f'requirepass "{self.password}"\n')
+
+    def _command_with_auth(self) -> list[str]:
+        command = self._command_base()
+        conf = self.data_dir / "auth.conf"
+        # a config file first: valkey-server [configfile] [options]
+        return [command[0], str(conf), *command[1:]] if self.password else command
+
     def _probe(self) -> bool:
         # "-LOADING" while the AOF is replayed; only "+PONG" means commands are served.
         with socket.create_connection((self.host, self.port), timeout=_PROBE_TIMEOUT) as sock:
+            if self.password:
+                secret = self.password.encode()
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                if _recv_line(sock) != b"+OK":
+                    return False
             sock.sendall(b"PING\r\n")
             return _recv_line(sock) == b"+PONG"
 
@@ -528,6 +561,8 @@ class NatsServer(EmbeddedServer):
     """NATS with JetStream, file storage under the data dir."""
 
     server_name: str = "sparkstack"
+    # clients must present it; kept in a config file only its owner reads
+    token: str | None = field(default=None, repr=False)
 
     name: ClassVar[str] = "nats"
     binary_name: ClassVar[str] = "nats-server"
@@ -553,7 +588,14 @@ class NatsServer(EmbeddedServer):
             str(self.data_dir),
             "-P",
             str(self._pid_file()),
+            *(["-c", str(self.data_dir / "auth.conf")] if self.token else []),
         ]
+
+    def _prepare(self) -> None:
+        conf = self.data_dir / "auth.conf"
+        conf.unlink(missing_ok=True)
+        if self.token:
+            _private_file(conf, "authorization {\n  token: " + json.dumps(self.token) + "\n}\n")
 
     def _probe(self) -> bool:
         # An open client port does not prove JetStream is enabled and answering; its API does.
@@ -561,8 +603,11 @@ class NatsServer(EmbeddedServer):
             line = _recv_line(sock)
             if not line.startswith(b"INFO ") or not json.loads(line[5:]).get("jetstream"):
                 return False
+            connect: dict[str, Any] = {"verbose": False, "pedantic": False}
+            if self.token:
+                connect["auth_token"] = self.token
             sock.sendall(
-                b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+                b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
                 b"SUB _probe.reply 1\r\n"
                 b"PUB $JS.API.INFO _probe.reply 0\r\n\r\n"
             )
@@ -589,13 +634,17 @@ class EmbeddedInfra:
         valkey_port: int = 0,
         nats_port: int = 0,
         postgres_fsync: bool = True,
+        valkey_password: str | None = None,
+        nats_token: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.postgres = PostgresServer(
             self.data_dir / "postgres", port=postgres_port, fsync=postgres_fsync
         )
-        self.valkey = ValkeyServer(self.data_dir / "valkey", port=valkey_port)
-        self.nats = NatsServer(self.data_dir / "nats", port=nats_port)
+        self.valkey = ValkeyServer(
+            self.data_dir / "valkey", port=valkey_port, password=valkey_password
+        )
+        self.nats = NatsServer(self.data_dir / "nats", port=nats_port, token=nats_token)
 
     @property
     def servers(self) -> tuple[PostgresServer, ValkeyServer, NatsServer]:

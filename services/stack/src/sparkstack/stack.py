@@ -9,21 +9,24 @@ from pathlib import Path
 
 from .config import StackConfig
 from .infra import EmbeddedInfra
+from .secrets import StackSecrets
 from .supervisor import Component
 
 ORDER = ("rag-server", "code-preprocessor", "ingest-worker", "orchestrator")
 
 
-def infrastructure(config: StackConfig) -> EmbeddedInfra:
+def infrastructure(config: StackConfig, keys: StackSecrets | None = None) -> EmbeddedInfra:
     return EmbeddedInfra(
         config.data_dir / "infra",
         postgres_port=config.ports.postgres,
         valkey_port=config.ports.valkey,
         nats_port=config.ports.nats,
+        valkey_password=keys.valkey_password if keys else None,
+        nats_token=keys.nats_token if keys else None,
     )
 
 
-def components(config: StackConfig, infra: EmbeddedInfra) -> list[Component]:
+def components(config: StackConfig, infra: EmbeddedInfra, keys: StackSecrets) -> list[Component]:
     p = config.ports
     b = config.backends
     host = config.host
@@ -37,23 +40,29 @@ def components(config: StackConfig, infra: EmbeddedInfra) -> list[Component]:
         "RAG_SERVER_PORT": str(p.rag_server),
         "RAG_SERVER_PROFILE": "local",
         "RAG_SERVER_DATA_DIR": str(config.data_dir / "rag"),
+        "RAG_SERVER_API_KEY": keys.rag_server_key,
         "RAG_SERVER_LLM_BASE_URL": b["extract"],
         "RAG_SERVER_EMBED_BASE_URL": b["embed"],
     }
     if config.rerank_url:
         rag_env["RAG_SERVER_RERANK_BASE_URL"] = config.rerank_url
     return [
-        Component("rag-server", run("rag_server"), rag_env, config.url("rag-server")),
+        Component(
+            "rag-server", run("rag_server"), rag_env, config.url("rag-server"), keys.rag_server_key
+        ),
         Component(
             "code-preprocessor",
             run("code_preprocessor"),
             {
                 "CODE_PREPROCESSOR_HOST": host,
                 "CODE_PREPROCESSOR_PORT": str(p.code_preprocessor),
+                "CODE_PREPROCESSOR_API_KEY": keys.preprocessor_key,
                 "CODE_PREPROCESSOR_RAG_SERVER_URL": config.url("rag-server"),
+                "CODE_PREPROCESSOR_RAG_SERVER_API_KEY": keys.rag_server_key,
                 "CODE_PREPROCESSOR_WORKERS": str(min(2, os.cpu_count() or 1)),
             },
             config.url("code-preprocessor"),
+            keys.preprocessor_key,
         ),
         Component(
             "ingest-worker",
@@ -62,9 +71,12 @@ def components(config: StackConfig, infra: EmbeddedInfra) -> list[Component]:
                 "INGEST_WORKER_HOST": host,
                 "INGEST_WORKER_METRICS_PORT": str(p.ingest_worker),
                 "INGEST_WORKER_NATS_URL": infra.nats_url,
+                "INGEST_WORKER_NATS_TOKEN": keys.nats_token,
                 "INGEST_WORKER_POSTGRES_DSN": infra.postgres_dsn,
                 "INGEST_WORKER_PREPROCESSOR_URL": config.url("code-preprocessor"),
+                "INGEST_WORKER_PREPROCESSOR_API_KEY": keys.preprocessor_key,
                 "INGEST_WORKER_RAG_SERVER_URL": config.url("rag-server"),
+                "INGEST_WORKER_RAG_SERVER_API_KEY": keys.rag_server_key,
             },
             config.url("ingest-worker"),
         ),
@@ -76,11 +88,16 @@ def components(config: StackConfig, infra: EmbeddedInfra) -> list[Component]:
                 "ORCHESTRATOR_PORT": str(p.orchestrator),
                 **{f"ORCHESTRATOR_{role.upper()}_URL": url for role, url in b.items()},
                 "ORCHESTRATOR_REDIS_URL": infra.redis_url,
+                "ORCHESTRATOR_REDIS_PASSWORD": keys.valkey_password,
                 "ORCHESTRATOR_POSTGRES_DSN": infra.postgres_dsn,
                 "ORCHESTRATOR_NATS_URL": infra.nats_url,
+                "ORCHESTRATOR_NATS_TOKEN": keys.nats_token,
                 "ORCHESTRATOR_RAG_SERVER_URL": config.url("rag-server"),
+                "ORCHESTRATOR_RAG_SERVER_API_KEY": keys.rag_server_key,
+                "ORCHESTRATOR_ADMIN_KEY": keys.admin_key,
             },
             config.url("orchestrator"),
+            keys.admin_key,
         ),
     ]
 

@@ -42,6 +42,7 @@ class Component:
     argv: list[str]
     env: dict[str, str]
     url: str  # serves /health and /ready
+    key: str | None = None  # shown the details of /ready
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_restart: float = 0.0
@@ -94,7 +95,7 @@ class Supervisor:
                 raise StartError("stopped while starting")
             if component.proc is None or component.proc.poll() is not None:
                 raise StartError(f"{component.name} exited during start-up (see its log above)")
-            state = probe(component.url)
+            state = probe(component.url, component.key)
             if state["ready"]:
                 return
             down = state.get("backends_down")
@@ -145,8 +146,9 @@ class Supervisor:
                 proc.wait()
 
 
-def probe(url: str, timeout: float = 2.0) -> dict:
-    """A component's state from its /health and /ready."""
+def probe(url: str, key: str | None = None, timeout: float = 2.0) -> dict:
+    """A component's state from its /health and /ready (with details when ``key`` is the
+    component's own key)."""
     try:
         health = httpx.get(f"{url}/health", timeout=timeout)
     except httpx.HTTPError as exc:
@@ -154,7 +156,8 @@ def probe(url: str, timeout: float = 2.0) -> dict:
     if health.status_code != 200:
         return {"ready": False, "up": False, "detail": f"/health {health.status_code}"}
     try:
-        ready = httpx.get(f"{url}/ready", timeout=timeout + 3)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        ready = httpx.get(f"{url}/ready", headers=headers, timeout=timeout + 3)
         body = ready.json()
     except (httpx.HTTPError, ValueError) as exc:
         return {"ready": False, "up": True, "detail": type(exc).__name__}
