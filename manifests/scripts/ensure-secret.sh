@@ -9,13 +9,13 @@
 #
 # KUBECTL names the kubectl binary (default: kubectl). Read a value back with
 #   kubectl -n graphrag get secret sparkstack-credentials \
-#     -o jsonpath='{.data.orchestrator-api-key}' | base64 -d
+#     -o jsonpath='{.data.orchestrator-admin-key}' | base64 -d
 set -euo pipefail
 
 NAMESPACE=graphrag
 SECRET=sparkstack-credentials
 # every key a manifest reads through secretKeyRef (tests check both directions)
-KEYS=(postgres-password neo4j-password redis-password nats-token orchestrator-api-key)
+KEYS=(postgres-password neo4j-password redis-password nats-token orchestrator-admin-key rag-server-api-key code-preprocessor-api-key)
 
 kubectl_cmd=("${KUBECTL:-kubectl}" "$@")
 k() { "${kubectl_cmd[@]}" "$@"; }

@@ -14,8 +14,8 @@ from host_setup.steps import STEP_NAMES, build_steps
 STEPS_IN_ORDER = [
     "preflight", "kernel-modules", "sysctls", "swap", "base-packages", "containerd",
     "nvidia-runtime", "cni-plugins", "kubernetes-repo", "kubernetes-packages", "kubeadm-init",
-    "kubeconfig", "flannel", "untaint", "helm", "gpu-operator", "storage", "cert-manager",
-    "kserve", "app-secret", "gpu-sharing", "opencode",
+    "kubeconfig", "flannel", "network-policies", "untaint", "helm", "gpu-operator", "storage",
+    "cert-manager", "kserve", "app-secret", "gpu-sharing", "opencode",
 ]  # fmt: skip
 
 
@@ -296,7 +296,8 @@ def test_opencode_config_keeps_the_users_other_settings() -> None:
     runner.apply(host, build_steps(settings), quiet)
     cfg = json.loads(host.files[path])
     assert cfg["theme"] == "dark" and "mine" in cfg["provider"]
-    assert {"sparkstack", "sparkstack-coding", "sparkstack-reasoning"} <= set(cfg["provider"])
+    assert set(cfg["provider"]) == {"mine", "sparkstack"}  # the door, with a key
+    assert cfg["provider"]["sparkstack"]["options"]["apiKey"] == "{env:SPARKSTACK_API_KEY}"
     assert host.owners[path] == "spark:"
 
 
@@ -328,7 +329,7 @@ def test_cli_plan_apply_verify_reset(capsys) -> None:
     host = ScriptedHost()
     assert cli.main(["plan"], host=host) == 0
     assert host.changes == []
-    assert "21 step(s) to apply" in capsys.readouterr().out
+    assert "22 step(s) to apply" in capsys.readouterr().out
     assert cli.main(["apply", "--dry-run"], host=host) == 0 and host.changes == []
 
     assert cli.main(["verify"], host=host) == 1

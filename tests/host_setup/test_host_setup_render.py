@@ -261,9 +261,25 @@ def test_gpu_share_pods_take_one_slice_each() -> None:
 
 
 # OpenCode ---------------------------------------------------------------------------------
-def test_opencode_providers_follow_the_catalog() -> None:
+def test_opencode_talks_to_the_orchestrator_with_a_key_by_default() -> None:
     catalog = Catalog.load()
-    cfg = json.loads(render.render_opencode_config(None))
+    existing = json.dumps(
+        {"provider": {"sparkstack-coding": {"options": {"baseURL": "http://x:31434/v1"}}}}
+    )
+    cfg = json.loads(render.render_opencode_config(existing))
+    assert set(cfg["provider"]) == {"sparkstack"}  # the old direct provider is gone
+    door = cfg["provider"]["sparkstack"]
+    assert door["options"] == {
+        "baseURL": "http://127.0.0.1:31800/v1",
+        "apiKey": "{env:SPARKSTACK_API_KEY}",
+    }
+    coding, reasoning = catalog.role("coding"), catalog.role("reasoning")
+    assert set(door["models"]) == {coding.name, reasoning.name}
+
+
+def test_opencode_direct_providers_only_when_asked() -> None:
+    catalog = Catalog.load()
+    cfg = json.loads(render.render_opencode_config(None, direct_models=True))
     providers = cfg["provider"]
     ports = {
         "sparkstack-coding": 31434,

@@ -52,15 +52,12 @@ GPU_VISIBLE_MEMORY = "128Gi"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TIME_SLICES = 5
 
-NODE_PORTS = {
+# One door: the orchestrator is the only Service reachable from outside the cluster.
+NODE_PORTS = {("graphrag", "orchestrator", 8100): 31800}
+# what components/direct-models opens on top (opt-in, unauthenticated)
+DIRECT_MODEL_NODE_PORTS = {
     ("llm-serving", "ollama-coding", 11434): 31434,
     ("llm-serving", "ollama-reasoning", 11434): 31435,
-    ("graphrag", "orchestrator", 8100): 31800,
-    ("graphrag", "rag-server", 9621): 31436,
-    ("graphrag", "neo4j-browser", 7474): 31474,
-    # the browser page speaks Bolt from the user's machine: Bolt needs a NodePort as well
-    ("graphrag", "neo4j-browser", 7687): 31687,
-    ("graphrag", "code-preprocessor", 8090): 31490,
 }
 STORAGE_CLASSES = {"models": "longhorn-models", "data": "longhorn"}
 KEEP_ANNOTATION = ("tilt.dev/down-policy", "keep")

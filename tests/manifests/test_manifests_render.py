@@ -39,6 +39,7 @@ ALLOWED_KINDS = {
     "Deployment",
     "Job",
     "InferenceService",
+    "NetworkPolicy",
 }
 MODEL_SERVING = {
     "ollama-coding",

@@ -306,7 +306,6 @@ def test_sessions_api_lists_shows_and_deletes(orchestrator: str, redis_url: str)
     assert httpx.delete(f"{orchestrator}/v1/sessions/{session}", headers=AUTH).status_code == 404
 
 
-
 def test_stopped_dependencies_degrade_memory_not_the_answer(
     orchestrator: str, infra: EmbeddedInfra, fake: FakeLLM
 ) -> None:

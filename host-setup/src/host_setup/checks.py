@@ -70,6 +70,8 @@ class Settings:
     advertise_address: str | None = None
     node_name: str | None = None
     endpoint_host: str = "127.0.0.1"  # where OpenCode reaches the NodePorts
+    # OpenCode providers for the opt-in, unauthenticated direct model ports too
+    direct_models: bool = False
     min_free_gb: int = 100
     # the Secret's generator, run on the target (default: this checkout's)
     ensure_secret_script: str | None = field(default_factory=render.find_ensure_secret)
@@ -484,6 +486,20 @@ def flannel(host: Host, s: Settings) -> Status:
     return ok(f"Flannel {versions.FLANNEL_VERSION}")
 
 
+def network_policies(host: Host, s: Settings) -> Status:
+    ds = kube_json(host, "daemonset", "kube-network-policies", "--namespace", "kube-system")
+    want = versions.KUBE_NETWORK_POLICIES_VERSION
+    if ds is None:
+        return fail("kube-network-policies not installed: NetworkPolicies are not enforced")
+    images = [c.get("image", "") for c in ds["spec"]["template"]["spec"].get("containers", [])]
+    if not any(i.endswith(":" + want) for i in images):
+        return fail(f"kube-network-policies is {images}, want {want}")
+    st = ds.get("status", {})
+    if st.get("numberReady", 0) < max(1, st.get("desiredNumberScheduled", 1)):
+        return fail("kube-network-policies pods not ready: NetworkPolicies are not enforced")
+    return ok(f"kube-network-policies {want} enforces NetworkPolicies")
+
+
 def no_control_plane_taint(host: Host, s: Settings) -> Status:
     items = nodes(host)
     if not items:
@@ -719,9 +735,11 @@ def opencode_config(host: Host, s: Settings) -> Status:
         providers = json.loads(text).get("provider") or {}
     except (json.JSONDecodeError, AttributeError):
         return fail(f"{path} is not JSON")
-    want = render.render_opencode_providers(s.endpoint_host)
+    want = render.render_opencode_providers(s.endpoint_host, direct_models=s.direct_models)
     if any(providers.get(k) != v for k, v in want.items()):
         return fail(f"{path} lacks the sparkstack providers")
+    if not s.direct_models and any(f"sparkstack-{r}" in providers for r in ("coding", "reasoning")):
+        return fail(f"{path} still points at the direct (unauthenticated) model ports")
     return ok(f"{path}")
 
 

@@ -46,6 +46,12 @@ def common_options() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="host OpenCode uses to reach the NodePorts (default %(default)s)",
     )
+    p.add_argument(
+        "--direct-models",
+        action="store_true",
+        help="also give OpenCode the coding and reasoning models directly (needs the opt-in, "
+        "unauthenticated manifests/components/direct-models)",
+    )
     p.add_argument("--min-free-gb", type=int, default=100, help="preflight disk space floor")
     p.add_argument(
         "--secret-script",
@@ -113,6 +119,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         advertise_address=args.advertise_address,
         node_name=args.node_name,
         endpoint_host=args.endpoint_host,
+        direct_models=args.direct_models,
         min_free_gb=args.min_free_gb,
         ensure_secret_script=args.secret_script or render.find_ensure_secret(),
     )

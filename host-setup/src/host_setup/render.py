@@ -396,6 +396,8 @@ def dump_objects(objs: Iterable[dict[str, Any]]) -> str:
 
 # OpenCode -------------------------------------------------------------------------------
 OPENCODE_MIN_CONTEXT = 65536
+# the orchestrator is the one door; the direct model ports exist only with the opt-in
+# manifests/components/direct-models (unauthenticated)
 NODEPORTS = {"coding": 31434, "reasoning": 31435, "orchestrator": 31800}
 
 
@@ -413,9 +415,10 @@ def catalog_text() -> str:
 
 
 def render_opencode_providers(
-    endpoint_host: str = "127.0.0.1", catalog: str | None = None
+    endpoint_host: str = "127.0.0.1", catalog: str | None = None, direct_models: bool = False
 ) -> dict[str, Any]:
-    """OpenCode providers for the coding and reasoning Ollamas and the orchestrator.
+    """OpenCode's provider for the orchestrator (key from ``SPARKSTACK_API_KEY``), plus, with
+    ``direct_models``, the coding and reasoning Ollamas on the opt-in NodePorts.
 
     Model ids come from the catalog: Ollama serves tags (the reasoning model's tools-enabled
     alias, since OpenCode relies on tool calls), the orchestrator routes by catalog name.
@@ -437,12 +440,12 @@ def render_opencode_providers(
         return f"http://{endpoint_host}:{port}/v1"
 
     providers: dict[str, Any] = {}
-    for role in ("coding", "reasoning"):
+    for role in ("coding", "reasoning") if direct_models else ():
         m = models[role]
         tag = m.get("tools_tag") or m["tag"]
         providers[f"sparkstack-{role}"] = {
             "npm": "@ai-sdk/openai-compatible",
-            "name": f"sparkstack {role} (Ollama on the Spark)",
+            "name": f"sparkstack {role} (Ollama on the Spark, direct, no key)",
             "options": {"baseURL": base(NODEPORTS[role])},
             "models": {tag: entry(role)},
         }
@@ -458,7 +461,9 @@ def render_opencode_providers(
     return providers
 
 
-def render_opencode_config(existing: str | None, endpoint_host: str = "127.0.0.1") -> str:
+def render_opencode_config(
+    existing: str | None, endpoint_host: str = "127.0.0.1", direct_models: bool = False
+) -> str:
     """The user's opencode.json with sparkstack's providers set, everything else kept."""
     cfg: dict[str, Any] = {}
     if existing:
@@ -469,7 +474,10 @@ def render_opencode_config(existing: str | None, endpoint_host: str = "127.0.0.1
             cfg = {}
     cfg.setdefault("$schema", "https://opencode.ai/config.json")
     providers = dict(cfg.get("provider") or {})
-    ours = render_opencode_providers(endpoint_host)
+    ours = render_opencode_providers(endpoint_host, direct_models=direct_models)
+    if not direct_models:  # a config written before the direct ports were opt-in
+        for role in ("coding", "reasoning"):
+            providers.pop(f"sparkstack-{role}", None)
     providers.update(ours)
     cfg["provider"] = providers
     if "model" not in cfg:

@@ -139,6 +139,8 @@ def reset(host: Host, settings: Settings, *, purge: bool = False, out: Out = pri
         host.remove(kubeconfig)
     for link in ("cni0", "flannel.1"):
         host.run(["ip", "link", "delete", link], check=False)
+    # kube-network-policies' rules live in the host's nftables, not in a pod
+    host.run(["nft", "delete", "table", "inet", "kube-network-policies"], check=False)
     for d in settings.data_dirs:
         if purge and host.exists(d):
             out(f"purge {d}")

@@ -920,6 +920,16 @@ class ScriptedHost(Host):
                     f"ghcr.io/flannel-io/flannel:{versions.FLANNEL_VERSION}",
                 ),
             ]
+        if url == versions.KUBE_NETWORK_POLICIES_MANIFEST_URL:
+            return [
+                render.namespace("kube-system"),
+                _daemonset(
+                    "kube-system",
+                    "kube-network-policies",
+                    "registry.k8s.io/networking/kube-network-policies:"
+                    + versions.KUBE_NETWORK_POLICIES_VERSION,
+                ),
+            ]
         if url == versions.LOCAL_PATH_PROVISIONER_URL:
             return [
                 render.namespace("local-path-storage"),

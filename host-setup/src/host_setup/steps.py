@@ -447,6 +447,16 @@ class Flannel(Step, probe=checks.flannel):
         rollout_status(host, "daemonset/kube-flannel-ds", "kube-flannel")
 
 
+class NetworkPolicies(Step, probe=checks.network_policies):
+    name = "network-policies"
+    summary = f"kube-network-policies {versions.KUBE_NETWORK_POLICIES_VERSION} (enforcement)"
+    action = f"kubectl apply -f {versions.KUBE_NETWORK_POLICIES_MANIFEST_URL}"
+
+    def apply(self, host):
+        kubectl(host, "apply", "-f", versions.KUBE_NETWORK_POLICIES_MANIFEST_URL)
+        rollout_status(host, "daemonset/kube-network-policies", "kube-system")
+
+
 class Untaint(Step, probe=checks.no_control_plane_taint):
     name = "untaint"
     summary = "workloads may run on the control plane"
@@ -651,12 +661,14 @@ class GpuSharing(Step, probe=checks.gpu_sharing_validated):
 
 class OpenCode(Step, probe=checks.opencode_config):
     name = "opencode"
-    summary = "OpenCode providers for coding, reasoning and the orchestrator"
+    summary = "OpenCode provider for the orchestrator (key from SPARKSTACK_API_KEY)"
     action = "write sparkstack providers into the user's opencode.json"
 
     def apply(self, host):
         user, path = checks.opencode_path(host, self.s)
-        text = render.render_opencode_config(host.read_file(path), self.s.endpoint_host)
+        text = render.render_opencode_config(
+            host.read_file(path), self.s.endpoint_host, direct_models=self.s.direct_models
+        )
         home = host.user_home(user)
         for d in (f"{home}/.config", f"{home}/.config/opencode"):
             if not host.exists(d):
@@ -714,6 +726,7 @@ CLUSTER_STEPS = (
     KubeadmInit,
     Kubeconfig,
     Flannel,
+    NetworkPolicies,
     Untaint,
     Helm,
     GpuOperator,

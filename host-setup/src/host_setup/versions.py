@@ -26,6 +26,15 @@ FLANNEL_MANIFEST_URL = (
     f"https://github.com/flannel-io/flannel/releases/download/{FLANNEL_VERSION}/kube-flannel.yml"
 )
 
+# Flannel does not enforce NetworkPolicy. kube-network-policies (Kubernetes SIG Network's
+# implementation: nftables + NFQUEUE, works beside any CNI, multi-arch images) does. The manifest
+# at the v1.1.1 tag still names the v1.1.0 image; the commit that bumped it is pinned instead.
+KUBE_NETWORK_POLICIES_VERSION = "v1.1.1"
+KUBE_NETWORK_POLICIES_MANIFEST_URL = (
+    "https://raw.githubusercontent.com/kubernetes-sigs/kube-network-policies/"
+    "ee995c5d716873969f9adc0f8239e08aab0e69a0/install.yaml"
+)
+
 HELM_VERSION = "v3.19.0"
 HELM_URL = "https://get.helm.sh/helm-{version}-linux-{arch}.tar.gz"
 
