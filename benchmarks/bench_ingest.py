@@ -29,7 +29,14 @@ from fake_llm import create_fake_llm  # noqa: E402
 from sparkstack.infra import EmbeddedInfra  # noqa: E402
 from sparkstack_common.jobs import JobStore  # noqa: E402
 from sparkstack_common.queue import MSG_ID_HEADER, IngestQueueConfig, ensure_stream  # noqa: E402
-from support import free_port, rag_server, serve_asgi, serve_process  # noqa: E402
+from support import (  # noqa: E402
+    PREPROCESSOR_KEY,
+    RAG_KEY,
+    free_port,
+    rag_server,
+    serve_asgi,
+    serve_process,
+)
 
 
 def archive(n: int) -> bytes:
@@ -103,6 +110,8 @@ def main() -> None:
                 {
                     "CODE_PREPROCESSOR_PORT": str(port),
                     "CODE_PREPROCESSOR_RAG_SERVER_URL": rag,
+                    "CODE_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
+                    "CODE_PREPROCESSOR_RAG_SERVER_API_KEY": RAG_KEY,
                     "CODE_PREPROCESSOR_WORKERS": "2",
                 },
                 port,
@@ -119,6 +128,8 @@ def main() -> None:
                     "INGEST_WORKER_POSTGRES_DSN": infra.postgres_dsn,
                     "INGEST_WORKER_PREPROCESSOR_URL": pre,
                     "INGEST_WORKER_RAG_SERVER_URL": rag,
+                    "INGEST_WORKER_RAG_SERVER_API_KEY": RAG_KEY,
+                    "INGEST_WORKER_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
                     "INGEST_WORKER_METRICS_PORT": str(metrics),
                     "INGEST_WORKER_BATCH_FILES": "100",
                 },

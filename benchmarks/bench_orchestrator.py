@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
-from support import free_port, serve_process  # noqa: E402
+from support import ADMIN_KEY, RAG_KEY, bearer, free_port, serve_process  # noqa: E402
+
+AUTH = bearer(ADMIN_KEY)
 
 BODY = {"model": "qwen3-coder", "messages": [{"role": "user", "content": "say ok"}]}
 
@@ -43,7 +45,7 @@ async def latencies(
     url: str, body: dict, n: int, headers: dict | None = None, distinct: bool = False
 ) -> list[float]:
     out = []
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
         for _ in range(10):  # warm the connections
             await client.post(url, json=body, headers=headers)
         for i in range(n):
@@ -57,7 +59,7 @@ async def latencies(
 async def ttft(url: str, body: dict, n: int) -> list[float]:
     out = []
     stream_body = {**body, "stream": True}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
         for _ in range(n):
             start = time.perf_counter()
             async with client.stream("POST", url, json=stream_body) as r:
@@ -69,7 +71,7 @@ async def ttft(url: str, body: dict, n: int) -> list[float]:
 
 async def burst(url: str, body: dict, n: int, distinct: bool = False) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=AUTH) as client:
         await asyncio.gather(*(client.post(url, json=body) for _ in range(8)))
         times: list[float] = []
 
@@ -119,7 +121,12 @@ def main() -> None:
         argv += ["--log-level", "warning"]
 
         port = free_port()
-        env = {**urls, "ORCHESTRATOR_PORT": str(port), "ORCHESTRATOR_MEMORY_ENABLED": "false"}
+        env = {
+            **urls,
+            "ORCHESTRATOR_PORT": str(port),
+            "ORCHESTRATOR_MEMORY_ENABLED": "false",
+            "ORCHESTRATOR_ADMIN_KEY": ADMIN_KEY,
+        }
         plain = stack.enter_context(serve_process(argv, env, port, data / "orch-plain.log"))
         to_backend = f"{backend}/v1/chat/completions"
         to_plain = f"{plain}/v1/chat/completions"
@@ -179,7 +186,7 @@ def memory_stack(data: Path, argv: list[str], urls: dict[str, str], backend: str
             texts = [f"The OkService{i} says ok to clients." for i in range(20)]
             httpx.post(
                 f"{rag}/documents/texts",
-                headers={"LIGHTRAG-WORKSPACE": "bench"},
+                headers={"LIGHTRAG-WORKSPACE": "bench", **bearer(RAG_KEY)},
                 json={"texts": texts, "file_sources": [f"d{i}.md" for i in range(20)]},
                 timeout=60,
             )
@@ -192,6 +199,8 @@ def memory_stack(data: Path, argv: list[str], urls: dict[str, str], backend: str
                 "ORCHESTRATOR_POSTGRES_DSN": infra.postgres_dsn,
                 "ORCHESTRATOR_NATS_URL": infra.nats_url,
                 "ORCHESTRATOR_RAG_SERVER_URL": rag,
+                "ORCHESTRATOR_RAG_SERVER_API_KEY": RAG_KEY,
+                "ORCHESTRATOR_ADMIN_KEY": ADMIN_KEY,
                 **{k: v for k, v in os.environ.items() if k.startswith("ORCHESTRATOR_")},
             }
             with serve_process(argv, env, port, data / "orch-memory.log") as url:

@@ -26,7 +26,7 @@ from rag_server.backends import ChatBackend, EmbeddingBackend  # noqa: E402
 from rag_server.instances import InstanceFactory, export_storage_environment, initialize_limits  # noqa: E402
 from rag_server.settings import Settings  # noqa: E402
 from sparkstack.infra import EmbeddedInfra  # noqa: E402
-from support import free_port, serve_asgi, serve_process  # noqa: E402
+from support import RAG_KEY, bearer, free_port, serve_asgi, serve_process  # noqa: E402
 
 WORDS = [
     "Atlas",
@@ -84,7 +84,7 @@ async def creation_times(fake_url: str, dsn: str, data: Path, n: int) -> dict[st
 
 async def query_latency(url: str, docs: int, queries: int) -> dict[str, tuple[float, float]]:
     headers = {"LIGHTRAG-WORKSPACE": "bench"}
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers=bearer(RAG_KEY)) as client:
         texts = corpus(docs)
         r = await client.post(
             "/documents/texts",
@@ -135,6 +135,7 @@ def main() -> None:
             "RAG_SERVER_DATA_DIR": str(data / "server"),
             "RAG_SERVER_LLM_BASE_URL": f"{fake_url}/v1",
             "RAG_SERVER_EMBED_BASE_URL": f"{fake_url}/v1",
+            "RAG_SERVER_API_KEY": RAG_KEY,
         }
         argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
         (data / "server").mkdir()
