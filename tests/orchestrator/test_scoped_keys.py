@@ -144,7 +144,9 @@ def same_404(a: httpx.Response, b: httpx.Response, own_id: str, other_id: str) -
     assert ea["message"].replace(own_id, "ID") == eb["message"].replace(other_id, "ID")
 
 
-def test_each_key_sees_and_touches_only_its_workspace(api: str, fake: FakeLLM) -> None:
+def test_each_key_sees_and_touches_only_its_workspace(
+    api: str, fake: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
     key_a = create_key(api, unique("alice"), ["ws-a"])
     key_b = create_key(api, unique("bob"), ["ws-b"])
     owned: dict[str, dict[str, str]] = {}
@@ -240,6 +242,10 @@ def test_each_key_sees_and_touches_only_its_workspace(api: str, fake: FakeLLM) -
     }
     names = {w["name"] for w in get(api, ADMIN_KEY, "/v1/workspaces").json()["data"]}
     assert {"ws-a", "ws-b"} <= names
+    # nothing the orchestrator logged along the way names a key
+    assert caplog.records is not None
+    for secret in (ADMIN_KEY, RAG_KEY, key_a, key_b):
+        assert secret not in caplog.text
 
 
 def test_a_revoked_key_is_refused_within_a_second_on_every_replica(api: str, replica: str) -> None:
