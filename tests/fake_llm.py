@@ -759,6 +759,7 @@ class FakeLLM:
         """Forget recorded requests, counters, disconnects and the concurrency peak."""
         with self._lock:
             self._requests: list[dict[str, Any]] = []
+            self._markers: dict[str, set[str]] = {}
             self.counts: Counter[str] = Counter()
             self.reply_kinds: Counter[str] = Counter()
             self.disconnects: list[dict[str, Any]] = []
@@ -890,11 +891,27 @@ class FakeLLM:
                 _Fault(status, None, message or f"fake LLM is down ({status})")
             )
 
+    def fail_when(self, marker: str, *, kind: str = "chat") -> None:
+        """Every request of ``kind`` whose body mentions ``marker`` fails with a 500 until
+        :meth:`recover` (one poisoned document among healthy ones)."""
+        self._check_kind(kind)
+        with self._lock:
+            self._markers.setdefault(kind, set()).add(marker)
+
+    def _content_fault(self, kind: str, body: Any) -> str | None:
+        with self._lock:
+            markers = set(self._markers.get(kind, ()))
+        if not markers:
+            return None
+        text = json.dumps(body)
+        return next((m for m in markers if m in text), None)
+
     def recover(self, kind: str | None = None) -> None:
         """Drop pending/persistent faults (and stream breaks) for ``kind`` or all kinds."""
         with self._lock:
             for k in [kind] if kind else KINDS:
                 self._faults[k].clear()
+                self._markers.pop(k, None)
             if kind in (None, "chat"):
                 self._stream_breaks.clear()
 
@@ -1326,6 +1343,10 @@ class FakeLLM:
         if not isinstance(body, dict):
             rec["status"] = 400
             return self._error(protocol, 400, "request body must be a JSON object")
+        marker = self._content_fault(kind, body)
+        if marker is not None:
+            rec["status"] = 500
+            return self._error(protocol, 500, f"fake LLM refuses requests mentioning {marker!r}")
         fault = self._take_fault(kind)
         if fault is not None:
             rec["status"] = fault.status

@@ -20,24 +20,39 @@ import nats
 import pytest
 from code_preprocessor.app import create_app as preprocessor_app
 from code_preprocessor.settings import Settings as PreprocessorSettings
-from fake_llm import create_fake_llm
-from sparkstack_common.jobs import JobStore
-from sparkstack_common.queue import MSG_ID_HEADER, IngestQueueConfig, encode_payload
+from fake_llm import FakeLLM, create_fake_llm
+from sparkstack_common.ingestion.contract import MSG_ID_HEADER, QueueSettings, encode_payload
+from sparkstack_common.ingestion.nats import ensure_stream
+from sparkstack_common.ingestion.store import FINISHED_STATUSES, JobStore, OutboxEntry
 from support import PREPROCESSOR_KEY, RAG_KEY, free_port, fresh_database, rag_server, serve_asgi
 
 
 @pytest.fixture(scope="module")
-def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def rag_llm() -> Iterator[tuple[FakeLLM, str]]:
+    """The fake LLM behind the module's rag-server (extraction faults are injected here)."""
     fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
-    with (
-        serve_asgi(fake.app) as fake_url,
-        rag_server(fake_url, tmp_path_factory.mktemp("worker-rag"), llm_concurrency=2) as url,
-    ):
-        yield url
+    with serve_asgi(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def extraction(rag_llm: tuple[FakeLLM, str]) -> Iterator[FakeLLM]:
+    rag_llm[0].recover()
+    yield rag_llm[0]
+    rag_llm[0].recover()
+    rag_llm[0].set_delay(0.0, kind="all")
 
 
 @pytest.fixture(scope="module")
-def preprocessor(rag: str) -> Iterator[str]:
+def rag(rag_llm: tuple[FakeLLM, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """rag-server with the local profile: it does not depend on the PostgreSQL the outage test
+    stops (in the cluster they share one; the worker's patience covers that)."""
+    with rag_server(rag_llm[1], tmp_path_factory.mktemp("worker-rag"), llm_concurrency=2) as url:
+        yield url
+
+
+@contextmanager
+def preprocessor_for(rag: str) -> Iterator[str]:
     settings = PreprocessorSettings(
         workers=1,
         rag_server_url=rag,
@@ -46,6 +61,12 @@ def preprocessor(rag: str) -> Iterator[str]:
         rag_server_api_key=RAG_KEY,
     )
     with serve_asgi(preprocessor_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def preprocessor(rag: str) -> Iterator[str]:
+    with preprocessor_for(rag) as url:
         yield url
 
 
@@ -59,7 +80,7 @@ class Harness:
     """Submits jobs the way the orchestrator does (job, upload and outbox in one transaction,
     published after the commit) and reads their state."""
 
-    def __init__(self, dsn: str, nats_url: str, queue: IngestQueueConfig) -> None:
+    def __init__(self, dsn: str, nats_url: str, queue: QueueSettings) -> None:
         self.dsn = dsn
         self.nats_url = nats_url
         self.queue = queue
@@ -87,8 +108,28 @@ class Harness:
             data=data,
             codebase=codebase,
         )
-        await self.publish_raw(encode_payload(job_payload(job)), job.id)
+        await self.publish_outbox(job.id)
         return job.id
+
+    async def publish_outbox(self, job_id: str) -> None:
+        """What the orchestrator's relay does: publish the job's outbox row, mark it published
+        (with the stream sequence the reaper looks up)."""
+        assert self.store is not None
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, self.queue)
+
+            async def publish(entry: OutboxEntry) -> Any:
+                return await js.publish(
+                    entry.subject,
+                    encode_payload(entry.payload),
+                    headers={MSG_ID_HEADER: entry.msg_id},
+                )
+
+            await self.store.publish_outbox(publish, job_id=job_id)
+        finally:
+            await nc.close()
 
     async def publish_raw(
         self, payload: bytes, msg_id: str | None = None, kind: str = "codebase"
@@ -96,8 +137,6 @@ class Harness:
         nc = await nats.connect(self.nats_url)
         try:
             js = nc.jetstream()
-            from sparkstack_common.queue import ensure_stream
-
             await ensure_stream(js, self.queue)
             headers = {MSG_ID_HEADER: msg_id} if msg_id else None
             await js.publish(self.queue.subject(kind), payload, headers=headers)
@@ -108,10 +147,22 @@ class Harness:
         assert self.store is not None
         return await self.store.get_job(job_id)
 
+    async def until(self, job_id: str, predicate: Any, within: float = 120.0) -> Any:
+        """The job, once ``predicate(job)`` holds."""
+        import asyncio
+
+        deadline = time.monotonic() + within
+        while True:
+            job = await self.job(job_id)
+            if job is not None and predicate(job):
+                return job
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.05)
+
     async def wait(
         self,
         job_id: str,
-        statuses: tuple[str, ...] = ("completed", "failed"),
+        statuses: tuple[str, ...] = FINISHED_STATUSES,
         within: float = 120.0,
     ) -> Any:
         import asyncio
@@ -140,7 +191,12 @@ def job_payload(job: Any) -> dict[str, str]:
 @pytest.fixture
 async def harness(worker_dsn: str, nats_url: str) -> AsyncIterator[Harness]:
     tag = uuid.uuid4().hex[:8]
-    queue = IngestQueueConfig(stream=f"INGEST_{tag}", subject_prefix=f"ingest_{tag}")
+    queue = QueueSettings(
+        stream=f"INGEST_{tag}",
+        subject_prefix=f"ingest_{tag}",
+        consumer=f"worker-{tag}",
+        ack_wait_seconds=5,
+    )
     h = Harness(worker_dsn, nats_url, queue)
     await h.open()
     yield h
@@ -195,8 +251,16 @@ class WorkerProcess:
 
 @contextmanager
 def worker_process(
-    harness: Harness, preprocessor: str, rag: str, tmp: Path, **settings: Any
+    harness: Harness,
+    preprocessor: str,
+    rag: str,
+    tmp: Path,
+    queue: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[WorkerProcess]:
+    """A worker process on the harness's queue; ``queue`` and ``limits`` override the shared
+    ``SPARKSTACK_INGEST_*`` settings, the rest ``INGEST_WORKER_*``."""
     values = {
         "nats_url": harness.nats_url,
         "postgres_dsn": harness.dsn,
@@ -205,15 +269,16 @@ def worker_process(
         "rag_server_url": rag,
         "rag_server_api_key": RAG_KEY,
         "metrics_port": free_port(),
-        "stream": harness.queue.stream,
-        "subject_prefix": harness.queue.subject_prefix,
-        "consumer": f"worker-{harness.queue.stream.lower()}",
-        "ack_wait_seconds": 5,
         "heartbeat_seconds": 1,
+        "lease_seconds": 5,
         "call_backoff_seconds": 0.2,
+        "watch_interval_seconds": 0.2,
+        "reaper_interval_seconds": 1,
         **settings,
     }
+    shared = {**harness.queue.model_dump(), **(queue or {}), **(limits or {})}
     env = {f"INGEST_WORKER_{k.upper()}": str(v) for k, v in values.items()}
+    env |= {f"SPARKSTACK_INGEST_{k.upper()}": str(v) for k, v in shared.items()}
     worker = WorkerProcess(env, tmp / f"worker-{uuid.uuid4().hex[:6]}.log")
     worker.start()
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from archive_builders import device, gzip_bomb, hardlink, symlink, tar_bytes, zip_bomb, zip_bytes
-from ingest_worker.archives import ArchiveRejected, Limits, unpack
+from ingest_worker.archives import ArchiveRejected, unpack
+from sparkstack_common.ingestion.contract import IngestLimits as Limits
 
 SOURCE = {
     "proj/app/main.py": b"def main():\n    return 1\n",
@@ -93,10 +94,45 @@ def test_gzip_bomb_is_refused_by_counting_bytes() -> None:
         unpack(gzip_bomb(), Limits(max_file_bytes=2 << 20))
 
 
-def test_ten_thousand_tiny_files_are_refused() -> None:
+def test_more_files_than_the_limit_are_refused_naming_the_setting() -> None:
     data = tar_bytes({f"f/{i}.py": b"x=1\n" for i in range(10_000)})
-    with pytest.raises(ArchiveRejected, match="more than 2000 files"):
-        unpack(data)
+    with pytest.raises(
+        ArchiveRejected, match=r"more than 2000 files \(SPARKSTACK_INGEST_MAX_FILES\)"
+    ):
+        unpack(data, Limits(max_files=2000))
+    assert len(unpack(data).files) == 10_000  # the default fits real repositories
+
+
+def test_real_codebase_sizes_fit_the_defaults() -> None:
+    limits = Limits()
+    assert limits.max_files >= 100_000 and limits.max_total_bytes >= 2 << 30
+
+
+def test_a_zip_with_too_many_entries_is_refused_before_its_directory_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import zipfile
+
+    data = zip_bytes({f"e/{i}": b"" for i in range(3000)})
+
+    def no_directory_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the central directory was parsed")
+
+    monkeypatch.setattr(zipfile, "ZipFile", no_directory_parsing)
+    with pytest.raises(ArchiveRejected, match=r"3000 entries, more than 1000"):
+        unpack(data, Limits(max_entries=1000))
+
+
+def test_zip64_end_record_is_read() -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as archive:
+        for i in range(70_000):  # more than 65,535 entries: zip64 end records
+            archive.writestr(f"d{i // 1000}/f{i}.txt", b"")
+    with pytest.raises(ArchiveRejected, match=r"70000 entries"):
+        unpack(buf.getvalue(), Limits(max_entries=60_000))
 
 
 @pytest.mark.parametrize(

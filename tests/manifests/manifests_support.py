@@ -65,18 +65,6 @@ RETAIN_LABEL = "sparkstack/retain"
 ROLE_LABEL = "sparkstack/model-role"
 NAME_LABEL = "app.kubernetes.io/name"
 
-# env vars the ingest-worker will read (its package does not exist yet; once it does, its
-# Settings class is used instead, like every other service's)
-INGEST_WORKER_ENV = {
-    "INGEST_WORKER_NATS_URL",
-    "INGEST_WORKER_POSTGRES_DSN",
-    "INGEST_WORKER_PREPROCESSOR_URL",
-    "INGEST_WORKER_RAG_SERVER_URL",
-    "INGEST_WORKER_CONCURRENCY",
-    "INGEST_WORKER_METRICS_PORT",
-}
-
-
 class RenderError(RuntimeError):
     pass
 

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from manifests_support import (
-    INGEST_WORKER_ENV,
     MANIFESTS,
     ROLE_LABEL,
     app_image,
@@ -152,11 +151,7 @@ def settings_env(name: str) -> tuple[str, set[str], dict[str, Any]]:
     """(prefix, the env var names the service reads, its defaults) from its Settings class."""
     module = services_json()["services"][name]["module"]
     prefix = module.upper() + "_"
-    try:
-        settings = importlib.import_module(f"{module}.settings").Settings
-    except ModuleNotFoundError:
-        assert name == "ingest-worker", f"{module}.settings is missing"
-        return prefix, set(INGEST_WORKER_ENV), {"port": services_json()["services"][name]["port"]}
+    settings = importlib.import_module(f"{module}.settings").Settings
     assert settings.model_config.get("env_prefix", "").upper() == prefix
     fields = settings.model_fields
     return (

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import tarfile
 import time
 import tracemalloc
@@ -27,35 +28,37 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from orchestrator.app import create_app
-from orchestrator.ingestion import ArchiveSniffer, looks_like_tar
+from orchestrator.ingest.sniffing import ArchiveSniffer, looks_like_tar
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
-from sparkstack_common.jobs import (
-    INITIAL_PROGRESS,
-    MAX_SKIPPED,
-    CompressedSpool,
-    JobStore,
-    UploadNotFound,
-    UploadTooLarge,
-)
-from sparkstack_common.queue import (
+from sparkstack_common.ingestion.contract import (
     MSG_ID_HEADER,
+    IngestLimits,
     IngestMessage,
-    IngestQueueConfig,
     InvalidMessage,
-    NatsLink,
-    OutboxRelay,
-    QueueConfigError,
+    QueueSettings,
     encode_payload,
+)
+from sparkstack_common.ingestion.nats import (
+    NatsLink,
+    QueueConfigError,
     ensure_consumer,
     ensure_stream,
+)
+from sparkstack_common.ingestion.outbox import OutboxRelay
+from sparkstack_common.ingestion.spool import CompressedSpool, UploadTooLarge
+from sparkstack_common.ingestion.store import (
+    MAX_LISTED,
+    JobStore,
+    UploadNotFound,
+    initial_progress,
 )
 from support import ADMIN_KEY, bearer, free_port, fresh_database, serve_asgi
 
 AUTH = bearer(ADMIN_KEY)
 
 SUFFIX = uuid.uuid4().hex[:8]
-QUEUE = IngestQueueConfig(stream=f"INGEST_T{SUFFIX}", subject_prefix=f"t{SUFFIX}.ingest")
+QUEUE = QueueSettings(stream=f"INGEST_T{SUFFIX}", subject_prefix=f"t{SUFFIX}.ingest")
 LIMIT = 60 * 1024 * 1024
 
 
@@ -73,9 +76,8 @@ def make_settings(dsn: str, nats_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "postgres_dsn": dsn,
         "nats_url": nats_url,
-        "max_upload_bytes": LIMIT,
-        "ingest_stream": QUEUE.stream,
-        "ingest_subject_prefix": QUEUE.subject_prefix,
+        "ingest_limits": IngestLimits(max_upload_bytes=LIMIT),
+        "queue": QUEUE,
         "ingest_relay_interval_seconds": 0.5,
         "ingest_nats_reconnect_seconds": 0.25,
         "ingest_publish_timeout_seconds": 2.0,
@@ -83,6 +85,8 @@ def make_settings(dsn: str, nats_url: str, **overrides: Any) -> Settings:
         "memory_enabled": False,
         "admin_key": ADMIN_KEY,
     }
+    if "max_upload_bytes" in overrides:
+        values["ingest_limits"] = IngestLimits(max_upload_bytes=overrides.pop("max_upload_bytes"))
     values.update(overrides)
     return Settings(**values)
 
@@ -326,7 +330,7 @@ async def test_document_upload_creates_job_and_exactly_one_message(
     job = await store.get_job(body["job_id"])
     assert job is not None and job.status == "queued" and job.attempts == 0
     assert job.upload_id == body["upload_id"] and job.filename == "notes.md"
-    assert job.progress == INITIAL_PROGRESS
+    assert job.progress == initial_progress()
 
     msgs = await consumer.take(wait=2.0)
     assert len(msgs) == 1
@@ -533,6 +537,121 @@ async def test_download_returns_the_identical_bytes(
     await consumer.take()
 
 
+async def test_the_same_bytes_are_stored_once_per_workspace(
+    client: httpx.AsyncClient, consumer: Consumer, pool: asyncpg.Pool
+) -> None:
+    ws = f"dedupe-{uuid.uuid4().hex[:6]}"
+    archive = make_archive("tar.gz", {"m.py": f"# {ws}\n".encode()})
+    first = await client.post(
+        "/v1/codebase/ingest", files={"file": ("m.tar.gz", archive)}, data={"workspace": ws}
+    )
+    again = await client.post(
+        "/v1/codebase/ingest", files={"file": ("copy.tar.gz", archive)}, data={"workspace": ws}
+    )
+    elsewhere = await client.post(
+        "/v1/codebase/ingest", files={"file": ("m.tar.gz", archive)}, data={"workspace": ws + "x"}
+    )
+    assert first.json()["deduplicated"] is False and again.json()["deduplicated"] is True
+    assert again.json()["upload_id"] == first.json()["upload_id"]  # one stored copy
+    assert again.json()["job_id"] != first.json()["job_id"]  # two jobs
+    assert elsewhere.json()["upload_id"] != first.json()["upload_id"]  # workspaces stay apart
+    stored = await pool.fetchval("SELECT count(*) FROM ingest_uploads WHERE workspace = $1", ws)
+    assert stored == 1
+    await consumer.take()
+
+
+async def test_workspace_quota_and_job_count_are_enforced_with_clear_answers(
+    ingest_dsn: str, nats_url: str, consumer: Consumer, pool: asyncpg.Pool
+) -> None:
+    limits = IngestLimits(
+        max_upload_bytes=LIMIT, max_workspace_upload_bytes=20_000, max_active_jobs_per_workspace=2
+    )
+    settings = make_settings(ingest_dsn, nats_url, ingest_limits=limits)
+    ws = f"quota-{uuid.uuid4().hex[:6]}"
+    with serve_asgi(make_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=AUTH) as c:
+            noise = os.urandom(15_000)  # does not compress
+            r = await c.post(
+                "/v1/documents/ingest", files={"file": ("a.bin", noise)}, data={"workspace": ws}
+            )
+            assert r.status_code == 202
+            before = await count_rows(pool)
+            r = await c.post(
+                "/v1/documents/ingest",
+                files={"file": ("b.bin", os.urandom(15_000))},
+                data={"workspace": ws},
+            )
+            error = assert_openai_error(r, 413, "file")
+            assert error["code"] == "workspace_quota"
+            assert "SPARKSTACK_INGEST_MAX_WORKSPACE_UPLOAD_BYTES" in error["message"]
+            assert await count_rows(pool) == before  # nothing stored
+            r = await c.post(
+                "/v1/documents/ingest", files={"file": ("c.md", b"# c\n")}, data={"workspace": ws}
+            )
+            assert r.status_code == 202  # two unfinished jobs now
+            r = await c.post(
+                "/v1/documents/ingest", files={"file": ("d.md", b"# d\n")}, data={"workspace": ws}
+            )
+            error = assert_openai_error(r, 429)
+            assert error["code"] == "too_many_jobs" and r.headers["retry-after"]
+            # another workspace is not held back by this one
+            r = await c.post(
+                "/v1/documents/ingest",
+                files={"file": ("d.md", b"# d\n")},
+                data={"workspace": ws + "-other"},
+            )
+            assert r.status_code == 202
+            limits_answer = (await c.get("/v1/ingest/limits")).json()
+            assert limits_answer["max_workspace_upload_bytes"] == 20_000
+            assert limits_answer["max_files"] == 100_000
+    await consumer.take()
+
+
+async def test_finished_uploads_are_deleted_after_retention_and_jobs_keep_their_history(
+    client: httpx.AsyncClient, store: JobStore, consumer: Consumer
+) -> None:
+    ws = f"keep-{uuid.uuid4().hex[:6]}"
+    r = await client.post(
+        "/v1/documents/ingest", files={"file": ("r.md", b"# r\n")}, data={"workspace": ws}
+    )
+    job_id, upload_id = r.json()["job_id"], r.json()["upload_id"]
+    assert (await client.get(f"/v1/documents/{upload_id}/download")).status_code == 200
+    started = await store.start_parsing(job_id, 60)
+    assert started is not None
+    await store.finish_parsing(job_id, started.attempts, {})
+    assert await store.delete_expired_uploads(3600) == 0  # finished just now: kept
+    assert await store.delete_expired_uploads(0) >= 1
+    assert (await client.get(f"/v1/documents/{upload_id}/download")).status_code == 404
+    job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "completed" and job["upload_id"] is None
+    retry = await client.post(f"/v1/jobs/{job_id}/retry")
+    assert retry.status_code == 409  # completed: nothing to retry
+    await consumer.take()
+
+
+async def test_retry_endpoint_requeues_a_failed_job_within_scope(
+    client: httpx.AsyncClient, store: JobStore, consumer: Consumer
+) -> None:
+    ws = f"retry-{uuid.uuid4().hex[:6]}"
+    r = await client.post(
+        "/v1/documents/ingest", files={"file": ("f.md", b"# f\n")}, data={"workspace": ws}
+    )
+    job_id = r.json()["job_id"]
+    await consumer.take()
+    started = await store.start_parsing(job_id, 60)
+    assert started is not None
+    await store.fail(job_id, "boom", final=True, attempt=started.attempts)
+    r = await client.post(f"/v1/jobs/{job_id}/retry")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "queued" and r.json()["retries"] == 1
+    msgs = await consumer.take_until(1, within=10)
+    assert [m.headers[MSG_ID_HEADER] for m in msgs] == [f"{job_id}:retry-1"]
+    assert (await client.post(f"/v1/jobs/{job_id}/retry")).status_code == 409  # queued now
+    documents = await client.get(f"/v1/jobs/{job_id}/documents")
+    assert documents.status_code == 200 and documents.json()["data"] == []
+    assert (await client.post(f"/v1/jobs/{uuid.uuid4()}/retry")).status_code == 404
+
+
 async def test_download_and_job_unknown_or_malformed_ids(client: httpx.AsyncClient) -> None:
     missing = str(uuid.uuid4())
     assert_openai_error(await client.get(f"/v1/documents/{missing}/download"), 404, "upload_id")
@@ -636,9 +755,11 @@ async def test_jobs_list_filters_and_paging(
         data={"workspace": ws},
     )
     code_id = r.json()["job_id"]
-    started = await store.mark_started(ids[0])
+    started = await store.start_parsing(ids[0], lease_seconds=60)
     assert started is not None
-    assert await store.complete(ids[0], {"documents": 1}, attempt=started.attempts)
+    # nothing was sent: from parsing straight to completed
+    finished = await store.finish_parsing(ids[0], started.attempts, {"documents": 1})
+    assert finished is not None and finished.status == "completed"
 
     r = await client.get("/v1/jobs", params={"workspace": ws})
     page = r.json()
@@ -649,7 +770,8 @@ async def test_jobs_list_filters_and_paging(
     r = await client.get("/v1/jobs", params={"workspace": ws, "status": "completed"})
     assert [j["id"] for j in r.json()["data"]] == [ids[0]]
     done = r.json()["data"][0]
-    assert done["result"] == {"documents": 1} and done["attempts"] == 1
+    assert done["result"]["documents"] == {"indexed": 0, "failed": 0, "removed_since": 0}
+    assert done["attempts"] == 1 and done["searchable"] is True
     assert done["started_at"] and done["finished_at"]
 
     r = await client.get("/v1/jobs", params={"workspace": ws, "status": "queued"})
@@ -774,64 +896,76 @@ async def test_store_job_lifecycle_progress_attempts(store: JobStore) -> None:
     assert entry.msg_id == job.id and entry.payload["codebase"] == "repo"
 
     # no progress before the job started
-    assert not await store.update_progress(job.id, {"files_total": 5})
+    assert not await store.update_progress(job.id, files={"seen": 5})
 
-    first = await store.mark_started(job.id)
-    assert first is not None and first.status == "started" and first.attempts == 1
-    assert first.started_at is not None
-    assert await store.update_progress(job.id, {"files_total": 5}, attempt=1)
+    first = await store.start_parsing(job.id, lease_seconds=60)
+    assert first is not None and first.status == "parsing" and first.attempts == 1
+    assert first.started_at is not None and first.lease_until is not None
+    assert await store.update_progress(job.id, files={"seen": 5, "added": 2}, attempt=1)
     assert await store.update_progress(
-        job.id,
-        increments={"files_done": 2, "documents_sent": 7},
-        skipped=[{"path": "bin/tool", "reason": "binary"}],
+        job.id, files={"skipped": 1}, skipped=[{"path": "bin/tool", "reason": "binary"}]
     )
     assert await store.update_progress(
-        job.id, increments={"files_done": 1}, skipped=[{"path": ".git/x", "reason": "vcs"}]
+        job.id, files={"failed": 1}, failed=[{"path": "x.pdf", "reason": "corrupt"}]
     )
+    assert await store.add_documents(job.id, [("d1", "a.py"), ("d2", "a.py")], attempt=1) == 2
+    assert await store.add_documents(job.id, [("d2", "a.py")], attempt=1) == 0  # counted once
     current = await store.get_job(job.id)
     assert current is not None
-    assert current.progress == {
-        "files_total": 5,
-        "files_done": 3,
-        "documents_sent": 7,
-        "skipped": [
-            {"path": "bin/tool", "reason": "binary"},
-            {"path": ".git/x", "reason": "vcs"},
-        ],
-        "skipped_count": 2,
-    }
-    # a hostile archive's thousands of rejections are counted, only the first ones kept
-    many = [{"path": f"f{i}", "reason": "too many files"} for i in range(MAX_SKIPPED + 5)]
-    assert await store.update_progress(job.id, skipped=many)
+    p = current.progress
+    assert p["phase"] == "parsing"
+    assert (p["files"]["seen"], p["files"]["added"], p["files"]["skipped"]) == (5, 2, 1)
+    assert p["documents"] == {"sent": 2, "indexed": 0, "failed": 0, "pending": 2}
+    assert p["skipped"] == [{"path": "bin/tool", "reason": "binary"}]
+    assert p["failed"] == [{"path": "x.pdf", "reason": "corrupt"}]
+    # a hostile archive's thousands of rejections are counted, only the first ones listed
+    many = [{"path": f"f{i}", "reason": "rejected"} for i in range(MAX_LISTED + 5)]
+    assert await store.update_progress(job.id, files={"skipped": len(many)}, skipped=many)
     current = await store.get_job(job.id)
     assert current is not None
-    assert len(current.progress["skipped"]) == MAX_SKIPPED
-    assert current.progress["skipped_count"] == MAX_SKIPPED + 7
+    assert len(current.progress["skipped"]) == MAX_LISTED
+    assert current.progress["files"]["skipped"] == MAX_LISTED + 6
 
     # a failed attempt that will be retried goes back to queued, keeping its error
     assert await store.fail(job.id, "preprocessor unreachable", final=False, attempt=1)
     retried = await store.get_job(job.id)
-    assert retried is not None and retried.status == "queued"
+    assert retried is not None and retried.status == "queued" and retried.lease_until is None
     assert retried.error == "preprocessor unreachable"
     assert [e["attempt"] for e in retried.errors] == [1]
 
-    second = await store.mark_started(job.id)
+    second = await store.start_parsing(job.id, lease_seconds=60)
     assert second is not None and second.attempts == 2
-    assert second.progress == INITIAL_PROGRESS  # a new attempt starts its progress afresh
+    assert second.progress["files"] == initial_progress()["files"]  # counted afresh
     # the stale first attempt is fenced off
-    assert not await store.update_progress(job.id, {"files_total": 1}, attempt=1)
-    assert not await store.complete(job.id, {"stale": True}, attempt=1)
+    assert not await store.update_progress(job.id, files={"seen": 1}, attempt=1)
+    assert await store.finish_parsing(job.id, 1, {"stale": True}) is None
+    assert not await store.renew_lease(job.id, 1, 60)
     assert not await store.fail(job.id, "stale", attempt=1)
 
-    assert await store.complete(job.id, {"added": 2, "changed": 0}, attempt=2)
-    done = await store.get_job(job.id)
-    assert done is not None and done.status == "completed"
-    assert done.result == {"added": 2, "changed": 0} and done.finished_at is not None
-    # finished jobs never run or change again
-    assert await store.mark_started(job.id) is None
-    assert not await store.complete(job.id, {})
+    # everything sent: indexing until rag-server has processed every document
+    indexing = await store.finish_parsing(job.id, 2, {"files": {"added": 1}})
+    assert indexing is not None and indexing.status == "indexing"
+    assert indexing.progress["documents"]["pending"] == 2
+    assert [j.id for j in await store.claim_indexing(30)] == [job.id]
+    assert await store.claim_indexing(30) == []  # leased: another watcher leaves it alone
+    await store.record_documents(job.id, {"d1": ("processed", None)})
+    assert await store.finalize(job.id) is None  # d2 is still pending
+    await store.record_documents(job.id, {"d2": ("failed", "LLM refused")})
+    done = await store.finalize(job.id)
+    assert done is not None and done.status == "completed_with_errors"
+    assert done.result["failed_documents"] == [
+        {"doc_id": "d2", "path": "a.py", "error": "LLM refused"}
+    ]
+    assert "1 document(s) failed to index: LLM refused" == done.error
+    assert done.progress["documents"] == {"sent": 2, "indexed": 1, "failed": 1, "pending": 0}
+    # finished jobs never run or change again, but the failed part can be retried
+    assert await store.start_parsing(job.id, lease_seconds=60) is None
     assert not await store.fail(job.id, "late")
-    assert not await store.update_progress(job.id, {"files_done": 9})
+    assert not await store.update_progress(job.id, files={"seen": 9})
+    again = await store.retry(job.id)
+    assert again is not None and again.status == "queued" and again.retries == 1
+    assert again.attempts == 0
+    assert (await store.outbox_entry(job.id)).msg_id == f"{job.id}:retry-1"  # type: ignore[union-attr]
 
 
 async def test_store_final_failure_and_unknown_jobs(store: JobStore) -> None:
@@ -845,19 +979,19 @@ async def test_store_final_failure_and_unknown_jobs(store: JobStore) -> None:
     )
     assert job.codebase is None
     for attempt in (1, 2, 3):
-        started = await store.mark_started(job.id)
+        started = await store.start_parsing(job.id, lease_seconds=60)
         assert started is not None and started.attempts == attempt
         assert await store.fail(job.id, f"boom {attempt}", final=attempt == 3)
     failed = await store.get_job(job.id)
     assert failed is not None and failed.status == "failed" and failed.attempts == 3
     assert failed.error == "boom 3" and failed.finished_at is not None
     assert [e["error"] for e in failed.errors] == ["boom 1", "boom 2", "boom 3"]
-    assert await store.mark_started(job.id) is None
+    assert await store.start_parsing(job.id, lease_seconds=60) is None
 
     unknown = uuid.uuid4()
     assert await store.get_job(unknown) is None
-    assert await store.mark_started(unknown) is None
-    assert not await store.complete(unknown, {})
+    assert await store.start_parsing(unknown, lease_seconds=60) is None
+    assert await store.finalize(unknown) is None
     with pytest.raises(ValueError):
         await store.get_job("nope")
     with pytest.raises(UploadNotFound):
@@ -994,7 +1128,13 @@ def test_message_contract() -> None:
 
 
 async def test_stream_and_consumer_are_created_then_reused(js: JetStreamContext) -> None:
-    queue = IngestQueueConfig(stream=f"QT{uuid.uuid4().hex[:8]}", subject_prefix="qt.ingest")
+    queue = QueueSettings(
+        stream=f"QT{uuid.uuid4().hex[:8]}",
+        subject_prefix="qt.ingest",
+        consumer="worker",
+        ack_wait_seconds=30,
+        max_deliver=3,
+    )
     try:
         info = await ensure_stream(js, queue)
         config = info.config
@@ -1009,18 +1149,18 @@ async def test_stream_and_consumer_are_created_then_reused(js: JetStreamContext)
         fixed = await ensure_stream(js, queue)
         assert sorted(fixed.config.subjects) == sorted(queue.subjects)
 
-        consumer = await ensure_consumer(js, queue, "worker", ack_wait=30, max_deliver=3)
-        assert consumer.config.max_deliver == 3
+        consumer = await ensure_consumer(js, queue)
+        assert consumer.config.max_deliver == 3 and consumer.config.ack_wait == 30
         assert consumer.config.ack_policy == js_api.AckPolicy.EXPLICIT
         assert consumer.config.filter_subject == "qt.ingest.>"
-        same = await ensure_consumer(js, queue, "worker", ack_wait=30, max_deliver=3)
+        same = await ensure_consumer(js, queue)
         assert same.created == consumer.created
-        changed = await ensure_consumer(js, queue, "worker", ack_wait=30, max_deliver=5)
+        changed = await ensure_consumer(js, queue.model_copy(update={"max_deliver": 5}))
         assert changed.config.max_deliver == 5
     finally:
         await js.delete_stream(queue.stream)
 
-    other = IngestQueueConfig(stream=f"QL{uuid.uuid4().hex[:8]}", subject_prefix="ql.ingest")
+    other = QueueSettings(stream=f"QL{uuid.uuid4().hex[:8]}", subject_prefix="ql.ingest")
     await js.add_stream(
         name=other.stream, subjects=other.subjects, retention=js_api.RetentionPolicy.LIMITS
     )

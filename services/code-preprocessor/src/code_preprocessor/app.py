@@ -12,6 +12,7 @@ import httpx
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
+from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
@@ -19,7 +20,6 @@ from .ingest import FileIngest, documents_of, send
 from .metrics import Metrics
 from .pool import ParserPool
 from .preprocess import kind_of
-from .rag_client import RagClient, RagServerError
 from .settings import Settings
 
 
@@ -58,7 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with httpx.AsyncClient(timeout=settings.rag_timeout_seconds) as client:
             app.state.pool = pool
             app.state.rag = RagClient(
-                settings.rag_server_url, client, secret_value(settings.rag_server_api_key)
+                client,
+                settings.rag_server_url,
+                secret_value(settings.rag_server_api_key),
+                timeout=settings.rag_timeout_seconds,
             )
             try:
                 yield
@@ -164,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f.documents = documents_of(f.result, workspace, hashes[f.result.path])
         try:
             await send(work, workspace, request.app.state.rag, settings.ingest_batch_size)
-        except RagServerError as exc:
+        except (RagUnavailable, RagRefused) as exc:
             metrics.rag_errors.inc()
             out = [f.to_dict() for f in work] + refused
             return JSONResponse(

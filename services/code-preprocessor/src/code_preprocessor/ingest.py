@@ -6,8 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparkstack_common.rag_client import RagClient
+
 from .model import Chunk, FileResult
-from .rag_client import RagClient
 
 
 @dataclass

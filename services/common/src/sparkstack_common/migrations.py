@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from sparkstack_common.ingestion import schema as ingestion
+
 # One key for every process that changes the schema.
 MIGRATION_LOCK = 0x5350_4B5F_4D49_4752
 
@@ -42,6 +44,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name_idx
             ON api_keys (name) WHERE revoked_at IS NULL;
+        """,
+    ),
+    Migration(2, "ingestion: uploads, jobs, outbox", ingestion.UPLOADS_JOBS_OUTBOX),
+    Migration(3, "ingestion: searchable jobs, tracked documents", ingestion.SEARCHABLE_JOBS),
+    Migration(4, "ingestion: codebase file state", ingestion.CODEBASE_FILES),
+    Migration(
+        5,
+        "rag-server: the workspaces it holds (cluster and postgres profiles)",
+        """
+        CREATE TABLE IF NOT EXISTS rag_server_workspaces (
+            name       text PRIMARY KEY,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    Migration(
+        6,
+        "recall: sessions and their messages (summaries, whose vector size is the embedding "
+        "model's, are created by the orchestrator for its dimension)",
+        """
+        CREATE EXTENSION IF NOT EXISTS vector;
+        CREATE TABLE IF NOT EXISTS sessions (
+            id                 text PRIMARY KEY,
+            workspace          text NOT NULL,
+            created_at         timestamptz NOT NULL DEFAULT now(),
+            last_seen_at       timestamptz NOT NULL DEFAULT now(),
+            title              text,
+            model              text,
+            turn_count         integer NOT NULL DEFAULT 0,
+            promoted_upto_turn integer NOT NULL DEFAULT 0,
+            archived_upto_turn integer NOT NULL DEFAULT 0
+        );
+        CREATE INDEX IF NOT EXISTS sessions_workspace_seen_idx
+            ON sessions (workspace, last_seen_at DESC);
+        CREATE INDEX IF NOT EXISTS sessions_seen_idx ON sessions (last_seen_at DESC);
+        CREATE TABLE IF NOT EXISTS messages (
+            id         bigserial PRIMARY KEY,
+            workspace  text NOT NULL,
+            session_id text NOT NULL,
+            turn       integer NOT NULL,
+            role       text NOT NULL,
+            content    text NOT NULL DEFAULT '',
+            extra      jsonb,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS messages_session_turn_idx ON messages (session_id, turn, id);
+        CREATE INDEX IF NOT EXISTS messages_workspace_idx ON messages (workspace, created_at);
         """,
     ),
 )

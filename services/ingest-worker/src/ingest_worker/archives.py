@@ -1,28 +1,38 @@
-"""Reading uploaded archives without trusting them.
+"""Reading uploaded archives without trusting them, as streams from a file on disk.
 
-Nothing an archive says about itself is believed: sizes are counted as bytes are read, not
-taken from headers, so a bomb stops at the limit. Every entry that is not taken comes back
-with its reason: rejected (absolute paths, ``..`` traversal, links, devices, oversized,
-binary) or skipped (VCS and build directories, dot-directories, lock, minified and vendored
-files, paths the archive's own ``.gitignore`` excludes). An archive that cannot be read, has
-too many files or unpacks to too much is refused as a whole, with the reason.
+Two passes, neither holding the archive or its files in memory: :func:`scan` reads it once to
+judge it as a whole (kind, entries, files, unpacked bytes, the archive's own ``.gitignore``
+files) and refuses it at once when it is corrupt, a bomb or over a limit, before anything is
+sent; :func:`read` then yields its files one at a time. A zip is judged from its
+end-of-central-directory record before its directory is read (a directory of a million
+entries would cost hundreds of MiB to parse). Nothing an archive says about itself is
+believed: sizes are counted as bytes are read, so a bomb stops at the limit.
+
+Every entry not taken comes back with its reason: rejected (absolute paths, ``..``
+traversal, links, devices, oversized, binary) or skipped (VCS and build directories,
+dot-directories, lock, minified and vendored files, what the archive's own ``.gitignore``
+excludes).
 """
 
 from __future__ import annotations
 
 import bz2
 import hashlib
-import io
 import lzma
 import posixpath
 import stat
+import struct
 import tarfile
+import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import pathspec
+from sparkstack_common.ingestion.contract import IngestLimits
 
 ARCHIVE_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz", "zip")
 
@@ -78,18 +88,7 @@ _MINIFIED = (".min.js", ".min.css", ".min.mjs", ".bundle.js", ".map")
 
 
 class ArchiveRejected(Exception):
-    """The archive as a whole is refused; the message says why."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_files: int = 2000
-    max_file_bytes: int = 1 << 20
-    max_total_bytes: int = 200 << 20
-    # uncompressed bytes per compressed byte beyond which an archive is a bomb
-    max_ratio: float = 100.0
-    # entries looked at (taken, skipped or rejected) before giving up on an archive
-    max_entries: int = 20000
+    """The archive as a whole is refused; the message says why (and which setting)."""
 
 
 @dataclass
@@ -99,12 +98,22 @@ class Entry:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    reason: str  # "skipped: ..." or "rejected: ..."
+
+
 @dataclass
-class Unpacked:
-    files: list[Entry] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    total_bytes: int = 0
+class Scan:
+    """What the first pass learned: enough to refuse the archive, and its .gitignore files."""
+
+    kind: str
+    size: int  # bytes of the archive itself
+    entries: int = 0
+    files: int = 0  # files that pass the path rules (before .gitignore)
+    unpacked_bytes: int = 0
+    gitignores: list[tuple[str, pathspec.PathSpec]] = field(default_factory=list)
 
 
 def sniff(head: bytes) -> str | None:
@@ -152,87 +161,260 @@ def skip_reason(path: str) -> str | None:
     return None
 
 
-class _Reader:
-    """Common limits and bookkeeping for both archive formats."""
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.isdir():
+        return "dir"
+    if member.isfile():
+        return "file"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hard link"
+    return "device or special file"
 
-    def __init__(self, limits: Limits, archive_size: int) -> None:
-        self.limits = limits
-        self.archive_size = max(archive_size, 1)
-        self.out = Unpacked()
-        self.seen = 0
-        self.gitignores: dict[str, bytes] = {}
 
-    def consider(self, name: str, kind: str, size_hint: int) -> str | None:
-        """The entry's clean path when it should be read, else None (reason recorded)."""
-        self.seen += 1
-        if self.seen > self.limits.max_entries:
-            raise ArchiveRejected(f"too many entries (over {self.limits.max_entries})")
-        path, reason = clean_path(name)
-        if path is None:
-            self.out.rejected.append((name, reason or "rejected"))
-            return None
-        if kind == "dir":
-            return None
-        if kind != "file":
-            self.out.rejected.append((path, f"rejected: {kind}"))
-            return None
-        reason = skip_reason(path)
-        if reason:
-            self.out.skipped.append((path, reason))
-            return None
-        if size_hint > self.limits.max_file_bytes:
-            self.out.rejected.append(
-                (path, f"rejected: larger than {self.limits.max_file_bytes} bytes")
-            )
-            return None
-        return path
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    mode = info.external_attr >> 16
+    if info.is_dir():
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # type bits set, not a regular file
+        return "device or special file"
+    return "file"
 
-    def take(self, path: str, stream: IO[bytes]) -> None:
-        data = stream.read(self.limits.max_file_bytes + 1)
-        if len(data) > self.limits.max_file_bytes:  # the header lied about the size
-            self.out.rejected.append(
-                (path, f"rejected: larger than {self.limits.max_file_bytes} bytes")
-            )
-            return
-        self.out.total_bytes += len(data)
-        if self.out.total_bytes > self.limits.max_total_bytes:
+
+# -- pass 1 ---------------------------------------------------------------------------------
+
+
+def scan(path: Path, limits: IngestLimits) -> Scan:
+    """Judge the archive as a whole; raises ArchiveRejected (corrupt, a bomb, too many entries
+    or files, too many bytes unpacked). Keeps no file content but the .gitignore files."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        kind = sniff(f.read(512))
+    if kind is None:
+        raise ArchiveRejected("not a tar, tar.gz, tar.bz2, tar.xz or zip archive")
+    result = Scan(kind=kind, size=size)
+    try:
+        if kind == "zip":
+            _check_zip_directory(path, size, limits)
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    _bomb_ratio(info, limits)
+                    taken = _count(result, info.filename, _zip_kind(info), info.file_size, limits)
+                    if taken and posixpath.basename(taken) == ".gitignore":
+                        with archive.open(info) as stream:
+                            _add_gitignore(result, taken, stream.read(limits.max_file_bytes))
+        else:
+            if kind in _DECOMPRESSORS:
+                _check_stream(kind, path, size, limits)
+            with tarfile.open(path, mode="r|*") as tar:
+                for member in tar:
+                    taken = _count(result, member.name, _tar_kind(member), member.size, limits)
+                    if taken and posixpath.basename(taken) == ".gitignore":
+                        stream = tar.extractfile(member)
+                        if stream is not None:
+                            _add_gitignore(result, taken, stream.read(limits.max_file_bytes))
+    except ArchiveRejected:
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ArchiveRejected(f"corrupt {kind} archive: {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+def _count(result: Scan, name: str, kind: str, size: int, limits: IngestLimits) -> str | None:
+    result.entries += 1
+    if result.entries > limits.max_entries:
+        raise ArchiveRejected(
+            f"more than {limits.max_entries} entries (SPARKSTACK_INGEST_MAX_ENTRIES)"
+        )
+    path, _ = clean_path(name)
+    if path is None or kind != "file" or skip_reason(path) or size > limits.max_file_bytes:
+        return None
+    result.files += 1
+    if result.files > limits.max_files:
+        raise ArchiveRejected(f"more than {limits.max_files} files (SPARKSTACK_INGEST_MAX_FILES)")
+    result.unpacked_bytes += size
+    if result.unpacked_bytes > limits.max_total_bytes:
+        raise ArchiveRejected(
+            f"its files unpack to more than {limits.max_total_bytes} bytes "
+            "(SPARKSTACK_INGEST_MAX_TOTAL_BYTES)"
+        )
+    return path
+
+
+def _add_gitignore(result: Scan, path: str, data: bytes) -> None:
+    spec = pathspec.PathSpec.from_lines("gitignore", data.decode("utf-8", "replace").splitlines())
+    result.gitignores.append((posixpath.dirname(path), spec))
+
+
+def _bomb_ratio(info: zipfile.ZipInfo, limits: IngestLimits) -> None:
+    if (
+        info.compress_size
+        and info.file_size / info.compress_size > limits.max_compression_ratio
+        and info.file_size > 1 << 20
+    ):
+        raise ArchiveRejected(
+            f"{info.filename}: compression ratio over {limits.max_compression_ratio:g}:1 (a bomb?)"
+        )
+
+
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
+_CD_ENTRY_MIN = 46  # bytes of a central directory header without its names
+
+
+def _check_zip_directory(path: Path, size: int, limits: IngestLimits) -> None:
+    """The entry count and directory size from the end-of-central-directory record (zip64
+    aware), before anything parses the directory itself."""
+    tail_size = min(size, 22 + 65535 + 20)
+    with path.open("rb") as f:
+        f.seek(size - tail_size)
+        tail = f.read(tail_size)
+    at = tail.rfind(_EOCD)
+    if at < 0 or len(tail) - at < 22:
+        raise ArchiveRejected("corrupt zip archive: no end-of-central-directory record")
+    *_, entries, cd_size, cd_offset = struct.unpack("<4xHHHHII", tail[at : at + 20])
+    locator = tail.rfind(_EOCD64_LOCATOR, 0, at)
+    if locator >= 0 and at - locator == 20:
+        (eocd64_offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        with path.open("rb") as f:
+            f.seek(eocd64_offset)
+            record = f.read(56)
+        if record[:4] != _EOCD64:
+            raise ArchiveRejected("corrupt zip archive: bad zip64 end record")
+        entries, cd_size, cd_offset = struct.unpack("<QQQ", record[32:56])
+    if entries > limits.max_entries:
+        raise ArchiveRejected(
+            f"{entries} entries, more than {limits.max_entries} (SPARKSTACK_INGEST_MAX_ENTRIES)"
+        )
+    if cd_offset + cd_size > size or cd_size < entries * _CD_ENTRY_MIN:
+        raise ArchiveRejected("corrupt zip archive: its directory does not fit the file")
+
+
+_DECOMPRESSORS = {
+    "tar.gz": lambda: zlib.decompressobj(wbits=47),
+    "tar.bz2": bz2.BZ2Decompressor,
+    "tar.xz": lzma.LZMADecompressor,
+}
+
+
+def _check_stream(kind: str, path: Path, size: int, limits: IngestLimits) -> None:
+    """Decompress once, discarding the output: a truncated stream is corrupt (tarfile would
+    quietly stop early), and a bomb is caught before any entry is parsed."""
+    decompressor = _DECOMPRESSORS[kind]()
+    total = 0
+    # the tar framing adds a little to what the files hold
+    ceiling = limits.max_total_bytes + max(limits.max_total_bytes // 10, 16 << 20)
+
+    def count(out: bytes) -> None:
+        nonlocal total
+        total += len(out)
+        if total > ceiling:
             raise ArchiveRejected(
-                f"unpacks to more than {self.limits.max_total_bytes} bytes (a bomb?)"
+                f"{kind} unpacks to more than {limits.max_total_bytes} bytes "
+                "(SPARKSTACK_INGEST_MAX_TOTAL_BYTES; a bomb?)"
             )
-        if self.out.total_bytes > self.limits.max_ratio * self.archive_size and (
-            self.out.total_bytes > 10 << 20
-        ):
-            raise ArchiveRejected(f"compression ratio over {self.limits.max_ratio:g}:1 (a bomb?)")
-        if posixpath.basename(path) == ".gitignore":
-            self.gitignores[posixpath.dirname(path)] = data
-        if b"\x00" in data[:8192]:
-            self.out.rejected.append((path, "rejected: binary"))
-            return
-        if len(self.out.files) >= self.limits.max_files:
-            raise ArchiveRejected(f"more than {self.limits.max_files} files")
-        self.out.files.append(Entry(path, data, hashlib.sha256(data).hexdigest()))
+        if total > 10 << 20 and total > limits.max_compression_ratio * size:
+            raise ArchiveRejected(
+                f"{kind}: compression ratio over {limits.max_compression_ratio:g}:1 (a bomb?)"
+            )
 
-    def finish(self) -> Unpacked:
-        """Drop what the archive's own .gitignore files exclude (each applies below its dir)."""
-        if self.gitignores:
-            specs = [
-                (
-                    base,
-                    pathspec.PathSpec.from_lines(
-                        "gitwildmatch", text.decode("utf-8", "replace").splitlines()
-                    ),
-                )
-                for base, text in self.gitignores.items()
-            ]
-            kept: list[Entry] = []
-            for entry in self.out.files:
-                if _ignored(entry.path, specs):
-                    self.out.skipped.append((entry.path, "skipped: .gitignore"))
-                    self.out.total_bytes -= len(entry.data)
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 16):
+                if decompressor.eof:
+                    break
+                if kind == "tar.gz":
+                    while chunk and not decompressor.eof:
+                        count(decompressor.decompress(chunk, 1 << 20))
+                        chunk = decompressor.unconsumed_tail
                 else:
-                    kept.append(entry)
-            self.out.files = kept
-        return self.out
+                    count(decompressor.decompress(chunk, 1 << 20))
+                    while not decompressor.eof and not decompressor.needs_input:
+                        count(decompressor.decompress(b"", 1 << 20))
+    except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
+        raise ArchiveRejected(f"corrupt {kind} archive: {exc}") from exc
+    if not decompressor.eof:
+        raise ArchiveRejected(f"corrupt {kind} archive: truncated")
+
+
+# -- pass 2 ---------------------------------------------------------------------------------
+
+
+def read(path: Path, scanned: Scan, limits: IngestLimits) -> Iterator[Entry | Skip]:
+    """The archive's files, one at a time, and a Skip for every entry not taken."""
+    unpacked = 0
+    try:
+        if scanned.kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    item = _judge(info.filename, _zip_kind(info), info.file_size, limits, scanned)
+                    if isinstance(item, str):
+                        with archive.open(info) as stream:
+                            item = _take(item, stream, limits)
+                    if item is not None:
+                        unpacked += len(item.data) if isinstance(item, Entry) else 0
+                        _check_total(unpacked, limits)
+                        yield item
+        else:
+            with tarfile.open(path, mode="r|*") as tar:
+                for member in tar:
+                    item = _judge(member.name, _tar_kind(member), member.size, limits, scanned)
+                    if isinstance(item, str):
+                        stream = tar.extractfile(member)
+                        item = _take(item, stream, limits) if stream is not None else None
+                    if item is not None:
+                        unpacked += len(item.data) if isinstance(item, Entry) else 0
+                        _check_total(unpacked, limits)
+                        yield item
+    except ArchiveRejected:
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ArchiveRejected(
+            f"corrupt {scanned.kind} archive: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_total(unpacked: int, limits: IngestLimits) -> None:
+    if unpacked > limits.max_total_bytes:  # the headers lied in the first pass
+        raise ArchiveRejected(
+            f"its files unpack to more than {limits.max_total_bytes} bytes "
+            "(SPARKSTACK_INGEST_MAX_TOTAL_BYTES)"
+        )
+
+
+def _judge(
+    name: str, kind: str, size: int, limits: IngestLimits, scanned: Scan
+) -> str | Skip | None:
+    """The entry's clean path when it should be read, a Skip with the reason, or None (a
+    directory)."""
+    path, reason = clean_path(name)
+    if path is None:
+        return Skip(name, reason or "rejected")
+    if kind == "dir":
+        return None
+    if kind != "file":
+        return Skip(path, f"rejected: {kind}")
+    reason = skip_reason(path)
+    if reason:
+        return Skip(path, reason)
+    if size > limits.max_file_bytes:
+        return Skip(path, f"rejected: larger than {limits.max_file_bytes} bytes")
+    if _ignored(path, scanned.gitignores):
+        return Skip(path, "skipped: .gitignore")
+    return path
+
+
+def _take(path: str, stream: IO[bytes], limits: IngestLimits) -> Entry | Skip:
+    data = stream.read(limits.max_file_bytes + 1)
+    if len(data) > limits.max_file_bytes:  # the header lied about the size
+        return Skip(path, f"rejected: larger than {limits.max_file_bytes} bytes")
+    if b"\x00" in data[:8192]:
+        return Skip(path, "rejected: binary")
+    return Entry(path, data, hashlib.sha256(data).hexdigest())
 
 
 def _ignored(path: str, specs: list[tuple[str, pathspec.PathSpec]]) -> bool:
@@ -245,115 +427,30 @@ def _ignored(path: str, specs: list[tuple[str, pathspec.PathSpec]]) -> bool:
     return False
 
 
-def unpack(data: bytes, limits: Limits | None = None) -> Unpacked:
-    """Read an archive held in memory; raises ArchiveRejected for the archive as a whole."""
-    limits = limits or Limits()
-    kind = sniff(data[:512])
-    if kind is None:
-        raise ArchiveRejected("not a tar, tar.gz, tar.bz2, tar.xz or zip archive")
-    reader = _Reader(limits, len(data))
-    if kind in _DECOMPRESSORS:
-        _check_stream(kind, data, limits)
-    try:
-        if kind == "zip":
-            _zip(io.BytesIO(data), reader)
-        else:
-            _tar(io.BytesIO(data), reader)
-    except ArchiveRejected:
-        raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise ArchiveRejected(f"corrupt {kind} archive: {type(exc).__name__}: {exc}") from exc
-    return reader.finish()
+# -- in memory, for tests and small callers ----------------------------------------------
 
 
-_DECOMPRESSORS = {
-    "tar.gz": lambda: zlib.decompressobj(wbits=47),
-    "tar.bz2": bz2.BZ2Decompressor,
-    "tar.xz": lzma.LZMADecompressor,
-}
+@dataclass
+class Unpacked:
+    files: list[Entry] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _check_stream(kind: str, data: bytes, limits: Limits) -> None:
-    """Decompress once, discarding the output: a truncated stream is corrupt (tarfile would
-    quietly stop early), and a bomb is caught before any entry is parsed."""
-    decompressor = _DECOMPRESSORS[kind]()
-    total = 0
-    view = memoryview(data)
-
-    def count(out: bytes) -> None:
-        nonlocal total
-        total += len(out)
-        if total > limits.max_total_bytes or (
-            total > 10 << 20 and total > limits.max_ratio * len(data)
-        ):
-            raise ArchiveRejected(f"{kind} unpacks to too much (a bomb?)")
-
-    try:
-        for start in range(0, len(data), 1 << 16):
-            if decompressor.eof:
-                break
-            chunk = bytes(view[start : start + (1 << 16)])
-            if kind == "tar.gz":
-                while chunk and not decompressor.eof:
-                    count(decompressor.decompress(chunk, 1 << 20))
-                    chunk = decompressor.unconsumed_tail
+def unpack(data: bytes, limits: IngestLimits | None = None) -> Unpacked:
+    """Both passes over an archive held in memory (through a temporary file)."""
+    limits = limits or IngestLimits()
+    with tempfile.NamedTemporaryFile(suffix=".archive") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        path = Path(tmp.name)
+        scanned = scan(path, limits)
+        out = Unpacked()
+        for item in read(path, scanned, limits):
+            if isinstance(item, Entry):
+                out.files.append(item)
+            elif item.reason.startswith("rejected"):
+                out.rejected.append((item.path, item.reason))
             else:
-                count(decompressor.decompress(chunk, 1 << 20))
-                while not decompressor.eof and not decompressor.needs_input:
-                    count(decompressor.decompress(b"", 1 << 20))
-    except (zlib.error, OSError, lzma.LZMAError, EOFError) as exc:
-        raise ArchiveRejected(f"corrupt {kind} archive: {exc}") from exc
-    if not decompressor.eof:
-        raise ArchiveRejected(f"corrupt {kind} archive: truncated")
-
-
-def _tar(fileobj: IO[bytes], reader: _Reader) -> None:
-    with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
-        for member in tar:
-            if member.isdir():
-                kind = "dir"
-            elif member.isfile():
-                kind = "file"
-            elif member.issym():
-                kind = "symlink"
-            elif member.islnk():
-                kind = "hard link"
-            else:
-                kind = "device or special file"
-            path = reader.consider(member.name, kind, member.size)
-            if path is None:
-                continue
-            stream = tar.extractfile(member)
-            if stream is not None:
-                reader.take(path, stream)
-
-
-def _zip(fileobj: IO[bytes], reader: _Reader) -> None:
-    with zipfile.ZipFile(fileobj) as archive:
-        for info in archive.infolist():
-            mode = info.external_attr >> 16
-            if info.is_dir():
-                kind = "dir"
-            elif stat.S_ISLNK(mode):
-                kind = "symlink"
-            elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # type bits set, not a file
-                kind = "device or special file"
-            else:
-                kind = "file"
-            if (
-                kind == "file"
-                and info.compress_size
-                and (
-                    info.file_size / info.compress_size > reader.limits.max_ratio
-                    and info.file_size > 1 << 20
-                )
-            ):
-                raise ArchiveRejected(
-                    f"{info.filename}: compression ratio over {reader.limits.max_ratio:g}:1 "
-                    "(a bomb?)"
-                )
-            path = reader.consider(info.filename, kind, info.file_size)
-            if path is None:
-                continue
-            with archive.open(info) as stream:
-                reader.take(path, stream)
+                out.skipped.append((item.path, item.reason))
+        return out

@@ -1,10 +1,17 @@
-"""The JetStream side: a durable pull consumer with explicit acks.
+"""The JetStream side: the shared durable pull consumer, explicit acks, the parsing phase.
 
-A live job sends in-progress acks, so it is never redelivered while it runs; a crashed
-worker's job is redelivered after ``ack_wait`` and resumes. After ``max_deliver`` deliveries a
-failing job ends failed with its last error and its message is terminated. Poison (malformed
-payloads, unknown jobs) is terminated at once, so it never blocks the queue. A job that is
-already finished is acked and never run again, whatever was redelivered or duplicated.
+A running job sends in-progress acks and renews its lease, so it is never redelivered while it
+runs; a crashed worker's job is redelivered after ``ack_wait`` and resumes. After
+``max_deliver`` deliveries a failing job ends failed with its last error and its message is
+terminated. Poison (malformed payloads, unknown jobs) is terminated at once. A finished job is
+acked and never run again, whatever was redelivered or duplicated.
+
+PostgreSQL going away mid-job spends no delivery: the worker keeps the message "in progress",
+waits for the database, then runs the same attempt again from the start (what was already
+sent is recognised and not sent twice).
+
+Once everything is sent the job moves to ``indexing`` and its message is acked: the watcher
+(:mod:`.watcher`) follows its documents until rag-server has indexed them.
 """
 
 from __future__ import annotations
@@ -14,19 +21,22 @@ import contextlib
 import logging
 import time
 
-import nats
-from nats.aio.client import Client as NATS
+import asyncpg
 from nats.aio.msg import Msg
-from nats.js import api as js_api
-from sparkstack_common.auth import redact_url, secret_value
-from sparkstack_common.jobs import JobStore
-from sparkstack_common.queue import IngestMessage, IngestQueueConfig, InvalidMessage, ensure_stream
+from sparkstack_common.ingestion.contract import IngestMessage, InvalidMessage, QueueSettings
+from sparkstack_common.ingestion.nats import NatsLink, ensure_consumer, ensure_stream
+from sparkstack_common.ingestion.store import JobStore
 
 from .metrics import Metrics
 from .processor import JobProcessor, PermanentFailure
 from .settings import Settings
 
 log = logging.getLogger("ingest_worker")
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class JobLost(Exception):
+    """The job is no longer this attempt's (the reaper or a redelivery took it over)."""
 
 
 class Worker:
@@ -36,79 +46,33 @@ class Worker:
         store: JobStore,
         processor: JobProcessor,
         metrics: Metrics,
-        queue: IngestQueueConfig | None = None,
+        link: NatsLink,
     ) -> None:
         self.settings = settings
+        self.queue: QueueSettings = settings.queue
         self.store = store
         self.processor = processor
         self.metrics = metrics
-        self.queue = queue or IngestQueueConfig()
-        self.nc: NATS | None = None
+        self.link = link
         self.tasks: set[asyncio.Task[None]] = set()
-        self.connected = False
 
-    async def connect(self, stop: asyncio.Event) -> None:
-        """Connect (retrying while NATS is down at start) and make the stream and consumer."""
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                self.nc = await nats.connect(
-                    self.settings.nats_url,
-                    token=secret_value(self.settings.nats_token),
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    connect_timeout=2,
-                    disconnected_cb=self._disconnected,
-                    reconnected_cb=self._reconnected,
-                )
-                js = self.nc.jetstream()
-                await ensure_stream(js, self.queue)
-                self.connected = True
-                return
-            except Exception as exc:
-                log.warning(
-                    "NATS at %s not ready (%s); retrying",
-                    redact_url(self.settings.nats_url),
-                    type(exc).__name__,
-                )
-                if self.nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self.nc.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-
-    async def _disconnected(self) -> None:
-        self.connected = False
-        log.warning("disconnected from NATS")
-
-    async def _reconnected(self) -> None:
-        self.connected = True
-        log.info("reconnected to NATS")
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.connect(stop)
-        if self.nc is None or stop.is_set():
-            return
-        s = self.settings
-        js = self.nc.jetstream()
-        config = js_api.ConsumerConfig(
-            durable_name=s.consumer,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            max_deliver=s.max_deliver,
-            ack_wait=s.ack_wait_seconds,
-            filter_subject=self.queue.filter_subject,
-            max_ack_pending=max(64, s.concurrency * 4),
-        )
         sub = None
-        slots = asyncio.Semaphore(s.concurrency)
+        slots = asyncio.Semaphore(self.settings.concurrency)
         while not stop.is_set():
             try:
                 if sub is None:
-                    sub = await js.pull_subscribe(
-                        self.queue.filter_subject,
-                        durable=s.consumer,
-                        stream=self.queue.stream,
-                        config=config,
+                    if not await self.link.wait_connected(1.0):
+                        continue
+                    js = self.link.jetstream()
+                    await ensure_stream(js, self.queue)
+                    await ensure_consumer(js, self.queue)
+                    sub = await js.pull_subscribe_bind(
+                        self.queue.consumer, stream=self.queue.stream
                     )
                 await slots.acquire()
                 try:
@@ -129,7 +93,7 @@ class Worker:
                 raise
             except Exception as exc:  # NATS restarting, consumer gone: keep trying
                 log.warning("fetch failed (%s: %s)", type(exc).__name__, exc)
-                if "consumer" in str(exc).lower() and "not found" in str(exc).lower():
+                if "not found" in str(exc).lower():
                     sub = None
                 await asyncio.sleep(0.5)
 
@@ -142,11 +106,6 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10)
-        if self.nc is not None:
-            # close, not drain: every message was acked or nak'ed above, and draining a pull
-            # subscription waits out its whole drain timeout
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), 5)
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -156,43 +115,86 @@ class Worker:
             self.metrics.messages.labels("terminated-poison").inc()
             await _quietly(msg.term())
             return
+        attempt: int | None = None
+        while True:
+            try:
+                attempt = await self._attempt(msg, message, attempt)
+                return
+            except DB_ERRORS as exc:
+                # the database went away: wait for it without spending a delivery
+                log.warning(
+                    "database unavailable (%s); holding the job until it is back",
+                    type(exc).__name__,
+                    extra={"job_id": message.job_id},
+                )
+                self.metrics.messages.labels("held-for-database").inc()
+                await self._wait_for_database(msg)
+
+    async def _wait_for_database(self, msg: Msg) -> None:
+        while True:
+            await _quietly(msg.in_progress())
+            try:
+                await self.store.pool.fetchval("SELECT 1", timeout=2)
+                return
+            except (*DB_ERRORS, TimeoutError):
+                await asyncio.sleep(self.settings.db_retry_seconds)
+
+    async def _attempt(self, msg: Msg, message: IngestMessage, attempt: int | None) -> int:
+        """Run (or re-run, after a database outage) one attempt; returns its number."""
+        s = self.settings
         extra = {"job_id": message.job_id, "workspace": message.workspace}
-        job = await self.store.mark_started(message.job_id)
-        if job is None:
-            known = await self.store.get_job(message.job_id)
-            if known is None:
-                log.error("message for an unknown job terminated", extra=extra)
-                self.metrics.messages.labels("terminated-unknown").inc()
-                await _quietly(msg.term())
-            else:
-                log.info("job already %s: message acked, not run again", known.status, extra=extra)
-                self.metrics.messages.labels("acked-finished").inc()
+        if attempt is None:
+            job = await self.store.start_parsing(message.job_id, s.lease_seconds)
+            if job is None:
+                known = await self.store.get_job(message.job_id)
+                if known is None:
+                    log.error("message for an unknown job terminated", extra=extra)
+                    self.metrics.messages.labels("terminated-unknown").inc()
+                    await _quietly(msg.term())
+                else:
+                    log.info("job already %s: message acked", known.status, extra=extra)
+                    self.metrics.messages.labels("acked-finished").inc()
+                    await _quietly(msg.ack())
+                return 0
+            attempt = job.attempts
+        else:
+            if not await self.store.restart_attempt(message.job_id, attempt, s.lease_seconds):
+                log.info("job taken over while the database was away", extra=extra)
                 await _quietly(msg.ack())
-            return
-        attempt = job.attempts
+                return attempt
+            job = await self.store.get_job(message.job_id)
+            assert job is not None
         extra["attempt"] = attempt
         deliveries = msg.metadata.num_delivered if msg.metadata else attempt
-        log.info("job started (delivery %d)", deliveries, extra=extra)
-        beat = asyncio.create_task(self._beat(msg))
+        log.info("job parsing (delivery %d)", deliveries, extra=extra)
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        beat = asyncio.create_task(self._beat(msg, message.job_id, attempt))
 
         async def heartbeat() -> None:
             await _quietly(msg.in_progress())
+            if not await self.store.renew_lease(message.job_id, attempt, s.lease_seconds):
+                raise JobLost(message.job_id)
 
         try:
-            result = await self.processor.run(message, attempt, heartbeat)
+            result = await self.processor.run(job, message, attempt, heartbeat)
         except PermanentFailure as exc:
             await self.store.fail(message.job_id, str(exc), final=True, attempt=attempt)
             await _quietly(msg.term())
             self.metrics.jobs.labels("rejected").inc()
             log.error("job failed permanently: %s", exc, extra=extra)
+        except JobLost:
+            await _quietly(msg.ack())
+            self.metrics.jobs.labels("lost").inc()
+            log.warning("job taken over by another attempt; this one stops", extra=extra)
         except asyncio.CancelledError:
             # shutdown: hand the job back rather than lose it
             await asyncio.shield(self._release(message, attempt, msg))
             raise
+        except DB_ERRORS:
+            raise
         except Exception as exc:
-            final = deliveries >= self.settings.max_deliver
+            final = deliveries >= self.queue.max_deliver
             error = f"{type(exc).__name__}: {exc}"
             await self.store.fail(message.job_id, error, final=final, attempt=attempt)
             if final:
@@ -204,30 +206,40 @@ class Worker:
                 self.metrics.jobs.labels("retried").inc()
                 log.warning("attempt failed, will retry: %s", error, extra=extra)
         else:
-            await self.store.complete(message.job_id, result, attempt=attempt)
+            if result is None:
+                self.metrics.jobs.labels("superseded").inc()
+            else:
+                done = await self.store.finish_parsing(message.job_id, attempt, result)
+                self.metrics.jobs.labels("parsed").inc()
+                log.info(
+                    "job parsed, now %s: %s",
+                    done.status if done else "taken over",
+                    result["files"],
+                    extra=extra,
+                )
             await _quietly(msg.ack())
-            self.metrics.jobs.labels("completed").inc()
-            log.info(
-                "job completed: %s",
-                {k: v for k, v in result.items() if k != "skipped_files"},
-                extra=extra,
-            )
         finally:
             beat.cancel()
             self.metrics.in_flight.dec()
             self.metrics.seconds.observe(time.perf_counter() - started)
+        return attempt
 
     async def _release(self, message: IngestMessage, attempt: int, msg: Msg) -> None:
-        await self.store.fail(
-            message.job_id, "interrupted by shutdown", final=False, attempt=attempt
-        )
+        with contextlib.suppress(*DB_ERRORS):
+            await self.store.fail(
+                message.job_id, "interrupted by shutdown", final=False, attempt=attempt
+            )
         await _quietly(msg.nak())
         log.warning("job released at shutdown", extra={"job_id": message.job_id})
 
-    async def _beat(self, msg: Msg) -> None:
+    async def _beat(self, msg: Msg, job_id: str, attempt: int) -> None:
+        """In-progress acks and the lease, between batches too (a batch can take long): a job
+        is taken for abandoned only when its process is gone."""
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             await _quietly(msg.in_progress())
+            with contextlib.suppress(*DB_ERRORS, TimeoutError):
+                await self.store.renew_lease(job_id, attempt, self.settings.lease_seconds)
 
 
 async def _quietly(call: object) -> None:

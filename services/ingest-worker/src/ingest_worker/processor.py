@@ -1,31 +1,44 @@
-"""One ingestion job: read the upload, work out what changed, send it, record it.
+"""One job's parsing phase: fetch the upload to disk, judge the archive, send what changed.
+
+Streaming all the way: the upload is copied from PostgreSQL to a temporary file, the archive
+is scanned once (refused as a whole before anything is sent when it is corrupt, a bomb or over
+a limit) and read again one file at a time; only a batch of files is ever in memory.
 
 Incremental: a codebase (workspace + name) remembers each file's content hash and the
 rag-server documents it produced. Unchanged files are not sent; changed files are sent and
 their previous documents deleted; files gone from the archive have their documents deleted.
 Document ids are stable (workspace, path, content hash, chunk), so a batch sent twice (after a
-crash or a redelivery) lands once. State is recorded batch by batch, so a job that dies half
-way resumes where it stopped.
+crash or a redelivery) lands once. State is recorded batch by batch with the job that wrote
+it, so a job that dies half way resumes where it stopped and still counts what it did.
+
+Jobs on one codebase run one at a time (an advisory lock), oldest first: a job that finds a
+newer job on its codebase already past parsing ends ``superseded`` instead of overwriting it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sparkstack_common.jobs import JobStore, UploadNotFound
-from sparkstack_common.queue import IngestMessage
+import asyncpg
+from sparkstack_common.ingestion.contract import IngestMessage
+from sparkstack_common.ingestion.store import Job, JobStore, UploadNotFound
+from sparkstack_common.rag_client import RagClient
+from sparkstack_common.retry import Unavailable, with_retries
 
-from .archives import ArchiveRejected, Entry, Limits, unpack
-from .clients import Preprocessor, RagServer, with_retries
+from . import archives
+from .archives import ArchiveRejected, Entry, Skip
+from .clients import Preprocessor
 from .settings import Settings
-from .state import DOCUMENTS, CodebaseState
+from .state import DOCUMENTS, CodebaseState, FileState, codebase_lock
 
 log = logging.getLogger("ingest_worker")
+Heartbeat = Callable[[], Awaitable[None]]
 
 
 class PermanentFailure(Exception):
@@ -34,24 +47,20 @@ class PermanentFailure(Exception):
 
 
 @dataclass
-class Outcome:
-    added: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    documents_sent: int = 0
+class Tally:
+    files: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("seen", "added", "changed", "unchanged", "deleted", "skipped", "failed"), 0
+        )
+    )
     skipped: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
 
-    def result(self, files_total: int) -> dict[str, Any]:
+    def result(self) -> dict[str, Any]:
         return {
-            "files_total": files_total,
-            "added": self.added,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "deleted": self.deleted,
-            "documents_sent": self.documents_sent,
-            "skipped": len(self.skipped),
+            "files": dict(self.files),
             "skipped_files": self.skipped[:500],
+            "failed_files": self.failed[:500],
         }
 
 
@@ -62,126 +71,230 @@ class JobProcessor:
         store: JobStore,
         state: CodebaseState,
         preprocessor: Preprocessor,
-        rag: RagServer,
+        rag: RagClient,
+        pool: asyncpg.Pool,
     ) -> None:
         self.settings = settings
         self.store = store
         self.state = state
         self.preprocessor = preprocessor
         self.rag = rag
-        self.limits = Limits(
-            max_files=settings.max_files,
-            max_file_bytes=settings.max_file_bytes,
-            max_total_bytes=settings.max_total_bytes,
-            max_ratio=settings.max_compression_ratio,
-        )
+        self.pool = pool
+        self.limits = settings.limits
 
     async def run(
-        self, message: IngestMessage, attempt: int, heartbeat: Callable[[], Awaitable[None]]
+        self, job: Job, message: IngestMessage, attempt: int, heartbeat: Heartbeat
+    ) -> dict[str, Any] | None:
+        """The parsing phase's summary, or None when a newer job superseded this one."""
+        codebase = message.codebase or DOCUMENTS
+        with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+            path = Path(tmp) / "upload"
+            await self._download(message.upload_id, path)
+            scanned = None
+            if message.kind == "codebase":
+                try:
+                    scanned = await asyncio.to_thread(archives.scan, path, self.limits)
+                except ArchiveRejected as exc:
+                    raise PermanentFailure(f"archive rejected: {exc}") from exc
+            async with codebase_lock(self.pool, message.workspace, codebase, heartbeat):
+                newer = await self.store.newer_job(job)
+                if newer is not None:
+                    await self.store.supersede(job.id, newer.id, attempt)
+                    log.info(
+                        "superseded by newer job %s",
+                        newer.id,
+                        extra={"job_id": job.id, "workspace": message.workspace},
+                    )
+                    return None
+                items = (
+                    archives.read(path, scanned, self.limits)
+                    if scanned is not None
+                    else self._document(path, job.filename or "document")
+                )
+                return await self._send_all(job, message, codebase, attempt, items, heartbeat)
+
+    async def _download(self, upload_id: str, path: Path) -> None:
+        try:
+            with path.open("wb") as out:
+                await self.store.copy_upload_to(upload_id, out)
+        except UploadNotFound as exc:
+            raise PermanentFailure(f"upload {upload_id} does not exist (deleted?)") from exc
+
+    def _document(self, path: Path, name: str) -> Iterator[Entry | Skip]:
+        with path.open("rb") as f:
+            yield archives._take(name, f, self.limits)
+
+    async def _send_all(
+        self,
+        job: Job,
+        message: IngestMessage,
+        codebase: str,
+        attempt: int,
+        items: Iterator[Entry | Skip],
+        heartbeat: Heartbeat,
     ) -> dict[str, Any]:
         s = self.settings
         ws = message.workspace
-        files, skipped, codebase = await self._files(message)
         previous = await self.state.load(ws, codebase)
-        out = Outcome(skipped=skipped)
-        todo: list[Entry] = []
-        for entry in files:
-            before = previous.get(entry.path)
-            if before is not None and before.sha256 == entry.sha256:
-                out.unchanged += 1
-            else:
-                todo.append(entry)
-        gone = sorted(set(previous) - {e.path for e in files}) if message.kind == "codebase" else []
-        await self.store.update_progress(
-            message.job_id,
-            {"files_total": len(files), "files_done": out.unchanged, "unchanged": out.unchanged},
-            skipped=skipped,
-            attempt=attempt,
-        )
-        log.info(
-            "job plan: %d files, %d unchanged, %d to send, %d gone",
-            len(files),
-            out.unchanged,
-            len(todo),
-            len(gone),
-            extra={"job_id": message.job_id, "workspace": ws},
-        )
-
-        for start in range(0, len(todo), s.batch_files):
-            batch = todo[start : start + s.batch_files]
-            answer = await with_retries(
-                "code-preprocessor",
-                lambda b=batch: self.preprocessor.ingest(ws, [(e.path, e.data) for e in b]),
-                s.call_attempts,
-                s.call_backoff_seconds,
-            )
-            results = {f["path"]: f for f in answer.get("files", [])}
-            recorded: list[tuple[str, str, list[str]]] = []
-            stale: list[str] = []
-            newly_skipped: list[dict[str, str]] = []
-            sent = 0
-            for entry in batch:
-                result = results.get(entry.path, {})
-                ids = list(result.get("doc_ids") or []) if result.get("status") == "ok" else []
-                if result.get("status") != "ok":
-                    reason = result.get("reason") or result.get("status") or "no answer"
-                    newly_skipped.append({"path": entry.path, "reason": str(reason)})
-                before = previous.get(entry.path)
-                if before is None:
-                    out.added += 1
-                else:
-                    out.changed += 1
-                    stale.extend(i for i in before.doc_ids if i not in set(ids))
-                sent += int(result.get("sent") or 0)
-                recorded.append((entry.path, entry.sha256, ids))
-            if stale:
-                await with_retries(
-                    "rag-server",
-                    lambda st=stale: self.rag.delete(ws, st),
-                    s.call_attempts,
-                    s.call_backoff_seconds,
+        tally = Tally()
+        seen: set[str] = set()
+        batch: list[Entry] = []
+        while True:
+            try:
+                chunk = await asyncio.to_thread(_take_some, items, 256)
+            except ArchiveRejected as exc:
+                raise PermanentFailure(f"archive rejected: {exc}") from exc
+            if not chunk:
+                break
+            noted: dict[str, int] = {}
+            skipped: list[dict[str, str]] = []
+            for item in chunk:
+                seen.add(item.path)
+                noted["seen"] = noted.get("seen", 0) + 1
+                if isinstance(item, Skip):
+                    noted["skipped"] = noted.get("skipped", 0) + 1
+                    skipped.append({"path": item.path, "reason": item.reason})
+                    continue
+                before = previous.get(item.path)
+                if before is not None and before.sha256 == item.sha256:
+                    # written by an earlier attempt of this very job: count it as it was
+                    change = before.change if before.job_id == job.id else "unchanged"
+                    noted[change or "unchanged"] = noted.get(change or "unchanged", 0) + 1
+                    continue
+                batch.append(item)
+            _add(tally, noted, skipped)
+            await self.store.update_progress(job.id, files=noted, skipped=skipped, attempt=attempt)
+            while len(batch) >= s.batch_files:
+                await self._send(
+                    job, ws, codebase, attempt, batch[: s.batch_files], previous, tally, heartbeat
                 )
-            await self.state.record(ws, codebase, recorded)
-            out.documents_sent += sent
-            out.skipped.extend(newly_skipped)
-            await self.store.update_progress(
-                message.job_id,
-                increments={"files_done": len(batch), "documents_sent": sent},
-                skipped=newly_skipped,
-                attempt=attempt,
-            )
+                del batch[: s.batch_files]
             await heartbeat()
+        if batch:
+            await self._send(job, ws, codebase, attempt, batch, previous, tally, heartbeat)
+        if message.kind == "codebase":
+            await self._forget_gone(job, ws, codebase, attempt, previous, seen, tally)
+        await self._reprocess_failed(job, ws)
+        return tally.result()
 
-        if gone:
-            doc_ids = [i for path in gone for i in previous[path].doc_ids]
+    async def _send(
+        self,
+        job: Job,
+        ws: str,
+        codebase: str,
+        attempt: int,
+        batch: list[Entry],
+        previous: dict[str, FileState],
+        tally: Tally,
+        heartbeat: Heartbeat,
+    ) -> None:
+        s = self.settings
+        answer = await with_retries(
+            "code-preprocessor",
+            lambda: self.preprocessor.ingest(ws, [(e.path, e.data) for e in batch]),
+            s.call_attempts,
+            s.call_backoff_seconds,
+            on_wait=heartbeat,
+        )
+        results = {f["path"]: f for f in answer.get("files", [])}
+        recorded: list[tuple[str, str, list[str], str]] = []
+        documents: list[tuple[str, str]] = []
+        stale: list[str] = []
+        forget: list[str] = []
+        noted: dict[str, int] = {}
+        skipped: list[dict[str, str]] = []
+        failed: list[dict[str, str]] = []
+        for entry in batch:
+            result = results.get(entry.path) or {}
+            status = result.get("status")
+            before = previous.get(entry.path)
+            if status == "ok":
+                ids = [str(i) for i in result.get("doc_ids") or []]
+                change = "added" if before is None else "changed"
+                noted[change] = noted.get(change, 0) + 1
+                recorded.append((entry.path, entry.sha256, ids, change))
+                documents.extend((i, entry.path) for i in ids)
+                if before is not None:
+                    stale.extend(i for i in before.doc_ids if i not in set(ids))
+                continue
+            reason = str(result.get("reason") or status or "no answer from code-preprocessor")
+            if status == "skipped":
+                noted["skipped"] = noted.get("skipped", 0) + 1
+                skipped.append({"path": entry.path, "reason": reason})
+            else:
+                noted["failed"] = noted.get("failed", 0) + 1
+                failed.append({"path": entry.path, "reason": reason})
+            if before is not None:  # its old content is no longer the file's: take it out
+                stale.extend(before.doc_ids)
+                forget.append(entry.path)
+        if stale:
             await with_retries(
                 "rag-server",
-                lambda: self.rag.delete(ws, doc_ids),
+                lambda: self.rag.delete_documents(ws, stale),
                 s.call_attempts,
                 s.call_backoff_seconds,
+                on_wait=heartbeat,
             )
-            await self.state.forget(ws, codebase, gone)
-            out.deleted = len(gone)
-        return out.result(len(files))
+        await self.state.record(ws, codebase, job.id, recorded)
+        await self.state.forget(ws, codebase, forget)
+        await self.store.add_documents(job.id, documents, attempt)
+        _add(tally, noted, skipped, failed)
+        await self.store.update_progress(
+            job.id, files=noted, skipped=skipped, failed=failed, attempt=attempt
+        )
+        await heartbeat()
 
-    async def _files(self, message: IngestMessage) -> tuple[list[Entry], list[dict[str, str]], str]:
-        try:
-            upload = await self.store.get_upload(message.upload_id)
-            if upload is None:
-                raise UploadNotFound(message.upload_id)
-            data = await self.store.read_upload(message.upload_id)
-        except UploadNotFound as exc:
-            raise PermanentFailure(f"upload {message.upload_id} does not exist") from exc
-        if message.kind == "document":
-            name = upload.filename or "document"
-            entry = Entry(name, data, hashlib.sha256(data).hexdigest())
-            return [entry], [], DOCUMENTS
-        try:
-            unpacked = await asyncio.to_thread(unpack, data, self.limits)
-        except ArchiveRejected as exc:
-            raise PermanentFailure(f"archive rejected: {exc}") from exc
-        skipped = [
-            {"path": path, "reason": reason}
-            for path, reason in unpacked.rejected + unpacked.skipped
-        ]
-        return unpacked.files, skipped, message.codebase or "default"
+    async def _forget_gone(
+        self,
+        job: Job,
+        ws: str,
+        codebase: str,
+        attempt: int,
+        previous: dict[str, FileState],
+        seen: set[str],
+        tally: Tally,
+    ) -> None:
+        gone = sorted(set(previous) - seen)
+        if not gone:
+            return
+        doc_ids = [i for path in gone for i in previous[path].doc_ids]
+        await with_retries(
+            "rag-server",
+            lambda: self.rag.delete_documents(ws, doc_ids),
+            self.settings.call_attempts,
+            self.settings.call_backoff_seconds,
+        )
+        await self.state.forget(ws, codebase, gone)
+        _add(tally, {"deleted": len(gone)})
+        await self.store.update_progress(job.id, files={"deleted": len(gone)}, attempt=attempt)
+
+    async def _reprocess_failed(self, job: Job, ws: str) -> None:
+        """A retried job: the documents rag-server failed go through its pipeline again."""
+        if job.retries and await self.store.failed_documents(job.id):
+            try:
+                await self.rag.reprocess_failed(ws)
+            except Unavailable as exc:
+                log.warning("could not ask rag-server to reprocess: %s", exc)
+                return
+            await self.store.reset_failed_documents(job.id)
+
+
+def _take_some(items: Iterator[Entry | Skip], n: int) -> list[Entry | Skip]:
+    out: list[Entry | Skip] = []
+    for item in items:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _add(
+    tally: Tally,
+    noted: dict[str, int],
+    skipped: list[dict[str, str]] = (),  # type: ignore[assignment]
+    failed: list[dict[str, str]] = (),  # type: ignore[assignment]
+) -> None:
+    for key, value in noted.items():
+        tally.files[key] = tally.files.get(key, 0) + value
+    tally.skipped.extend(skipped)
+    tally.failed.extend(failed)

@@ -1,4 +1,5 @@
-"""The worker process: the consumer plus /health and /metrics on a small HTTP port."""
+"""The worker process: the consumer (parsing), the watcher (indexing), the reaper, an outbox
+relay for the jobs it queues again, and /health, /ready, /metrics on a small HTTP port."""
 
 from __future__ import annotations
 
@@ -6,22 +7,28 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 import asyncpg
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from sparkstack_common.auth import secret_value
-from sparkstack_common.jobs import JobStore
-from sparkstack_common.queue import IngestQueueConfig
+from sparkstack_common.ingestion.nats import NatsLink
+from sparkstack_common.ingestion.outbox import OutboxRelay
+from sparkstack_common.ingestion.store import JobStore
+from sparkstack_common.rag_client import RagClient
+from sparkstack_common.retry import until_done
 from sparkstack_common.service import add_standard_routes
 
-from .clients import Preprocessor, RagServer
-from .consumer import Worker
+from .clients import Preprocessor
+from .consumer import DB_ERRORS, Worker
 from .metrics import Metrics
 from .processor import JobProcessor
+from .reaper import Reaper
 from .settings import Settings
 from .state import CodebaseState
+from .watcher import IndexingWatcher
 
 log = logging.getLogger("ingest_worker")
 
@@ -44,28 +51,36 @@ def status_app(worker: Worker, pool: asyncpg.Pool, metrics: Metrics) -> FastAPI:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics()
-    pool = await _pool(settings.postgres_dsn, secret_value(settings.postgres_password), stop)
+    pool = await _until(
+        stop,
+        "PostgreSQL",
+        lambda: asyncpg.create_pool(
+            settings.postgres_dsn,
+            password=secret_value(settings.postgres_password),
+            min_size=1,
+            max_size=8,
+        ),
+    )
     if pool is None:
         return
     timeout = httpx.Timeout(settings.call_timeout_seconds, connect=5.0)
+    link = NatsLink(
+        settings.nats_url, token=secret_value(settings.nats_token), name="ingest-worker"
+    )
     async with pool, httpx.AsyncClient(timeout=timeout) as client:
-        store = JobStore(
-            pool, IngestQueueConfig(stream=settings.stream, subject_prefix=settings.subject_prefix)
+        store = JobStore(pool, settings.queue)
+        await _until(stop, "database schema", store.ensure_schema)
+        rag = RagClient(client, settings.rag_server_url, secret_value(settings.rag_server_api_key))
+        preprocessor = Preprocessor(
+            client, settings.preprocessor_url, secret_value(settings.preprocessor_api_key)
         )
-        state = CodebaseState(pool)
-        await store.ensure_schema()
-        await state.ensure_schema()
-        processor = JobProcessor(
-            settings,
-            store,
-            state,
-            Preprocessor(
-                client, settings.preprocessor_url, secret_value(settings.preprocessor_api_key)
-            ),
-            RagServer(client, settings.rag_server_url, secret_value(settings.rag_server_api_key)),
-        )
-        queue = IngestQueueConfig(stream=settings.stream, subject_prefix=settings.subject_prefix)
-        worker = Worker(settings, store, processor, metrics, queue)
+        processor = JobProcessor(settings, store, CodebaseState(pool), preprocessor, rag, pool)
+        worker = Worker(settings, store, processor, metrics, link)
+        watcher = IndexingWatcher(store, rag, metrics, settings.watch_interval_seconds)
+        reaper = Reaper(store, link, settings)
+        relay = OutboxRelay(store, link, settings.queue)
+        link.start()
+        relay.start()
         server = uvicorn.Server(
             uvicorn.Config(
                 status_app(worker, pool, metrics),
@@ -76,27 +91,35 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             )
         )
         server.install_signal_handlers = lambda: None  # the worker owns SIGTERM
-        http = asyncio.create_task(server.serve())
+        background = [
+            asyncio.create_task(server.serve(), name="status"),
+            asyncio.create_task(watcher.run(stop), name="watcher"),
+            asyncio.create_task(reaper.run(stop), name="reaper"),
+        ]
         try:
             await worker.run(stop)
         finally:
             log.info("stopping: no new jobs; waiting for running ones")
             await worker.shutdown()
             server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(http, 5)
+            for task in background[1:]:
+                task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.gather(*background, return_exceptions=True), 5)
+            await relay.stop()
+            await link.close()
 
 
-async def _pool(dsn: str, password: str | None, stop: asyncio.Event) -> asyncpg.Pool | None:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return await asyncpg.create_pool(dsn, password=password, min_size=1, max_size=8)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("PostgreSQL not ready (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
-    return None
+async def _until(stop: asyncio.Event, name: str, call: Any) -> Any:
+    """``call()`` retried until PostgreSQL answers, or None once the worker is told to stop."""
+    task = asyncio.ensure_future(until_done(name, call, DB_ERRORS))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not task.done():
+        task.cancel()
+        return None
+    return task.result()
 
 
 def run(settings: Settings) -> None:

@@ -1,9 +1,14 @@
-"""ingest-worker settings, read from ``INGEST_WORKER_*`` environment variables."""
+"""ingest-worker settings, read from ``INGEST_WORKER_*`` environment variables.
+
+The queue contract (stream, subjects, consumer, deliveries, ack wait) and the archive limits
+are shared with the orchestrator and read from ``SPARKSTACK_INGEST_*``
+(:mod:`sparkstack_common.ingestion.contract`)."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
 
 
 class Settings(BaseSettings):
@@ -18,31 +23,37 @@ class Settings(BaseSettings):
     preprocessor_api_key: SecretStr | None = None
     rag_server_url: str = "http://127.0.0.1:9621"
     rag_server_api_key: SecretStr | None = None
-    # /health and /metrics
+    # /health, /ready and /metrics
     host: str = "127.0.0.1"
     metrics_port: int = 9102
 
-    # the JetStream contract (sparkstack_common.queue); other names only for isolated tests
-    stream: str = "INGEST"
-    subject_prefix: str = "ingest"
-    consumer: str = "ingest-worker"
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    limits: IngestLimits = Field(default_factory=IngestLimits)
+
     concurrency: int = Field(2, ge=1)
-    max_deliver: int = Field(3, ge=1)
-    # a job silent for this long is redelivered; live jobs send in-progress acks well within it
-    ack_wait_seconds: float = Field(60.0, gt=0)
+    # a job's message gets an "in progress" ack this often while it runs
     heartbeat_seconds: float = Field(10.0, gt=0)
+    # a parsing job's lease: renewed with each heartbeat; once it lapsed (plus the same again
+    # as grace), the reaper takes the job as abandoned
+    lease_seconds: float = Field(60.0, gt=0)
     # on SIGTERM: how long in-flight jobs may take to finish before they are released
     grace_seconds: float = Field(30.0, ge=0)
 
     # files per POST /ingest to the code-preprocessor
     batch_files: int = Field(50, ge=1)
-    # a preprocessor or rag-server outage is retried this many times, with backoff
-    call_attempts: int = Field(4, ge=1)
+    # a preprocessor or rag-server outage is retried this many times, with backoff doubling
+    # up to 30 s: the default rides out about ten minutes (a PostgreSQL restart under
+    # rag-server) before the attempt fails and spends a delivery
+    call_attempts: int = Field(25, ge=1)
     call_backoff_seconds: float = Field(1.0, ge=0)
     call_timeout_seconds: float = Field(300.0, gt=0)
 
-    # archive limits
-    max_files: int = Field(2000, ge=1)
-    max_file_bytes: int = Field(1 << 20, ge=1)
-    max_total_bytes: int = Field(200 << 20, ge=1)
-    max_compression_ratio: float = Field(100.0, gt=1)
+    # indexing: how often the documents of jobs in "indexing" are asked about
+    watch_interval_seconds: float = Field(1.0, gt=0)
+    # the reaper: how often it looks, and how long a queued job may wait before its message
+    # is checked (and republished when it is gone)
+    reaper_interval_seconds: float = Field(15.0, gt=0)
+    stalled_queued_seconds: float = Field(300.0, gt=0)
+    # while PostgreSQL is down, a running job waits (its message kept "in progress", so no
+    # delivery is spent) and checks again this often
+    db_retry_seconds: float = Field(2.0, gt=0)

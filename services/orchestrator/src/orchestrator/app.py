@@ -19,8 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from .errors import APIError, error_dict
 from .gate import Gate, parse_hosts
-from .ingestion import IngestionService
-from .ingestion import router as ingestion_router
+from .ingest.routes import router as ingestion_router
+from .ingest.service import IngestionService
 from .keys_api import router as keys_router
 from .metrics import Metrics
 from .proxy import Proxy

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 
-WORKSPACE_HEADER = "LIGHTRAG-WORKSPACE"
 MIN_QUERY_CHARS = 3  # rag-server refuses shorter queries
 
 
@@ -50,28 +50,8 @@ class ArchiveClient:
         timeout: float = 30.0,
         max_chars: int = 1200,
     ) -> None:
-        self.client = client
-        self.base_url = rag_server_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
+        self.rag = RagClient(client, rag_server_url, api_key, timeout)
         self.max_chars = max_chars
-
-    def _headers(self, workspace: str) -> dict[str, str]:
-        headers = {WORKSPACE_HEADER: workspace}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
-
-    async def _post(self, path: str, workspace: str, body: dict[str, Any]) -> httpx.Response:
-        url = f"{self.base_url}{path}"
-        try:
-            return await self.client.post(
-                url, json=body, headers=self._headers(workspace), timeout=self.timeout
-            )
-        except httpx.HTTPError as exc:
-            raise ArchiveError(
-                f"rag-server {self.base_url} unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
 
     async def search(
         self, workspace: str, query: str, mode: str = "naive", top_k: int = 4
@@ -81,16 +61,13 @@ class ArchiveClient:
         if top_k <= 0 or len(query.strip()) < MIN_QUERY_CHARS:
             return []
         body = {"query": query, "mode": mode, "top_k": top_k, "chunk_top_k": top_k}
-        r = await self._post("/query/data", workspace, body)
-        if r.status_code == 404:
-            return []  # nobody wrote to this workspace: no archival memory
-        if r.status_code >= 400:
-            raise ArchiveError(f"rag-server /query/data answered {r.status_code}: {r.text[:300]}")
         try:
-            data = r.json().get("data") or {}
-        except ValueError as exc:
-            raise ArchiveError("rag-server /query/data answered no JSON") from exc
-        return self._hits(data, top_k)
+            answer = await self.rag.query_data(workspace, body)
+        except (RagUnavailable, RagRefused) as exc:
+            raise ArchiveError(str(exc)) from exc
+        if answer is None:
+            return []  # nobody wrote to this workspace: no archival memory
+        return self._hits(answer.get("data") or {}, top_k)
 
     def _hits(self, data: dict[str, Any], top_k: int) -> list[ArchivalHit]:
         hits: list[ArchivalHit] = []
@@ -125,18 +102,15 @@ class ArchiveClient:
             "file_sources": [summary_source(session_id, upto_turn)],
             "ids": [summary_doc_id(session_id, upto_turn)],
         }
-        r = await self._post("/documents/texts", workspace, body)
-        if r.status_code >= 400:
-            raise ArchiveError(
-                f"rag-server /documents/texts answered {r.status_code}: {r.text[:300]}"
+        try:
+            answer = await self.rag.insert_texts(
+                workspace, body["texts"], body["file_sources"], body["ids"]
             )
-        status = (r.json() or {}).get("status")
-        if status not in ("success", "duplicated", "partial_success"):
-            raise ArchiveError(f"rag-server refused the summary: {r.text[:300]}")
+        except (RagUnavailable, RagRefused) as exc:
+            raise ArchiveError(str(exc)) from exc
+        if answer.get("status") not in ("success", "duplicated", "partial_success"):
+            raise ArchiveError(f"rag-server refused the summary: {answer}")
 
     async def ping(self) -> bool:
-        try:
-            r = await self.client.get(f"{self.base_url}/health", timeout=self.timeout)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200
+        ok, _ = await self.rag.reachable()
+        return ok

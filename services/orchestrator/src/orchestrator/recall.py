@@ -22,46 +22,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from sparkstack_common.migrations import MIGRATION_LOCK, migrate
 
 from .identity import text_of
 
 TITLE_CHARS = 200
-# an arbitrary, fixed key: replicas creating the schema at once take turns
-_SCHEMA_LOCK = 7_041_990_001
-
-
-# The DDL (idempotent); ``{dim}`` is the embedding dimension, see :func:`schema_sql`.
+# Sessions and messages are migration 6 of the stack's one history; the summaries table is
+# created here because its vector size is the embedding model's (``{dim}``).
 SCHEMA = """
-CREATE EXTENSION IF NOT EXISTS vector;
-
-CREATE TABLE IF NOT EXISTS sessions (
-    id                 text PRIMARY KEY,
-    workspace          text NOT NULL,
-    created_at         timestamptz NOT NULL DEFAULT now(),
-    last_seen_at       timestamptz NOT NULL DEFAULT now(),
-    title              text,
-    model              text,
-    turn_count         integer NOT NULL DEFAULT 0,
-    promoted_upto_turn integer NOT NULL DEFAULT 0,
-    archived_upto_turn integer NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sessions_workspace_seen_idx
-    ON sessions (workspace, last_seen_at DESC);
-CREATE INDEX IF NOT EXISTS sessions_seen_idx ON sessions (last_seen_at DESC);
-
-CREATE TABLE IF NOT EXISTS messages (
-    id         bigserial PRIMARY KEY,
-    workspace  text NOT NULL,
-    session_id text NOT NULL,
-    turn       integer NOT NULL,
-    role       text NOT NULL,
-    content    text NOT NULL DEFAULT '',
-    extra      jsonb,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS messages_session_turn_idx ON messages (session_id, turn, id);
-CREATE INDEX IF NOT EXISTS messages_workspace_idx ON messages (workspace, created_at);
-
 CREATE TABLE IF NOT EXISTS summaries (
     id         bigserial PRIMARY KEY,
     workspace  text NOT NULL,
@@ -200,8 +168,9 @@ class RecallStore:
     async def ensure_schema(self) -> None:
         """Create the extension, tables and indexes if missing (idempotent; safe when several
         replicas start at once). A summaries table of another dimension is an error."""
+        await migrate(self.pool)
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(schema_sql(self.dim))
             existing = await conn.fetchval(
                 "SELECT atttypmod FROM pg_attribute "

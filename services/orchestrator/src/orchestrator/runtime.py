@@ -10,10 +10,12 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-from sparkstack_common.auth import auth_headers, redact_url, secret_value
+from sparkstack_common.auth import redact_url, secret_value
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.embeddings import Embedder
 from sparkstack_common.migrations import migrate
+from sparkstack_common.rag_client import RagRefused, RagUnavailable
+from sparkstack_common.retry import until_done
 
 from .archive import ArchiveClient
 from .keys import Keyring, KeyStore
@@ -42,7 +44,6 @@ class Runtime:
     promoter: Promoter | None = None
     memory: Memory | None = None
     ingestion: Any = None
-    rag_headers: dict[str, str] = field(default_factory=dict, repr=False)
     _schema_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -53,7 +54,6 @@ class Runtime:
                 "ORCHESTRATOR_RAG_SERVER_API_KEY is not set: rag-server will refuse archival "
                 "lookups and workspace listings"
             )
-        self.rag_headers = auth_headers(rag_key)
         self.archive = ArchiveClient(self.http, s.rag_server_url, rag_key)
         # One pool for keys, recall and ingestion. min_size=0: the orchestrator starts (and
         # answers what it can) while PostgreSQL is down.
@@ -111,20 +111,11 @@ class Runtime:
 
     async def _ensure_schema(self) -> None:
         """Retried until PostgreSQL answers: memory degrades meanwhile, requests go on."""
-        assert self.pool is not None
-        delay = 0.5
-        while True:
-            try:
-                await migrate(self.pool)
-                assert self.keyring is not None
-                self.keyring.schema_ready.set()
-                if self.recall is not None:
-                    await self.recall.ensure_schema()
-                return
-            except Exception as exc:
-                log.warning("database schema not ready (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
+        assert self.pool is not None and self.keyring is not None
+        await until_done("database schema", lambda: migrate(self.pool), (Exception,))
+        self.keyring.schema_ready.set()
+        if self.recall is not None:
+            await until_done("recall schema", self.recall.ensure_schema, (Exception,))
 
     async def close(self) -> None:
         if self.ingestion is not None:
@@ -156,13 +147,10 @@ class Runtime:
                 found["jobs"] = {r["workspace"] for r in rows}
             except Exception as exc:
                 log.warning("workspaces from jobs: %s", exc)
+        assert self.archive is not None
         try:
-            r = await self.http.get(
-                f"{self.settings.rag_server_url}/workspaces", headers=self.rag_headers, timeout=3
-            )
-            if r.status_code == 200:
-                found["rag-server"] = {w["name"] for w in r.json().get("workspaces", [])}
-        except httpx.HTTPError as exc:
+            found["rag-server"] = set(await self.archive.rag.workspaces())
+        except (RagUnavailable, RagRefused) as exc:
             log.warning("workspaces from rag-server: %s", exc)
         return found
 
@@ -186,11 +174,8 @@ class Runtime:
             return False, f"{type(exc).__name__}: {exc}"
 
     async def check_rag_server(self) -> tuple[bool, str]:
-        try:
-            r = await self.http.get(f"{self.settings.rag_server_url}/health", timeout=2)
-            return r.status_code == 200, f"answered {r.status_code}"
-        except httpx.HTTPError as exc:
-            return False, f"unreachable: {type(exc).__name__}"
+        assert self.archive is not None
+        return await self.archive.rag.reachable()
 
     async def check_backend(self, url: str) -> tuple[bool, str]:
         try:

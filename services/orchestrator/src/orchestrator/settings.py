@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
 
 
 class Settings(BaseSettings):
@@ -66,13 +67,9 @@ class Settings(BaseSettings):
     promotion_concurrency: int = Field(2, ge=1)
     embedding_dim: int = 1024
 
-    # ingestion
-    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1)
-    # JetStream stream and subject prefix of ingestion jobs (the defaults are the contract the
-    # ingest-worker consumes; tests use their own names)
-    ingest_stream: str = "INGEST"
-    ingest_subject_prefix: str = "ingest"
-    ingest_duplicate_window_seconds: float = Field(3600.0, gt=0)
+    # ingestion: the queue contract and the limits are the worker's too (SPARKSTACK_INGEST_*)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    ingest_limits: IngestLimits = Field(default_factory=IngestLimits)
     ingest_compress_level: int = Field(1, ge=0, le=9)
     ingest_relay_interval_seconds: float = Field(2.0, gt=0)
     ingest_publish_timeout_seconds: float = Field(2.0, gt=0)

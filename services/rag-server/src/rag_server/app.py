@@ -35,6 +35,7 @@ from .metrics import Metrics
 from .models import (
     DeleteDocRequest,
     DocumentsRequest,
+    DocumentStatusRequest,
     InsertResponse,
     InsertTextRequest,
     InsertTextsRequest,
@@ -281,6 +282,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "total_count": len(documents),
             "status_summary": summary,
         }
+
+    @app.post("/documents/status")
+    async def documents_status(
+        body: DocumentStatusRequest, runtime: Runtime, workspace: ExistingWorkspace
+    ) -> dict[str, Any]:
+        """Where each of up to 1,000 documents is (pending, processing, processed, failed
+        with its error); ids the workspace does not hold are left out. One call, where
+        ``track_status`` would take one per batch: what an ingestion job polls until its
+        documents are searchable."""
+        async with runtime.pool.lease(workspace) as rag:
+            found = await rag.doc_status.get_by_ids(body.ids)
+        documents: dict[str, Any] = {}
+        for doc_id, status in zip(body.ids, found, strict=False):
+            if status:
+                d = jsonable(status)
+                documents[doc_id] = {"status": d.get("status"), "error": d.get("error_msg")}
+        return {"documents": documents}
 
     @app.post("/documents/paginated")
     async def paginated(

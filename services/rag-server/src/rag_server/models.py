@@ -59,6 +59,10 @@ class DeleteDocRequest(BaseModel):
     delete_llm_cache: bool = False
 
 
+class DocumentStatusRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
 class QueryRequest(BaseModel):
     query: str = Field(min_length=3)
     mode: QueryMode = "mix"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 import asyncpg
+from sparkstack_common.migrations import migrate
 
 
 class WorkspaceRegistry(Protocol):
@@ -71,10 +72,7 @@ class PostgresRegistry:
         self._pool = await asyncpg.create_pool(
             self.dsn, password=self.password, min_size=1, max_size=2
         )
-        await self._pool.execute(
-            "CREATE TABLE IF NOT EXISTS rag_server_workspaces ("
-            " name text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())"
-        )
+        await migrate(self._pool)  # the table is migration 5 of the stack's one history
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -232,6 +232,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         args.workspace,
         args.name,
         api_key=_client_key(config),
+        wait=not args.no_wait,
     )
 
 
@@ -305,6 +306,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ing.add_argument("path")
     ing.add_argument("--workspace", help="workspace (default: default)")
     ing.add_argument("--name", help="codebase name (default: the directory's name)")
+    ing.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once uploaded (default: wait until the content is searchable)",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     sub.add_parser("infra", help="only the embedded PostgreSQL, Valkey and NATS").set_defaults(

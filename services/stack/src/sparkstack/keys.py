@@ -8,14 +8,7 @@ from typing import IO, Any
 
 import httpx
 
-
-def _error(r: httpx.Response) -> str:
-    try:
-        body = r.json()
-    except ValueError:
-        return r.text[:300]
-    error = body.get("error") if isinstance(body, dict) else None
-    return error.get("message") if isinstance(error, dict) else str(body)[:300]
+from .api import error_message
 
 
 def _scope(key: dict[str, Any]) -> str:
@@ -41,7 +34,7 @@ def manage_keys(
             print(f"sparkstack: the orchestrator at {api} is unreachable ({exc})", file=sys.stderr)
             return 1
     if r.status_code >= 400:
-        print(f"sparkstack keys: refused ({r.status_code}): {_error(r)}", file=sys.stderr)
+        print(f"sparkstack keys: refused ({r.status_code}): {error_message(r)}", file=sys.stderr)
         return 1
     body = r.json()
     if args.keys_command == "create":
