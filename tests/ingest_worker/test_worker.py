@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from archive_builders import gzip_bomb, symlink, tar_bytes, zip_bomb, zip_bytes
 from conftest import Harness, preprocessor_for, worker_process
 from fake_llm import FakeLLM, create_fake_llm
@@ -141,6 +142,7 @@ async def test_a_document_failing_in_lightrag_is_reported_then_retried(
     await assert_indexed_exactly_once(harness, rag, ws, {"docs/good.md", "docs/bad.md"})
 
 
+@pytest.mark.timeout(900)
 async def test_sigkill_at_random_points_three_times_in_a_2000_file_job(
     harness: Harness, tmp_path: Path, postgres_dsn: str
 ) -> None:
@@ -186,6 +188,7 @@ async def test_sigkill_at_random_points_three_times_in_a_2000_file_job(
             await assert_indexed_exactly_once(harness, rag, ws, set(files))
 
 
+@pytest.mark.timeout(900)
 async def test_a_three_minute_database_outage_spends_no_delivery(
     harness: Harness, preprocessor: str, rag: str, tmp_path: Path, infra: object
 ) -> None:

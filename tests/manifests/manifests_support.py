@@ -65,6 +65,7 @@ RETAIN_LABEL = "sparkstack/retain"
 ROLE_LABEL = "sparkstack/model-role"
 NAME_LABEL = "app.kubernetes.io/name"
 
+
 class RenderError(RuntimeError):
     pass
 

@@ -115,10 +115,10 @@ class Worker:
             self.metrics.messages.labels("terminated-poison").inc()
             await _quietly(msg.term())
             return
-        attempt: int | None = None
+        started: list[int] = []  # the attempt, once start_parsing gave it (kept across retries)
         while True:
             try:
-                attempt = await self._attempt(msg, message, attempt)
+                await self._attempt(msg, message, started)
                 return
             except DB_ERRORS as exc:
                 # the database went away: wait for it without spending a delivery
@@ -139,10 +139,12 @@ class Worker:
             except (*DB_ERRORS, TimeoutError):
                 await asyncio.sleep(self.settings.db_retry_seconds)
 
-    async def _attempt(self, msg: Msg, message: IngestMessage, attempt: int | None) -> int:
-        """Run (or re-run, after a database outage) one attempt; returns its number."""
+    async def _attempt(self, msg: Msg, message: IngestMessage, started: list[int]) -> None:
+        """Run one attempt, or run it again after a database outage (``started`` holds its
+        number once it began: the re-run spends no delivery and no attempt)."""
         s = self.settings
         extra = {"job_id": message.job_id, "workspace": message.workspace}
+        attempt = started[0] if started else None
         if attempt is None:
             job = await self.store.start_parsing(message.job_id, s.lease_seconds)
             if job is None:
@@ -155,19 +157,20 @@ class Worker:
                     log.info("job already %s: message acked", known.status, extra=extra)
                     self.metrics.messages.labels("acked-finished").inc()
                     await _quietly(msg.ack())
-                return 0
+                return
             attempt = job.attempts
+            started.append(attempt)
         else:
             if not await self.store.restart_attempt(message.job_id, attempt, s.lease_seconds):
                 log.info("job taken over while the database was away", extra=extra)
                 await _quietly(msg.ack())
-                return attempt
+                return
             job = await self.store.get_job(message.job_id)
             assert job is not None
         extra["attempt"] = attempt
         deliveries = msg.metadata.num_delivered if msg.metadata else attempt
         log.info("job parsing (delivery %d)", deliveries, extra=extra)
-        started = time.perf_counter()
+        began = time.perf_counter()
         self.metrics.in_flight.inc()
         beat = asyncio.create_task(self._beat(msg, message.job_id, attempt))
 
@@ -221,8 +224,7 @@ class Worker:
         finally:
             beat.cancel()
             self.metrics.in_flight.dec()
-            self.metrics.seconds.observe(time.perf_counter() - started)
-        return attempt
+            self.metrics.seconds.observe(time.perf_counter() - began)
 
     async def _release(self, message: IngestMessage, attempt: int, msg: Msg) -> None:
         with contextlib.suppress(*DB_ERRORS):
