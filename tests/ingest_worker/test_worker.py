@@ -245,21 +245,30 @@ async def test_stranded_jobs_are_requeued_or_failed_by_the_reaper(
     nc = await nats_client.connect(harness.nats_url)
     await nc.jetstream().delete_msg(harness.queue.stream, entry.stream_seq)
     await nc.close()
-    # a job left "parsing" by a worker that died on its last delivery
-    dead = await harness.submit(ws, "document", "dead.md", b"# Dead\n\nNever finished.\n")
-    await store.pool.execute(
-        "UPDATE ingest_jobs SET status = 'parsing', attempts = 3,"
-        " lease_until = now() - interval '1 hour' WHERE id = $1",
-        uuid.UUID(dead),
-    )
     with worker_process(
         harness, preprocessor, rag, tmp_path, stalled_queued_seconds=1, queue={"max_deliver": 3}
     ):
         revived = await harness.wait(lost, within=60)
-        ended = await harness.wait(dead, within=60)
     assert revived.status == "completed", revived.errors
     assert "message was lost" in json.dumps(revived.errors)
-    assert ended.status == "failed" and "stopped, after 3 attempt(s)" in ended.error
+
+    # a worker killed during the job's last delivery: JetStream will not deliver it again,
+    # so the reaper ends it failed, with the reason, once its lease has lapsed
+    dead = await harness.submit(ws, "codebase", "d.tar.gz", tar_bytes(codebase(300, "d")), "d")
+    settings = {
+        "batch_files": 5,
+        "lease_seconds": 1,
+        "heartbeat_seconds": 0.5,
+        "abandoned_after_seconds": 2,
+        "queue": {"max_deliver": 1},
+    }
+    with worker_process(harness, preprocessor, rag, tmp_path, **settings) as worker:
+        await harness.until(dead, lambda j: j.progress["files"].get("added", 0) >= 10)
+        worker.kill()
+        worker.start()
+        ended = await harness.wait(dead, within=60)
+    assert ended.status == "failed", (ended.status, ended.errors)
+    assert "stopped, after 1 attempt(s) (SPARKSTACK_INGEST_MAX_DELIVER=1)" in ended.error
 
 
 async def test_nats_restart_with_twenty_jobs(

@@ -17,6 +17,7 @@ import pytest
 from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from sparkstack_common.ingestion.contract import QueueSettings
 from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
 
 ADMIN = bearer(ADMIN_KEY)
@@ -68,8 +69,7 @@ def settings(
         postgres_dsn=dsn,
         redis_url=redis_url,
         nats_url=nats_url,
-        ingest_stream=f"KEYS_{suffix}",
-        ingest_subject_prefix=f"keys{suffix}.ingest",
+        queue=QueueSettings(stream=f"KEYS_{suffix}", subject_prefix=f"keys{suffix}.ingest"),
         rag_server_url=rag,
         rag_server_api_key=RAG_KEY,
         admin_key=ADMIN_KEY,

@@ -57,7 +57,7 @@ class Reaper:
         if not self.link.connected:
             return  # without NATS nobody can tell a live message from a lost one
         js = self.link.jetstream()
-        grace = max(2 * s.lease_seconds, 300.0)
+        grace = max(2 * s.lease_seconds, s.abandoned_after_seconds)
         for job in await self.store.lapsed_parsing(grace):
             await self._settle(js, job, await self.store.outbox_entry(job.id), "parsing")
         for job, entry in await self.store.stalled_queued(s.stalled_queued_seconds):

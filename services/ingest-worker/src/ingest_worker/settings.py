@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # is checked (and republished when it is gone)
     reaper_interval_seconds: float = Field(15.0, gt=0)
     stalled_queued_seconds: float = Field(300.0, gt=0)
+    # a parsing job whose lease lapsed this long ago (and at least twice the lease) is taken
+    # for abandoned: a database outage that long is what it must ride out first
+    abandoned_after_seconds: float = Field(300.0, gt=0)
     # while PostgreSQL is down, a running job waits (its message kept "in progress", so no
     # delivery is spent) and checks again this often
     db_retry_seconds: float = Field(2.0, gt=0)

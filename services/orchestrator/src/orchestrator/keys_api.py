@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
 from .errors import bad_request, not_found, request_error
-from .keys import BOOTSTRAP_NAME, KeyInfo, KeyRefused, Keyring, KeyStore
+from .keys import BOOTSTRAP_NAME, KeyInfo, KeyRefused, Keyring
 
 router = APIRouter()
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -27,12 +28,15 @@ def _keyring(request: Request) -> Keyring:
     return request.app.state.keyring
 
 
-async def _store_call(call: Any) -> Any:
+async def _store_call(keyring: Keyring, call: Any) -> Any:
     try:
+        # just after start-up the key table may still be on its way (bounded wait)
+        await asyncio.wait_for(keyring.schema_ready.wait(), 5.0)
         return await call
     except KeyRefused as exc:
         raise bad_request(str(exc), "name") from None
     except _DB_ERRORS:  # PostgreSQL down, or the table not there yet: the caller can retry
+        call.close()
         raise request_error(
             503, "the key store (PostgreSQL) is unavailable", code="key_store_unavailable"
         ) from None
@@ -54,8 +58,8 @@ def _bootstrap_info() -> dict[str, Any]:
 
 @router.get("/v1/keys")
 async def list_keys(request: Request, include_revoked: bool = False) -> dict[str, Any]:
-    store: KeyStore = _keyring(request).store
-    keys = await _store_call(store.list(include_revoked))
+    keyring = _keyring(request)
+    keys = await _store_call(keyring, keyring.store.list(include_revoked))
     return {"object": "list", "data": [_bootstrap_info(), *(k.to_dict() for k in keys)]}
 
 
@@ -69,7 +73,7 @@ async def create_key(request: Request, body: CreateKey) -> JSONResponse:
         except InvalidWorkspace as exc:
             raise bad_request(str(exc), "workspaces") from None
     keyring = _keyring(request)
-    info, key = await _store_call(keyring.store.create(body.name, workspaces, body.admin))
+    info, key = await _store_call(keyring, keyring.store.create(body.name, workspaces, body.admin))
     keyring.forget()
     return JSONResponse({**info.to_dict(), "key": key}, status_code=201)
 
@@ -83,7 +87,7 @@ async def revoke_key(request: Request, name: str) -> dict[str, Any]:
             "name",
         )
     keyring = _keyring(request)
-    info = await _store_call(keyring.store.revoke(name))
+    info = await _store_call(keyring, keyring.store.revoke(name))
     keyring.forget()
     if info is None:
         raise not_found(f"no active key named {name!r}", "key_not_found", "name")
