@@ -30,6 +30,20 @@ class Recorder:
         async def health() -> dict[str, str]:
             return {"status": "ok"}
 
+        self.code: list[dict[str, Any]] = []
+
+        @self.app.post("/documents/code")
+        async def code(request: Request) -> dict[str, Any]:
+            body = await request.json()
+            self.code.append(
+                {
+                    "workspace": request.headers.get("LIGHTRAG-WORKSPACE"),
+                    "authorization": request.headers.get("authorization"),
+                    **body,
+                }
+            )
+            return {"doc_id": body["doc_id"], "status": "success"}
+
         @self.app.post("/documents/texts")
         async def texts(request: Request) -> dict[str, Any]:
             body = await request.json()
@@ -123,11 +137,12 @@ def test_batch_parses_good_files_and_reports_bad_ones(client: httpx.Client) -> N
     assert summary["files"] == 9 and summary["ok"] == 4
 
 
-def test_ingest_forwards_labelled_chunks_in_batches(
+def test_ingest_sends_code_as_a_graph_and_prose_as_texts(
     client: httpx.Client, rag: tuple[Recorder, str]
 ) -> None:
     recorder, _ = rag
     recorder.calls.clear()
+    recorder.code.clear()
     files = [
         ("files", ("src/store.py", PY)),
         ("files", ("cmd/main.go", GO)),
@@ -140,24 +155,34 @@ def test_ingest_forwards_labelled_chunks_in_batches(
     assert body["workspace"] == "proj-a"
     by = {f["path"]: f for f in body["files"]}
     assert by["bin/tool.exe"]["status"] == "skipped" and by["bin/tool.exe"]["sent"] == 0
-    sent = [
-        d
-        for call in recorder.calls
-        for d in zip(call["ids"], call["texts"], call["file_sources"], strict=True)
-    ]
-    assert all(call["workspace"] == "proj-a" for call in recorder.calls)
-    # every call carried rag-server's key
-    assert {call["authorization"] for call in recorder.calls} == {f"Bearer {RAG_KEY}"}
-    assert all(len(call["texts"]) <= 3 for call in recorder.calls)  # ingest_batch_size
-    assert sum(f["sent"] for f in body["files"]) == len(sent)
-    ids = [d[0] for d in sent]
-    assert len(set(ids)) == len(ids)
-    assert set(by["src/store.py"]["doc_ids"]) <= set(ids)
-    texts = {d[2]: d[1] for d in sent}
-    code = texts["src/store.py#L1-L5"]
-    assert code.startswith("[src/store.py (python), lines 1-5]\n")
-    assert "return os.environ[key]" in code  # the code itself is indexed
-    assert "src/store.py#overview" in texts
+    # every call carried rag-server's key and the workspace
+    calls = recorder.calls + recorder.code
+    assert {c["authorization"] for c in calls} == {f"Bearer {RAG_KEY}"}
+    assert {c["workspace"] for c in calls} == {"proj-a"}
+    # prose is extracted by LightRAG: sent as texts
+    texts = {src: text for c in recorder.calls for src, text in zip(c["file_sources"], c["texts"])}
+    assert set(texts) == {"README.md#L1-L3"}
+    # code goes in as a graph: the code itself in chunks, symbols named <path>:<qualname>
+    code = {d["file_path"]: d for d in recorder.code}
+    assert set(code) == {"src/store.py", "cmd/main.go"}
+    store = code["src/store.py"]
+    assert [d["doc_id"] for d in recorder.code if d["file_path"] == "src/store.py"] == by[
+        "src/store.py"
+    ]["doc_ids"]
+    assert any("return os.environ[key]" in c for c in store["chunks"])
+    names = {e["name"]: e["type"] for e in store["entities"]}
+    assert names == {
+        "src/store.py": "module",
+        "src/store.py:Store": "class",
+        "src/store.py:Store.get": "method",
+    }
+    assert {(r["source"], r["target"], tuple(r["kinds"])) for r in store["relations"]} == {
+        ("src/store.py", "src/store.py:Store", ("contains",)),
+        ("src/store.py:Store", "src/store.py:Store.get", ("contains",)),
+    }
+    # what the worker links across files: the references as written
+    assert by["src/store.py"]["graph"]["refs"] == [["extends", "Store", "Base"]]
+    assert by["README.md"].get("graph") is None
     # stable: the same content in the same workspace gets the same document ids
     again = client.post("/ingest", files=files[:1], headers={"X-Workspace": "proj-a"}).json()
     assert again["files"][0]["doc_ids"] == by["src/store.py"]["doc_ids"]
@@ -170,9 +195,10 @@ def test_ingest_default_and_invalid_workspace(
 ) -> None:
     recorder, _ = rag
     recorder.calls.clear()
+    recorder.code.clear()
     r = client.post("/ingest", files=[("files", ("a.py", PY))])
     assert r.status_code == 200 and r.json()["workspace"] == "default"
-    assert recorder.calls[-1]["workspace"] == "default"
+    assert recorder.code[-1]["workspace"] == "default"
     for bad in ("a b", "x" * 65, "../etc", "a.b", "na%C3%AFve"):
         r = client.post("/ingest", files=[("files", ("a.py", PY))], headers={"X-Workspace": bad})
         assert r.status_code == 400, bad
@@ -276,4 +302,6 @@ def test_ingest_reaches_the_real_rag_server(tmp_path_factory: pytest.TempPathFac
         chunks = " ".join(c["content"] for c in data["chunks"])
         assert "return LedgerService().record(card)" in chunks  # the code itself is indexed
         assert "billing/gateway.py" in {c["file_path"].split("#")[0] for c in data["chunks"]}
-        assert "PaymentGateway" in {e["entity_name"] for e in data["entities"]}
+        assert "billing/gateway.py:PaymentGateway" in {e["entity_name"] for e in data["entities"]}
+        # code was indexed from syntax: the one chat call is the hybrid query's keywords
+        assert fake.count("chat") == 1

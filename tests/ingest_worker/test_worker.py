@@ -50,8 +50,11 @@ async def docs_in(rag: str, workspace: str) -> list[dict]:
 
 
 def files_of(docs: list[dict]) -> dict[str, int]:
+    """Documents per file (a code file's cross-file links document aside)."""
     counts: dict[str, int] = {}
     for d in docs:
+        if d["file_path"].endswith("#links"):
+            continue
         path = d["file_path"].split("#", 1)[0]
         counts[path] = counts.get(path, 0) + 1
     return counts
@@ -69,6 +72,14 @@ async def assert_indexed_exactly_once(harness: Harness, rag: str, ws: str, files
     # each file's documents once: the same ids on every retry, so nothing was added twice
     assert {r["path"]: r["n"] for r in expected} == per_file
     assert len({d["id"] for d in docs}) == len(docs)
+    links = await harness.store.pool.fetch(  # type: ignore[union-attr]
+        "SELECT links_doc_id FROM ingest_codebase_files"
+        " WHERE workspace = $1 AND links_doc_id IS NOT NULL",
+        ws,
+    )
+    assert {r["links_doc_id"] for r in links} == {
+        d["id"] for d in docs if d["file_path"].endswith("#links")
+    }
     stuck = await harness.store.pool.fetchval(  # type: ignore[union-attr]
         "SELECT count(*) FROM ingest_jobs WHERE workspace = $1"
         " AND status IN ('queued', 'parsing', 'indexing')",

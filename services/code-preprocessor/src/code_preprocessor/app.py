@@ -16,7 +16,7 @@ from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
-from .ingest import FileIngest, documents_of, send
+from .ingest import FileIngest, prepare, send
 from .metrics import Metrics
 from .pool import ParserPool
 from .preprocess import kind_of
@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         work = [FileIngest(r) for r in results]
         for f in work:
             if f.result.status == "ok":
-                f.documents = documents_of(f.result, workspace, hashes[f.result.path])
+                prepare(f, workspace, hashes[f.result.path])
         try:
             await send(work, workspace, request.app.state.rag, settings.ingest_batch_size)
         except (RagUnavailable, RagRefused) as exc:

@@ -8,6 +8,7 @@ from sparkstack_common.tokens import count_tokens, cut_at_tokens
 from tree_sitter import Language, Parser, Query
 
 from .chunking import Chunker
+from .graph import BINDINGS
 from .languages import BY_NAME, LanguageSpec
 from .model import Chunk, FileResult, Symbol
 from .symbols import extract
@@ -58,6 +59,9 @@ class CodeParser:
         )
         lines = result.chunks[-1].end_line if result.chunks else 0
         result.overview = overview(result.path, language, ex.imports, ex.symbols, budget, lines)
+        bindings = BINDINGS.get(language)
+        if bindings is not None:
+            result.bindings = bindings(tree.root_node)
         return result
 
 

@@ -8,7 +8,11 @@ from typing import Any
 
 from sparkstack_common.rag_client import RagClient
 
+from .graph import code_document, link_info
 from .model import Chunk, FileResult
+from .preprocess import DOCUMENT_EXTENSIONS
+
+DOCUMENT_KINDS = frozenset(DOCUMENT_EXTENSIONS.values())
 
 
 @dataclass
@@ -24,24 +28,35 @@ class FileIngest:
 
     result: FileResult
     documents: list[Document] = field(default_factory=list)
+    # a code file goes in as one code document (its graph), not as texts to extract from
+    code: dict[str, Any] | None = None
+    graph: dict[str, Any] | None = None  # what the worker needs to link it to other files
     sent: int = 0
     track_ids: list[str] = field(default_factory=list)
 
+    @property
+    def doc_ids(self) -> list[str]:
+        return [self.code["doc_id"]] if self.code else [d.id for d in self.documents]
+
     def to_dict(self) -> dict[str, Any]:
         r = self.result
-        return {
+        expected = 1 if self.code else len(self.documents)
+        out = {
             "path": r.path,
-            "status": r.status if r.status != "ok" or self.sent == len(self.documents) else "error",
+            "status": r.status if r.status != "ok" or self.sent == expected else "error",
             "reason": r.reason,
             "language": r.language,
             "flags": r.flags,
             "symbols": len(r.symbols),
             "chunks": len(r.chunks),
-            "documents": len(self.documents),
+            "documents": expected,
             "sent": self.sent,
-            "doc_ids": [d.id for d in self.documents],
+            "doc_ids": self.doc_ids,
             "track_ids": self.track_ids,
         }
+        if self.graph is not None:
+            out["graph"] = self.graph
+        return out
 
 
 def document_id(workspace: str, path: str, content_sha256: str, index: int) -> str:
@@ -105,8 +120,23 @@ async def send(files: list[FileIngest], workspace: str, rag: RagClient, batch_si
         batch.clear()
 
     for f in files:
+        if f.code is not None:
+            await rag.insert_code(workspace, f.code)
+            f.sent = 1
+            f.track_ids = [f"code_{f.code['doc_id']}"]  # processed already; listed the same way
+            continue
         for d in f.documents:
             batch.append((f, d))
             if len(batch) >= batch_size:
                 await flush()
     await flush()
+
+
+def prepare(f: FileIngest, workspace: str, content_sha256: str) -> None:
+    """Code goes in as a graph; prose (Markdown, text, PDF...) as texts LightRAG extracts."""
+    r = f.result
+    if r.language in DOCUMENT_KINDS:
+        f.documents = documents_of(r, workspace, content_sha256)
+    else:
+        f.code = code_document(r, workspace, content_sha256)
+        f.graph = link_info(r)

@@ -59,6 +59,8 @@ class FileResult:
     relations: list[Relation] = field(default_factory=list)
     chunks: list[Chunk] = field(default_factory=list)
     overview: Chunk | None = None
+    # names the file's imports bind: (local name, module as written, imported name or None)
+    bindings: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

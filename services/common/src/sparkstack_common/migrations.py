@@ -93,6 +93,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX IF NOT EXISTS messages_workspace_idx ON messages (workspace, created_at);
         """,
     ),
+    Migration(7, "ingestion: code graph link data per file", ingestion.CODE_GRAPH),
 )
 
 

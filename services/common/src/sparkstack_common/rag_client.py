@@ -86,6 +86,13 @@ class RagClient:
         assert r is not None
         return r.json()
 
+    async def insert_code(self, workspace: str, document: dict[str, Any]) -> dict[str, Any]:
+        """One code document (chunks, entities, relationships), written without an LLM call;
+        processed when this returns."""
+        r = await self.request("POST", "/documents/code", workspace, json=document)
+        assert r is not None
+        return r.json()
+
     async def delete_documents(self, workspace: str, doc_ids: Sequence[str]) -> None:
         """Delete and wait until done; a workspace that is gone has nothing left to delete."""
         if doc_ids:

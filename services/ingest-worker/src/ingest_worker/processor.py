@@ -34,6 +34,7 @@ from sparkstack_common.retry import Unavailable, with_retries
 from . import archives
 from .archives import ArchiveRejected, Entry, Skip
 from .clients import Preprocessor
+from .linker import Codebase, FileInfo, links_document
 from .settings import Settings
 from .state import DOCUMENTS, CodebaseState, FileState, codebase_lock
 
@@ -174,6 +175,7 @@ class JobProcessor:
             await self._send(job, ws, codebase, attempt, batch, previous, tally, heartbeat)
         if message.kind == "codebase":
             await self._forget_gone(job, ws, codebase, attempt, previous, seen, tally)
+            await self._link(job, ws, codebase, attempt, heartbeat)
         await self._reprocess_failed(job, ws)
         return tally.result()
 
@@ -197,7 +199,7 @@ class JobProcessor:
             on_wait=heartbeat,
         )
         results = {f["path"]: f for f in answer.get("files", [])}
-        recorded: list[tuple[str, str, list[str], str]] = []
+        recorded: list[tuple[str, str, list[str], str, dict | None]] = []
         documents: list[tuple[str, str]] = []
         stale: list[str] = []
         forget: list[str] = []
@@ -212,7 +214,7 @@ class JobProcessor:
                 ids = [str(i) for i in result.get("doc_ids") or []]
                 change = "added" if before is None else "changed"
                 noted[change] = noted.get(change, 0) + 1
-                recorded.append((entry.path, entry.sha256, ids, change))
+                recorded.append((entry.path, entry.sha256, ids, change, result.get("graph")))
                 documents.extend((i, entry.path) for i in ids)
                 if before is not None:
                     stale.extend(i for i in before.doc_ids if i not in set(ids))
@@ -225,7 +227,7 @@ class JobProcessor:
                 noted["failed"] = noted.get("failed", 0) + 1
                 failed.append({"path": entry.path, "reason": reason})
             if before is not None:  # its old content is no longer the file's: take it out
-                stale.extend(before.doc_ids)
+                stale.extend(before.all_doc_ids)
                 forget.append(entry.path)
         if stale:
             await with_retries(
@@ -257,7 +259,7 @@ class JobProcessor:
         gone = sorted(set(previous) - seen)
         if not gone:
             return
-        doc_ids = [i for path in gone for i in previous[path].doc_ids]
+        doc_ids = [i for path in gone for i in previous[path].all_doc_ids]
         await with_retries(
             "rag-server",
             lambda: self.rag.delete_documents(ws, doc_ids),
@@ -267,6 +269,51 @@ class JobProcessor:
         await self.state.forget(ws, codebase, gone)
         _add(tally, {"deleted": len(gone)})
         await self.store.update_progress(job.id, files={"deleted": len(gone)}, attempt=attempt)
+
+    async def _link(
+        self, job: Job, ws: str, codebase: str, attempt: int, heartbeat: Heartbeat
+    ) -> None:
+        """Cross-file edges for the whole codebase, from what each file's parse said; only the
+        files whose edges (or the files they point into) changed get a new links document."""
+        rows = await self.state.graphs(ws, codebase)
+        if not rows:
+            return
+        files = [FileInfo.of(path, sha, graph) for path, sha, graph, _ in rows]
+        index = await asyncio.to_thread(Codebase, files)
+        shas = {f.path: f.sha256 for f in files}
+        current = {path: links for path, _, _, links in rows}
+        updates: list[tuple[str, str | None]] = []
+        stale: list[str] = []
+        tracked: list[tuple[str, str]] = []
+        for f in files:
+            document = links_document(ws, codebase, f, index.edges_of(f), shas)
+            new_id = document["doc_id"] if document else None
+            if new_id == current[f.path]:
+                continue
+            if document is not None:
+                await with_retries(
+                    "rag-server",
+                    lambda d=document: self.rag.insert_code(ws, d),
+                    self.settings.call_attempts,
+                    self.settings.call_backoff_seconds,
+                    on_wait=heartbeat,
+                )
+                tracked.append((document["doc_id"], f.path))
+            if current[f.path]:
+                stale.append(current[f.path])
+            updates.append((f.path, new_id))
+            if len(updates) % 200 == 0:
+                await heartbeat()
+        if stale:
+            await with_retries(
+                "rag-server",
+                lambda: self.rag.delete_documents(ws, stale),
+                self.settings.call_attempts,
+                self.settings.call_backoff_seconds,
+                on_wait=heartbeat,
+            )
+        await self.state.set_links(ws, codebase, updates)
+        await self.store.add_documents(job.id, tracked, attempt)
 
     async def _reprocess_failed(self, job: Job, ws: str) -> None:
         """A retried job: the documents rag-server failed go through its pipeline again."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,11 @@ class FileState:
     doc_ids: tuple[str, ...]
     job_id: str | None = None  # the job that last wrote it
     change: str | None = None  # how: added or changed
+    links_doc_id: str | None = None  # its cross-file links in rag-server (code files)
+
+    @property
+    def all_doc_ids(self) -> tuple[str, ...]:
+        return (*self.doc_ids, self.links_doc_id) if self.links_doc_id else self.doc_ids
 
 
 class CodebaseState:
@@ -29,8 +35,8 @@ class CodebaseState:
 
     async def load(self, workspace: str, codebase: str) -> dict[str, FileState]:
         rows = await self.pool.fetch(
-            "SELECT path, sha256, doc_ids, job_id, change FROM ingest_codebase_files"
-            " WHERE workspace = $1 AND codebase = $2",
+            "SELECT path, sha256, doc_ids, job_id, change, links_doc_id"
+            " FROM ingest_codebase_files WHERE workspace = $1 AND codebase = $2",
             workspace,
             codebase,
         )
@@ -40,6 +46,7 @@ class CodebaseState:
                 tuple(r["doc_ids"]),
                 str(r["job_id"]) if r["job_id"] else None,
                 r["change"],
+                r["links_doc_id"],
             )
             for r in rows
         }
@@ -49,22 +56,50 @@ class CodebaseState:
         workspace: str,
         codebase: str,
         job_id: str,
-        files: list[tuple[str, str, list[str], str]],
+        files: list[tuple[str, str, list[str], str, dict | None]],
     ) -> None:
-        """Files now in rag-server: (path, sha256, doc ids, added|changed), by ``job_id``."""
+        """Files now in rag-server: (path, sha256, doc ids, added|changed, link data), by
+        ``job_id``. A file's old links document stays recorded until the linker replaces
+        it."""
         if not files:
             return
         await self.pool.executemany(
             """
             INSERT INTO ingest_codebase_files
-                (workspace, codebase, path, sha256, doc_ids, job_id, change)
-            VALUES ($1, $2, $3, $4, $5, $6::uuid, $7)
+                (workspace, codebase, path, sha256, doc_ids, job_id, change, graph)
+            VALUES ($1, $2, $3, $4, $5, $6::uuid, $7, $8::text::jsonb)
             ON CONFLICT (workspace, codebase, path) DO UPDATE
             SET sha256 = EXCLUDED.sha256, doc_ids = EXCLUDED.doc_ids, updated_at = now(),
-                job_id = EXCLUDED.job_id, change = EXCLUDED.change
+                job_id = EXCLUDED.job_id, change = EXCLUDED.change, graph = EXCLUDED.graph
             """,
-            [(workspace, codebase, p, sha, ids, job_id, ch) for p, sha, ids, ch in files],
+            [
+                (workspace, codebase, p, sha, ids, job_id, ch, json.dumps(g) if g else None)
+                for p, sha, ids, ch, g in files
+            ],
         )
+
+    async def graphs(
+        self, workspace: str, codebase: str
+    ) -> list[tuple[str, str, dict, str | None]]:
+        """(path, sha256, link data, links doc id) of every code file of the codebase."""
+        rows = await self.pool.fetch(
+            "SELECT path, sha256, graph::text AS graph, links_doc_id FROM ingest_codebase_files"
+            " WHERE workspace = $1 AND codebase = $2 AND graph IS NOT NULL ORDER BY path",
+            workspace,
+            codebase,
+        )
+        return [(r["path"], r["sha256"], json.loads(r["graph"]), r["links_doc_id"]) for r in rows]
+
+    async def set_links(
+        self, workspace: str, codebase: str, links: list[tuple[str, str | None]]
+    ) -> None:
+        """(path, links doc id or None) after the linker wrote them."""
+        if links:
+            await self.pool.executemany(
+                "UPDATE ingest_codebase_files SET links_doc_id = $4"
+                " WHERE workspace = $1 AND codebase = $2 AND path = $3",
+                [(workspace, codebase, p, d) for p, d in links],
+            )
 
     async def forget(self, workspace: str, codebase: str, paths: list[str]) -> None:
         if paths:

@@ -22,6 +22,7 @@ from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
+from . import codegraph
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .instances import (
     ConfigurationError,
@@ -283,6 +284,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "status_summary": summary,
         }
 
+    @app.post("/documents/code")
+    async def insert_code(
+        body: codegraph.CodeDocument, runtime: Runtime, workspace: Workspace
+    ) -> dict[str, Any]:
+        """One source file (or one file's cross-file links) as chunks, entities and
+        relationships, written at once without an LLM call; processed when this answers."""
+        async with runtime.pool.lease(workspace) as rag:
+            result = await codegraph.insert(rag, body, to_stored_source(body.file_path))
+            if result["status"] == "success":
+                await clear_query_cache(rag)
+        runtime.metrics.documents.inc()
+        runtime.observe_pool()
+        return {"doc_id": body.doc_id, **result}
+
     @app.post("/documents/status")
     async def documents_status(
         body: DocumentStatusRequest, runtime: Runtime, workspace: ExistingWorkspace
@@ -296,8 +311,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         documents: dict[str, Any] = {}
         for doc_id, status in zip(body.ids, found, strict=False):
             if status:
-                d = jsonable(status)
-                documents[doc_id] = {"status": d.get("status"), "error": d.get("error_msg")}
+                state, error = codegraph.status_of(jsonable(status))
+                documents[doc_id] = {"status": state, "error": error}
         return {"documents": documents}
 
     @app.post("/documents/paginated")
@@ -477,6 +492,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def delete_one(rag: LightRAG, doc_id: str, delete_llm_cache: bool) -> dict[str, Any]:
     """LightRAG refuses a deletion ("not_allowed") while the workspace's pipeline is indexing:
     wait for it (bounded) rather than report a failure the caller can do nothing about."""
+    if await codegraph.delete(rag, doc_id):  # a code document: what its journal lists
+        return {"status": "success", "doc_id": doc_id, "message": "code document deleted"}
     deadline = time.monotonic() + DELETE_WAIT_SECONDS
     while True:
         outcome = jsonable(await rag.adelete_by_doc_id(doc_id, delete_llm_cache=delete_llm_cache))
@@ -504,5 +521,21 @@ def doc_json(doc_id: str, status: Any) -> dict[str, Any]:
         "chunks_count": d.get("chunks_count"),
         "error_msg": d.get("error_msg"),
         "file_path": d.get("file_path"),
-        "metadata": d.get("metadata") or {},
+        "metadata": _metadata(d.get("metadata") or {}),
+    }
+
+
+def _metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A code document's journal holds its whole payload: list only what it is."""
+    journal = metadata.get(codegraph.KIND)
+    if not journal:
+        return metadata
+    payload = journal.get("payload") or {}
+    return {
+        **{k: v for k, v in metadata.items() if k != codegraph.KIND},
+        codegraph.KIND: {
+            "state": journal.get("state"),
+            "entities": len(payload.get("entities") or []),
+            "relations": len(payload.get("relations") or []),
+        },
     }

@@ -16,6 +16,7 @@ from lightrag.utils import EmbeddingFunc, Tokenizer
 from sparkstack_common import tokens
 from sparkstack_common.auth import secret_value
 
+from . import codegraph
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .settings import Settings
 
@@ -171,6 +172,11 @@ class InstanceFactory:
         )
         await rag.initialize_storages()
         await initialize_pipeline_status(workspace=workspace)
+        replayed = await codegraph.recover(rag)
+        if replayed:
+            log.warning(
+                "workspace %s: replayed %d half-written code document(s)", workspace, replayed
+            )
         return rag
 
     async def close(self, rag: LightRAG) -> None:

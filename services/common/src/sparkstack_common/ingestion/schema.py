@@ -140,3 +140,11 @@ CREATE TABLE IF NOT EXISTS ingest_codebase_files (
 ALTER TABLE ingest_codebase_files ADD COLUMN IF NOT EXISTS job_id uuid;
 ALTER TABLE ingest_codebase_files ADD COLUMN IF NOT EXISTS change text;
 """
+
+# Code indexed from syntax: what the parser said of each code file (its symbols, imports and
+# references as written), so the whole codebase can be linked without parsing it again, and
+# the file's current cross-file links document in rag-server.
+CODE_GRAPH = """
+ALTER TABLE ingest_codebase_files ADD COLUMN IF NOT EXISTS graph jsonb;
+ALTER TABLE ingest_codebase_files ADD COLUMN IF NOT EXISTS links_doc_id text;
+"""

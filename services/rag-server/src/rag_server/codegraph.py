@@ -1,0 +1,232 @@
+"""Code as a graph, written directly: no LLM guesses what a parser already knows.
+
+One *code document* per source file (or per file's cross-file links) carries its chunks (the
+code itself), its entities (the file, each symbol: ``<path>`` and ``<path>:<qualname>``) and
+its relationships (``contains``, ``calls``, ``imports``, ``extends``, ``implements``). They go
+in through LightRAG's ``ainsert_custom_kg``, which makes no LLM call but keeps no journal of
+its own; so this module journals each document itself:
+
+1. the whole payload goes into the document's doc-status record first (status ``processed``,
+   ``metadata.code_graph.state = "writing"``), which LightRAG's own pipeline never picks up;
+2. the graph, vector and chunk stores are written (every write is an upsert: running it again
+   changes nothing);
+3. the state becomes ``"done"``.
+
+A crash between 1 and 3 leaves a ``writing`` record, which :func:`recover` replays when the
+workspace's instance is built; until then the document's status reads ``pending``, so an
+ingestion job never calls it searchable early. :func:`delete` removes exactly what the
+journal lists (chunks, entities, relationships, the record), so a file's contributions go
+with it. Relationships between entities that do not exist (a target deleted meanwhile) are
+dropped, never turned into placeholder entities.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightrag import LightRAG
+from lightrag.base import DocStatus
+from lightrag.utils import compute_mdhash_id, make_relation_vdb_ids, normalize_entity_name
+from pydantic import BaseModel, Field
+
+KIND = "code_graph"
+RELATION_KINDS = ("contains", "calls", "imports", "extends", "implements")
+
+
+class CodeEntity(BaseModel):
+    name: str = Field(min_length=1, max_length=1000)
+    type: str = Field(min_length=1, max_length=40)
+    description: str = Field(default="", max_length=20000)
+    chunk: int | None = None  # index into the document's chunks where it is defined
+
+
+class CodeRelation(BaseModel):
+    source: str = Field(min_length=1, max_length=1000)
+    target: str = Field(min_length=1, max_length=1000)
+    kinds: list[str] = Field(min_length=1)
+    description: str = Field(default="", max_length=20000)
+    chunk: int | None = None
+
+
+class CodeDocument(BaseModel):
+    doc_id: str = Field(min_length=1, max_length=200)
+    file_path: str = Field(min_length=1, max_length=4096)
+    chunks: list[str] = Field(default_factory=list, max_length=5000)
+    entities: list[CodeEntity] = Field(default_factory=list, max_length=20000)
+    relations: list[CodeRelation] = Field(default_factory=list, max_length=50000)
+
+
+def _chunk_alias(i: int) -> str:
+    return f"chunk{i}"
+
+
+def chunk_ids(doc: CodeDocument) -> list[str]:
+    """What LightRAG names each chunk (it hashes the content)."""
+    return [compute_mdhash_id(c, prefix="chunk-") for c in doc.chunks]
+
+
+def direction(relation: CodeRelation) -> str:
+    """LightRAG's graph is undirected: the direction lives in the description's first line."""
+    return f"{','.join(relation.kinds)}: {relation.source} -> {relation.target}"
+
+
+async def insert(rag: LightRAG, doc: CodeDocument, stored_path: str) -> dict[str, Any]:
+    """Journal, write, mark done. ``stored_path`` is the file path as stored (rag-server keeps
+    paths apart that LightRAG would merge by basename). Returns counts."""
+    existing = await rag.doc_status.get_by_id(doc.doc_id)
+    if existing and (existing.get("metadata") or {}).get(KIND, {}).get("state") == "done":
+        return {"status": "duplicated", "entities": 0, "relations": 0}
+    relations = await _existing_endpoints(rag, doc)
+    record = {
+        "status": DocStatus.PROCESSED,
+        "content_summary": f"code graph of {doc.file_path}"[:100],
+        "content_length": sum(len(c) for c in doc.chunks),
+        "file_path": stored_path,
+        "chunks_count": len(doc.chunks),
+        "chunks_list": chunk_ids(doc),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "track_id": f"code_{doc.doc_id}",
+        "metadata": {
+            KIND: {
+                "state": "writing",
+                "payload": doc.model_copy(update={"relations": relations}).model_dump(),
+            }
+        },
+    }
+    await rag.doc_status.upsert({doc.doc_id: record})
+    await rag.doc_status.index_done_callback()
+    await _write(rag, doc, relations, stored_path)
+    record["metadata"][KIND]["state"] = "done"
+    await rag.doc_status.upsert({doc.doc_id: record})
+    await rag.doc_status.index_done_callback()
+    return {
+        "status": "success",
+        "entities": len(doc.entities),
+        "relations": len(relations),
+        "dropped_relations": len(doc.relations) - len(relations),
+    }
+
+
+async def _existing_endpoints(rag: LightRAG, doc: CodeDocument) -> list[CodeRelation]:
+    """Relationships whose endpoints exist (or are among this document's own entities)."""
+    own = {normalize_entity_name(e.name) for e in doc.entities}
+    wanted = {normalize_entity_name(n) for r in doc.relations for n in (r.source, r.target)}
+    present = await rag.chunk_entity_relation_graph.has_nodes_batch(sorted(wanted - own))
+    known = own | set(present)
+    return [
+        r
+        for r in doc.relations
+        if normalize_entity_name(r.source) in known and normalize_entity_name(r.target) in known
+    ]
+
+
+async def _write(
+    rag: LightRAG, doc: CodeDocument, relations: list[CodeRelation], stored_path: str
+) -> None:
+    custom_kg: dict[str, Any] = {
+        "chunks": [
+            {
+                "content": text,
+                "source_id": _chunk_alias(i),
+                "file_path": stored_path,
+                "chunk_order_index": i,
+            }
+            for i, text in enumerate(doc.chunks)
+        ],
+        "entities": [
+            {
+                "entity_name": e.name,
+                "entity_type": e.type,
+                "description": e.description or e.name,
+                "source_id": _chunk_alias(e.chunk) if e.chunk is not None else "",
+                "file_path": stored_path,
+            }
+            for e in doc.entities
+        ],
+        "relationships": [
+            {
+                "src_id": r.source,
+                "tgt_id": r.target,
+                "description": direction(r) + (f"\n{r.description}" if r.description else ""),
+                "keywords": ",".join(r.kinds),
+                "weight": 1.0,
+                "source_id": _chunk_alias(r.chunk) if r.chunk is not None else "",
+                "file_path": stored_path,
+            }
+            for r in relations
+        ],
+    }
+    await rag.ainsert_custom_kg(custom_kg, full_doc_id=doc.doc_id)
+
+
+def journal_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not record:
+        return None
+    return (record.get("metadata") or {}).get(KIND)
+
+
+async def delete(rag: LightRAG, doc_id: str) -> bool:
+    """Remove what the document wrote; False when it is not a code document."""
+    record = await rag.doc_status.get_by_id(doc_id)
+    journal = journal_of(record)
+    if journal is None:
+        return False
+    doc = CodeDocument.model_validate(journal["payload"])
+    names = [normalize_entity_name(e.name) for e in doc.entities]
+    pairs = [
+        (normalize_entity_name(r.source), normalize_entity_name(r.target)) for r in doc.relations
+    ]
+    graph = rag.chunk_entity_relation_graph
+    if pairs:
+        await graph.remove_edges(pairs)
+        rel_ids = sorted({i for s, t in pairs for i in make_relation_vdb_ids(s, t)})
+        await rag.relationships_vdb.delete(rel_ids)
+    if names:
+        await graph.remove_nodes(names)  # their remaining edges go with them
+        await rag.entities_vdb.delete([compute_mdhash_id(n, prefix="ent-") for n in names])
+    ids = chunk_ids(doc)
+    if ids:
+        await rag.chunks_vdb.delete(ids)
+        await rag.text_chunks.delete(ids)
+    await rag.doc_status.delete([doc_id])
+    for storage in (
+        graph,
+        rag.relationships_vdb,
+        rag.entities_vdb,
+        rag.chunks_vdb,
+        rag.text_chunks,
+        rag.doc_status,
+    ):
+        await storage.index_done_callback()
+    return True
+
+
+async def recover(rag: LightRAG) -> int:
+    """Replay code documents a crash left half written; how many."""
+    replayed = 0
+    docs = await rag.doc_status.get_docs_by_statuses([DocStatus.PROCESSED])
+    for doc_id, status in docs.items():
+        metadata = getattr(status, "metadata", None) or {}
+        journal = metadata.get(KIND)
+        if journal and journal.get("state") == "writing":
+            doc = CodeDocument.model_validate(journal["payload"])
+            await _write(rag, doc, doc.relations, status.file_path)
+            record = await rag.doc_status.get_by_id(doc_id)
+            if record:
+                record["metadata"][KIND]["state"] = "done"
+                await rag.doc_status.upsert({doc_id: record})
+            replayed += 1
+    if replayed:
+        await rag.doc_status.index_done_callback()
+    return replayed
+
+
+def status_of(record: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, error) as an ingestion job should read it: a half-written code document is
+    not searchable yet."""
+    journal = journal_of(record)
+    if journal is not None and journal.get("state") != "done":
+        return "pending", None
+    return str(record.get("status")), record.get("error_msg")

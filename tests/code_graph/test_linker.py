@@ -1,0 +1,112 @@
+"""Cross-file edges from real parses: what resolves, and what must not become an edge."""
+
+from __future__ import annotations
+
+from code_preprocessor.graph import link_info
+from code_preprocessor.preprocess import Preprocessor
+from ingest_worker.linker import Codebase, FileInfo
+
+
+def edges(files: dict[str, str]) -> set[tuple[str, str, str]]:
+    parser = Preprocessor()
+    infos = []
+    for path, text in files.items():
+        result = parser.process(path, text.encode())
+        assert result.status == "ok", (path, result.reason)
+        infos.append(FileInfo.of(path, "sha-" + path, link_info(result)))
+    codebase = Codebase(infos)
+    out = set()
+    for info in infos:
+        for (source, target), kinds in codebase.edges_of(info).pairs.items():
+            out |= {(kind, source, target) for kind in kinds}
+    return out
+
+
+PYTHON = {
+    "pkg/__init__.py": '"""The package."""\n',
+    "pkg/base.py": (
+        "class Base:\n"
+        "    def save(self):\n"
+        "        return persist(self)\n\n\n"
+        "def persist(x):\n"
+        "    return x\n"
+    ),
+    "pkg/util.py": "def clean(x):\n    return helper(x)\n\n\ndef helper(x):\n    return x\n",
+    "pkg/models.py": (
+        "import json\n"
+        "import pkg.util as u\n"
+        "from .base import Base\n"
+        "from . import util\n\n\n"
+        "class User(Base):\n"
+        "    def store(self):\n"
+        "        self.save()\n"
+        "        u.clean(self)\n"
+        "        util.helper(1)\n"
+        "        print('x')\n"
+        "        json.dumps(1)\n"
+        "        self.missing()\n"
+        "        Unknown.thing()\n"
+    ),
+}
+
+
+def test_python_calls_imports_and_bases_resolve_across_files() -> None:
+    found = edges(PYTHON)
+    assert found == {
+        ("imports", "pkg/models.py", "pkg/util.py"),
+        ("imports", "pkg/models.py", "pkg/base.py"),
+        ("imports", "pkg/models.py", "pkg/__init__.py"),
+        ("extends", "pkg/models.py:User", "pkg/base.py:Base"),
+        # through the class's in-codebase base, in another file
+        ("calls", "pkg/models.py:User.store", "pkg/base.py:Base.save"),
+        ("calls", "pkg/models.py:User.store", "pkg/util.py:clean"),
+        ("calls", "pkg/models.py:User.store", "pkg/util.py:helper"),
+        ("calls", "pkg/util.py:clean", "pkg/util.py:helper"),
+        ("calls", "pkg/base.py:Base.save", "pkg/base.py:persist"),
+    }
+    # print, json.dumps, self.missing and Unknown.thing made no edge to a made-up entity
+    targets = {t for _, _, t in found}
+    assert not any(name in t for t in targets for name in ("print", "json", "missing", "Unknown"))
+
+
+def test_an_ambiguous_name_makes_no_edge() -> None:
+    files = {
+        "a/helpers.py": "def tool():\n    return 1\n",
+        "b/helpers.py": "def tool():\n    return 2\n",
+        "main.py": "import helpers\n\n\ndef run():\n    return helpers.tool()\n",
+    }
+    assert edges(files) == set()  # two modules called helpers: neither is guessed
+
+
+def test_typescript_relative_imports_resolve() -> None:
+    files = {
+        "web/lib/shapes.ts": (
+            "export class Shape {\n  area(): number { return 0; }\n}\n"
+            "export function unit(): Shape { return new Shape(); }\n"
+        ),
+        "web/app.ts": (
+            "import { Shape, unit as one } from './lib/shapes';\n"
+            "import * as shapes from './lib/shapes';\n"
+            "import React from 'react';\n"
+            "export class Square extends Shape {\n"
+            "  side(): number { return this.area(); }\n"
+            "}\n"
+            "export function build() { one(); shapes.unit(); React.createElement('x'); }\n"
+        ),
+    }
+    assert edges(files) == {
+        ("imports", "web/app.ts", "web/lib/shapes.ts"),
+        ("extends", "web/app.ts:Square", "web/lib/shapes.ts:Shape"),
+        ("calls", "web/app.ts:Square.side", "web/lib/shapes.ts:Shape.area"),
+        ("calls", "web/app.ts:build", "web/lib/shapes.ts:unit"),
+        ("calls", "web/lib/shapes.ts:unit", "web/lib/shapes.ts:Shape"),  # new Shape()
+    }
+
+
+def test_go_names_resolve_within_the_package() -> None:
+    files = {
+        "svc/a.go": "package svc\n\nfunc Serve() int {\n\treturn helper() + other.X()\n}\n",
+        "svc/b.go": "package svc\n\nfunc helper() int {\n\treturn 1\n}\n",
+        "cmd/main.go": "package main\n\nfunc helper() int {\n\treturn 2\n}\n",
+    }
+    assert edges(files) == {("calls", "svc/a.go:Serve", "svc/b.go:helper")}
