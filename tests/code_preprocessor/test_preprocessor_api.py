@@ -160,7 +160,11 @@ def test_ingest_sends_code_as_a_graph_and_prose_as_texts(
     assert {c["authorization"] for c in calls} == {f"Bearer {RAG_KEY}"}
     assert {c["workspace"] for c in calls} == {"proj-a"}
     # prose is extracted by LightRAG: sent as texts
-    texts = {src: text for c in recorder.calls for src, text in zip(c["file_sources"], c["texts"])}
+    texts = {
+        src: text
+        for c in recorder.calls
+        for src, text in zip(c["file_sources"], c["texts"], strict=True)
+    }
     assert set(texts) == {"README.md#L1-L3"}
     # code goes in as a graph: the code itself in chunks, symbols named <path>:<qualname>
     code = {d["file_path"]: d for d in recorder.code}
