@@ -112,10 +112,8 @@ def rag_server(fake_url: str, data_dir: Any, **settings: Any) -> Iterator[str]:
         yield url
 
 
-@asynccontextmanager
-async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
-    """A database of its own on the session's PostgreSQL (tables of the same names never meet
-    another test's), dropped afterwards; yields its DSN."""
+async def create_database(admin_dsn: str, prefix: str) -> str:
+    """A new, empty database on the session's PostgreSQL; returns its DSN."""
     import uuid
 
     import asyncpg
@@ -126,11 +124,26 @@ async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    import asyncpg
+
+    name = dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(admin_dsn)
     try:
-        yield admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own on the session's PostgreSQL (tables of the same names never meet
+    another test's), dropped afterwards; yields its DSN."""
+    dsn = await create_database(admin_dsn, prefix)
+    try:
+        yield dsn
+    finally:
+        await drop_database(admin_dsn, dsn)

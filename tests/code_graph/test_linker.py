@@ -110,3 +110,24 @@ def test_go_names_resolve_within_the_package() -> None:
         "cmd/main.go": "package main\n\nfunc helper() int {\n\treturn 2\n}\n",
     }
     assert edges(files) == {("calls", "svc/a.go:Serve", "svc/b.go:helper")}
+
+
+def test_a_pair_two_files_both_point_across_belongs_to_one_links_document() -> None:
+    """Circular imports and mutual calls make one undirected edge in LightRAG: exactly one
+    file's links carry it, with both directions, so replacing either file's links cannot
+    remove the edge the other still needs."""
+    files = {
+        "a.py": "import b\n\n\ndef ping(n):\n    return b.pong(n - 1)\n",
+        "b.py": "import a\n\n\ndef pong(n):\n    return a.ping(n - 1)\n",
+    }
+    parser = Preprocessor()
+    infos = [
+        FileInfo.of(p, "sha-" + p, link_info(parser.process(p, t.encode())))
+        for p, t in files.items()
+    ]
+    owned = Codebase(infos).all_edges()
+    a_rel = {(r["source"], r["target"]): r for r in owned["a.py"].relations()}
+    assert owned["b.py"].relations() == []
+    assert set(a_rel) == {("a.py", "b.py"), ("a.py:ping", "b.py:pong")}
+    assert a_rel[("a.py:ping", "b.py:pong")]["reverse"] == ["calls"]
+    assert owned["a.py"].targets == {"b.py"}

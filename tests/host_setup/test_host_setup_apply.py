@@ -291,13 +291,16 @@ def test_secret_script_can_be_chosen(tmp_path) -> None:
 def test_opencode_config_keeps_the_users_other_settings() -> None:
     host = ScriptedHost()
     path = "/home/spark/.config/opencode/opencode.json"
-    host.files[path] = json.dumps({"theme": "dark", "provider": {"mine": {"npm": "x"}}})
+    host.files[path] = json.dumps(
+        {"theme": "dark", "provider": {"mine": {"npm": "x"}}, "mcp": {"theirs": {"type": "local"}}}
+    )
     settings = Settings()
     runner.apply(host, build_steps(settings), quiet)
     cfg = json.loads(host.files[path])
     assert cfg["theme"] == "dark" and "mine" in cfg["provider"]
     assert set(cfg["provider"]) == {"mine", "sparkstack"}  # the door, with a key
     assert cfg["provider"]["sparkstack"]["options"]["apiKey"] == "{env:SPARKSTACK_API_KEY}"
+    assert set(cfg["mcp"]) == {"theirs", "sparkstack"}
     assert host.owners[path] == "spark:"
 
 

@@ -275,6 +275,14 @@ def test_opencode_talks_to_the_orchestrator_with_a_key_by_default() -> None:
     }
     coding, reasoning = catalog.role("coding"), catalog.role("reasoning")
     assert set(door["models"]) == {coding.name, reasoning.name}
+    # the code-graph tools, through the same door with the same key
+    assert cfg["mcp"]["sparkstack"] == {
+        "type": "remote",
+        "url": "http://127.0.0.1:31800/mcp",
+        "headers": {"Authorization": "Bearer {env:SPARKSTACK_API_KEY}"},
+        "oauth": False,
+        "enabled": True,
+    }
 
 
 def test_opencode_direct_providers_only_when_asked() -> None:

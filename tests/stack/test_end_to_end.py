@@ -136,7 +136,7 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
         languages = len([p for p in SAMPLES.iterdir() if p.is_file()])
         # piped output: a line per phase, no carriage-return frames
         assert "\r" not in ingest.stdout
-        assert "parsing" in ingest.stdout and "indexing" in ingest.stdout
+        assert "parsing" in ingest.stdout  # (code needs no LLM: indexing may pass unseen)
         assert f"completed: {languages} added" in ingest.stdout
 
         jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}, headers=auth).json()
@@ -253,7 +253,7 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
             f"http://127.0.0.1:{ports['RAG_SERVER']}/graph/label/list",
             headers={"LIGHTRAG-WORKSPACE": "demo", **rag_auth},
         ).json()
-        assert "Warehouse" in labels
+        assert "inventory.py:Warehouse" in labels  # code entities: <path>:<qualname>
     finally:
         assert sparkstack(data, env, "down", timeout=120).returncode == 0
     assert processes_of(data) == []

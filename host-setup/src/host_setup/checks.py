@@ -732,7 +732,9 @@ def opencode_config(host: Host, s: Settings) -> Status:
     if text is None:
         return fail(f"{path} missing")
     try:
-        providers = json.loads(text).get("provider") or {}
+        cfg = json.loads(text)
+        providers = cfg.get("provider") or {}
+        mcp = (cfg.get("mcp") or {}).get("sparkstack")
     except (json.JSONDecodeError, AttributeError):
         return fail(f"{path} is not JSON")
     want = render.render_opencode_providers(s.endpoint_host, direct_models=s.direct_models)
@@ -740,6 +742,8 @@ def opencode_config(host: Host, s: Settings) -> Status:
         return fail(f"{path} lacks the sparkstack providers")
     if not s.direct_models and any(f"sparkstack-{r}" in providers for r in ("coding", "reasoning")):
         return fail(f"{path} still points at the direct (unauthenticated) model ports")
+    if mcp != render.render_opencode_mcp(s.endpoint_host):
+        return fail(f"{path} lacks the sparkstack MCP server (code-graph tools)")
     return ok(f"{path}")
 
 

@@ -461,10 +461,23 @@ def render_opencode_providers(
     return providers
 
 
+def render_opencode_mcp(endpoint_host: str = "127.0.0.1") -> dict[str, Any]:
+    """OpenCode's MCP server entry for the orchestrator's code-graph tools (``/mcp``, the same
+    key as the provider; OAuth off, since the key is the credential)."""
+    return {
+        "type": "remote",
+        "url": f"http://{endpoint_host}:{NODEPORTS['orchestrator']}/mcp",
+        "headers": {"Authorization": "Bearer {env:SPARKSTACK_API_KEY}"},
+        "oauth": False,
+        "enabled": True,
+    }
+
+
 def render_opencode_config(
     existing: str | None, endpoint_host: str = "127.0.0.1", direct_models: bool = False
 ) -> str:
-    """The user's opencode.json with sparkstack's providers set, everything else kept."""
+    """The user's opencode.json with sparkstack's providers and MCP server set, everything
+    else kept."""
     cfg: dict[str, Any] = {}
     if existing:
         try:
@@ -480,6 +493,8 @@ def render_opencode_config(
             providers.pop(f"sparkstack-{role}", None)
     providers.update(ours)
     cfg["provider"] = providers
+    servers = cfg.get("mcp") if isinstance(cfg.get("mcp"), dict) else {}
+    cfg["mcp"] = {**servers, "sparkstack": render_opencode_mcp(endpoint_host)}
     if "model" not in cfg:
         coding = next(iter(ours["sparkstack"]["models"]))
         cfg["model"] = f"sparkstack/{coding}"

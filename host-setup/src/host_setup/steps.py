@@ -661,8 +661,8 @@ class GpuSharing(Step, probe=checks.gpu_sharing_validated):
 
 class OpenCode(Step, probe=checks.opencode_config):
     name = "opencode"
-    summary = "OpenCode provider for the orchestrator (key from SPARKSTACK_API_KEY)"
-    action = "write sparkstack providers into the user's opencode.json"
+    summary = "OpenCode provider and MCP tools via the orchestrator (key: SPARKSTACK_API_KEY)"
+    action = "write sparkstack's provider and MCP server into the user's opencode.json"
 
     def apply(self, host):
         user, path = checks.opencode_path(host, self.s)

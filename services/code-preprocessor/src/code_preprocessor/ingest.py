@@ -121,9 +121,10 @@ async def send(files: list[FileIngest], workspace: str, rag: RagClient, batch_si
 
     for f in files:
         if f.code is not None:
-            await rag.insert_code(workspace, f.code)
+            answer = await rag.insert_code(workspace, f.code)
             f.sent = 1
-            f.track_ids = [f"code_{f.code['doc_id']}"]  # processed already; listed the same way
+            # processed already; the track lists every version of the file's document
+            f.track_ids = [str(answer["track_id"])] if answer.get("track_id") else []
             continue
         for d in f.documents:
             batch.append((f, d))

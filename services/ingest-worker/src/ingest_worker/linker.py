@@ -64,27 +64,23 @@ class Edges:
     pair), each with its kinds and direction."""
 
     pairs: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
-    targets: set[str] = field(default_factory=set)  # files the edges point into
+    targets: set[str] = field(default_factory=set)  # other files the edges touch
+    ends: dict[tuple[str, str], str] = field(default_factory=dict)  # pair -> the other file
 
     def add(self, kind: str, source: str, target: str, target_file: str) -> None:
         if source != target:
             self.pairs[(source, target)].add(kind)
             self.targets.add(target_file)
+            self.ends[(source, target)] = target_file
 
     def relations(self) -> list[dict[str, Any]]:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         for (source, target), kinds in sorted(self.pairs.items()):
             key = tuple(sorted((source, target)))
-            if key in merged:  # the other direction too: one edge, both kinds
-                merged[key]["kinds"] = sorted(set(merged[key]["kinds"]) | kinds)
-                merged[key]["description"] += f"\n{','.join(sorted(kinds))}: {source} -> {target}"
+            if key in merged:  # the other direction of the same pair
+                merged[key]["reverse"] = sorted(kinds)
                 continue
-            merged[key] = {
-                "source": source,
-                "target": target,
-                "kinds": sorted(kinds),
-                "description": "",
-            }
+            merged[key] = {"source": source, "target": target, "kinds": sorted(kinds)}
         return list(merged.values())
 
 
@@ -230,6 +226,23 @@ class Codebase:
                     continue
             edges.add(kind, entity(f.path, source), entity(target_path, qualname), target_path)
         return edges
+
+    def all_edges(self) -> dict[str, Edges]:
+        """Every file's edges, each unordered pair in exactly one file's edges: a pair across
+        two files (``a`` calls ``b`` and ``b`` calls ``a``; circular imports) is one edge in
+        LightRAG's graph, so one links document must own both directions, or replacing one
+        file's links would take the other's edge with it."""
+        out = {path: self.edges_of(f) for path, f in self.files.items()}
+        for path in sorted(out):
+            edges = out[path]
+            for pair, other in list(edges.ends.items()):
+                if other < path:  # the first of the two files owns it
+                    owner = out[other]
+                    for kind in edges.pairs.pop(pair):
+                        owner.add(kind, pair[0], pair[1], path)
+                    del edges.ends[pair]
+            edges.targets = {o for o in edges.ends.values() if o != path}
+        return out
 
 
 def _module_index(paths: Iterable[str]) -> dict[str, str]:

@@ -280,13 +280,14 @@ class JobProcessor:
             return
         files = [FileInfo.of(path, sha, graph) for path, sha, graph, _ in rows]
         index = await asyncio.to_thread(Codebase, files)
+        all_edges = await asyncio.to_thread(index.all_edges)
         shas = {f.path: f.sha256 for f in files}
         current = {path: links for path, _, _, links in rows}
         updates: list[tuple[str, str | None]] = []
         stale: list[str] = []
         tracked: list[tuple[str, str]] = []
         for f in files:
-            document = links_document(ws, codebase, f, index.edges_of(f), shas)
+            document = links_document(ws, codebase, f, all_edges[f.path], shas)
             new_id = document["doc_id"] if document else None
             if new_id == current[f.path]:
                 continue

@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import mcp_tools
 from .errors import APIError, error_dict
 from .gate import Gate, parse_hosts
+from .graph_api import router as graph_router
 from .ingest.routes import router as ingestion_router
 from .ingest.service import IngestionService
 from .keys_api import router as keys_router
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     catalog = catalog or Catalog.load()
     metrics = Metrics()
     router = Router(catalog, settings)
+    mcp_server = mcp_tools.build()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,7 +84,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
                 router, client, metrics, runtime.memory, settings.backend_api_key
             )
             try:
-                yield
+                async with mcp_server.session_manager.run():
+                    yield
             finally:
                 await runtime.close()
 
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             Route("/v1/models", _ProxyEndpoint("models"), methods=["GET"]),
         ]
     )
+    mcp_tools.mount(mcp_server, app.router.routes)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:
@@ -121,6 +126,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(sessions_router)
     app.include_router(ingestion_router)
     app.include_router(keys_router)
+    app.include_router(graph_router)
 
     def check(name: str, *args: str):
         async def run(request: Request) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
+from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.service import add_standard_routes
@@ -290,13 +291,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """One source file (or one file's cross-file links) as chunks, entities and
         relationships, written at once without an LLM call; processed when this answers."""
+        stored = to_stored_source(body.file_path)
         async with runtime.pool.lease(workspace) as rag:
-            result = await codegraph.insert(rag, body, to_stored_source(body.file_path))
+            result = await codegraph.insert(rag, body, stored)
             if result["status"] == "success":
                 await clear_query_cache(rag)
         runtime.metrics.documents.inc()
         runtime.observe_pool()
-        return {"doc_id": body.doc_id, **result}
+        return {"doc_id": body.doc_id, "track_id": codegraph.track_of(stored), **result}
 
     @app.post("/documents/status")
     async def documents_status(
@@ -469,6 +471,89 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def labels(runtime: Runtime, workspace: ExistingWorkspace) -> list[str]:
         async with runtime.pool.lease(workspace) as rag:
             return await rag.get_graph_labels()
+
+    @app.get("/graph/label/search")
+    async def search_labels(
+        runtime: Runtime,
+        workspace: ExistingWorkspace,
+        q: Annotated[str, Query(min_length=1, max_length=200)],
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> list[str]:
+        """Entity names matching ``q`` (fuzzy, best first)."""
+        async with runtime.pool.lease(workspace) as rag:
+            return await rag.chunk_entity_relation_graph.search_labels(q, limit)
+
+    @app.get("/graph/entity")
+    async def entity(
+        runtime: Runtime,
+        workspace: ExistingWorkspace,
+        name: Annotated[str, Query(min_length=1, max_length=1000)],
+    ) -> dict[str, Any]:
+        """One entity: its type, description, file, and the chunks it comes from (for a code
+        symbol, the code that defines it)."""
+        async with runtime.pool.lease(workspace) as rag:
+            node = await rag.chunk_entity_relation_graph.get_node(name)
+            if node is None:
+                raise HTTPException(404, f"no entity {name!r} in workspace {workspace!r}")
+            chunk_ids = [c for c in str(node.get("source_id") or "").split(GRAPH_FIELD_SEP) if c]
+            chunks = await rag.text_chunks.get_by_ids(chunk_ids[:10]) if chunk_ids else []
+            degree = await rag.chunk_entity_relation_graph.node_degree(name)
+        return from_stored_sources(
+            jsonable(
+                {
+                    "name": name,
+                    "type": node.get("entity_type"),
+                    "description": node.get("description"),
+                    "file_path": node.get("file_path"),
+                    "degree": degree,
+                    "chunks": [
+                        {"content": c.get("content"), "file_path": c.get("file_path")}
+                        for c in chunks
+                        if c
+                    ],
+                }
+            )
+        )
+
+    @app.get("/graph/neighbors")
+    async def neighbors(
+        runtime: Runtime,
+        workspace: ExistingWorkspace,
+        name: Annotated[str, Query(min_length=1, max_length=1000)],
+        kind: Annotated[str | None, Query(max_length=40)] = None,
+        direction: Annotated[str, Query(pattern="^(in|out|both)$")] = "both",
+        limit: Annotated[int, Query(ge=1, le=2000)] = 200,
+    ) -> dict[str, Any]:
+        """The entity's edges, optionally of one kind (``calls``, ``imports``, ``contains``,
+        ``extends``...) and one direction: ``in`` (callers), ``out`` (callees). Direction is
+        known for code edges (their description says ``kinds: source -> target``)."""
+        async with runtime.pool.lease(workspace) as rag:
+            graph = rag.chunk_entity_relation_graph
+            if await graph.get_node(name) is None:
+                raise HTTPException(404, f"no entity {name!r} in workspace {workspace!r}")
+            edges = await graph.get_node_edges(name) or []
+            found: list[dict[str, Any]] = []
+            for a, b in edges:
+                other = b if a == name else a
+                data = await graph.get_edge(a, b) or {}
+                for edge_kinds, source, _ in codegraph.directed(data, a, b):
+                    if kind and kind not in edge_kinds:
+                        continue
+                    outgoing = source == name
+                    if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
+                        continue
+                    found.append(
+                        {
+                            "entity": other,
+                            "direction": "out" if outgoing else "in",
+                            "kinds": edge_kinds,
+                            "file_path": data.get("file_path"),
+                        }
+                    )
+                if len(found) >= limit:
+                    break
+        found.sort(key=lambda e: (e["direction"], e["entity"]))
+        return from_stored_sources(jsonable({"name": name, "neighbors": found[:limit]}))
 
     @app.get("/graphs")
     async def graphs(

@@ -22,6 +22,7 @@ dropped, never turned into placeholder entities.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -44,7 +45,8 @@ class CodeEntity(BaseModel):
 class CodeRelation(BaseModel):
     source: str = Field(min_length=1, max_length=1000)
     target: str = Field(min_length=1, max_length=1000)
-    kinds: list[str] = Field(min_length=1)
+    kinds: list[str] = Field(min_length=1)  # source -> target
+    reverse: list[str] = Field(default_factory=list)  # target -> source, the same pair
     description: str = Field(default="", max_length=20000)
     chunk: int | None = None
 
@@ -66,9 +68,19 @@ def chunk_ids(doc: CodeDocument) -> list[str]:
     return [compute_mdhash_id(c, prefix="chunk-") for c in doc.chunks]
 
 
+def track_of(stored_path: str) -> str:
+    """Every version of one file's document shares a track id, so a delete can find the
+    versions that still claim what it would remove."""
+    return "code_" + hashlib.sha256(stored_path.encode()).hexdigest()[:32]
+
+
 def direction(relation: CodeRelation) -> str:
-    """LightRAG's graph is undirected: the direction lives in the description's first line."""
-    return f"{','.join(relation.kinds)}: {relation.source} -> {relation.target}"
+    """LightRAG's graph is undirected (one edge per pair): each direction is a line of the
+    description, ``kinds: source -> target``."""
+    line = f"{','.join(relation.kinds)}: {relation.source} -> {relation.target}"
+    if relation.reverse:
+        line += f"\n{','.join(relation.reverse)}: {relation.target} -> {relation.source}"
+    return line
 
 
 async def insert(rag: LightRAG, doc: CodeDocument, stored_path: str) -> dict[str, Any]:
@@ -87,7 +99,7 @@ async def insert(rag: LightRAG, doc: CodeDocument, stored_path: str) -> dict[str
         "chunks_list": chunk_ids(doc),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "track_id": f"code_{doc.doc_id}",
+        "track_id": track_of(stored_path),
         "metadata": {
             KIND: {
                 "state": "writing",
@@ -150,7 +162,7 @@ async def _write(
                 "src_id": r.source,
                 "tgt_id": r.target,
                 "description": direction(r) + (f"\n{r.description}" if r.description else ""),
-                "keywords": ",".join(r.kinds),
+                "keywords": ",".join(sorted({*r.kinds, *r.reverse})),
                 "weight": 1.0,
                 "source_id": _chunk_alias(r.chunk) if r.chunk is not None else "",
                 "file_path": stored_path,
@@ -161,6 +173,21 @@ async def _write(
     await rag.ainsert_custom_kg(custom_kg, full_doc_id=doc.doc_id)
 
 
+def directed(edge: dict[str, Any], a: str, b: str) -> list[tuple[list[str], str, str]]:
+    """(kinds, source, target) of each direction a stored edge records; for an edge that did
+    not come from code (an LLM's), its keywords and the order the graph gave."""
+    out: list[tuple[list[str], str, str]] = []
+    for line in str(edge.get("description") or "").split("\n"):
+        head, sep, rest = line.partition(": ")
+        source, arrow, target = rest.partition(" -> ")
+        if sep and arrow and {source, target} == {a, b}:
+            out.append((head.split(","), source, target))
+    if not out:
+        keywords = [k.strip() for k in str(edge.get("keywords") or "").split(",") if k.strip()]
+        out.append((keywords, a, b))
+    return out
+
+
 def journal_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if not record:
         return None
@@ -168,15 +195,26 @@ def journal_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def delete(rag: LightRAG, doc_id: str) -> bool:
-    """Remove what the document wrote; False when it is not a code document."""
+    """Remove what the document wrote and no other version of the same file still claims
+    (a changed file's new version is written before its old one is deleted, and shares
+    entity names, often chunks too); False when it is not a code document."""
     record = await rag.doc_status.get_by_id(doc_id)
     journal = journal_of(record)
-    if journal is None:
+    if journal is None or record is None:
         return False
     doc = CodeDocument.model_validate(journal["payload"])
-    names = [normalize_entity_name(e.name) for e in doc.entities]
+    kept_names, kept_pairs, kept_chunks = await _claimed_elsewhere(
+        rag, doc_id, str(record.get("file_path") or "")
+    )
+    names = [
+        n
+        for n in dict.fromkeys(normalize_entity_name(e.name) for e in doc.entities)
+        if n not in kept_names
+    ]
     pairs = [
-        (normalize_entity_name(r.source), normalize_entity_name(r.target)) for r in doc.relations
+        (s, t)
+        for s, t in dict.fromkeys(_pair(r) for r in doc.relations)
+        if frozenset((s, t)) not in kept_pairs
     ]
     graph = rag.chunk_entity_relation_graph
     if pairs:
@@ -186,7 +224,7 @@ async def delete(rag: LightRAG, doc_id: str) -> bool:
     if names:
         await graph.remove_nodes(names)  # their remaining edges go with them
         await rag.entities_vdb.delete([compute_mdhash_id(n, prefix="ent-") for n in names])
-    ids = chunk_ids(doc)
+    ids = [i for i in dict.fromkeys(chunk_ids(doc)) if i not in kept_chunks]
     if ids:
         await rag.chunks_vdb.delete(ids)
         await rag.text_chunks.delete(ids)
@@ -201,6 +239,32 @@ async def delete(rag: LightRAG, doc_id: str) -> bool:
     ):
         await storage.index_done_callback()
     return True
+
+
+def _pair(relation: CodeRelation) -> tuple[str, str]:
+    return normalize_entity_name(relation.source), normalize_entity_name(relation.target)
+
+
+async def _claimed_elsewhere(
+    rag: LightRAG, doc_id: str, stored_path: str
+) -> tuple[set[str], set[frozenset[str]], set[str]]:
+    """Entity names, edge pairs and chunk ids that another version of the same file's
+    document (written or being written) also wrote."""
+    names: set[str] = set()
+    pairs: set[frozenset[str]] = set()
+    chunks: set[str] = set()
+    if not stored_path:
+        return names, pairs, chunks
+    siblings = await rag.doc_status.get_docs_by_track_id(track_of(stored_path))
+    for other_id, status in siblings.items():
+        journal = (getattr(status, "metadata", None) or {}).get(KIND)
+        if other_id == doc_id or not journal:
+            continue
+        other = CodeDocument.model_validate(journal["payload"])
+        names.update(normalize_entity_name(e.name) for e in other.entities)
+        pairs.update(frozenset(_pair(r)) for r in other.relations)
+        chunks.update(chunk_ids(other))
+    return names, pairs, chunks
 
 
 async def recover(rag: LightRAG) -> int:

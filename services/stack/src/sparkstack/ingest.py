@@ -76,10 +76,12 @@ def survey(root: Path, max_file_bytes: int) -> Survey:
 
 
 def pack(root: Path, out: IO[bytes]) -> None:
-    """A tar.gz of what :func:`walk` yields, written to ``out`` (a file: nothing in memory)."""
+    """A tar.gz of what :func:`walk` yields, written to ``out`` (a file: nothing in memory).
+    Paths are relative to ``root``: they name the code graph's entities (``json/encoder.py``,
+    ``json/encoder.py:JSONEncoder.iterencode`` for CPython's ``Lib``)."""
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for path in walk(root):
-            tar.add(path, arcname=str(path.relative_to(root.parent)), recursive=False)
+            tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
 
 
 def _ignored(path: Path, specs: list[tuple[Path, pathspec.PathSpec]], is_dir: bool = False) -> bool:

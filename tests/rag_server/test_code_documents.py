@@ -1,0 +1,157 @@
+"""``POST /documents/code``: a parsed file written as chunks, entities and relationships with no
+LLM call, status ``processed`` when it answers, deleted exactly (what a newer version of the
+same file also wrote stays), edges to entities that do not exist dropped. Both storage
+profiles: the local files the tests default to and PostgreSQL as on the Spark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from support import RAG_KEY, bearer, rag_server, serve_asgi
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[tuple[FakeLLM, str]]:
+    llm = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])
+    with serve_asgi(llm.app) as url:
+        yield llm, url
+
+
+@pytest.fixture(scope="module", params=["local", "postgres"])
+def rag(
+    request: pytest.FixtureRequest,
+    fake: tuple[FakeLLM, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    extra: dict[str, Any] = {}
+    if request.param == "postgres":
+        extra = {"profile": "postgres", "postgres_dsn": request.getfixturevalue("postgres_dsn")}
+    with rag_server(fake[1], tmp_path_factory.mktemp(f"rag-code-{request.param}"), **extra) as url:
+        yield url
+
+
+def version(doc_id: str, helper_body: str) -> dict[str, Any]:
+    """``util.py`` as the preprocessor sends it; ``helper_body`` varies between versions."""
+    clean = "# util.py:clean\ndef clean(x):\n    return helper(x)"
+    helper = f"# util.py:helper\ndef helper(x):\n    {helper_body}"
+    return {
+        "doc_id": doc_id,
+        "file_path": "pkg/util.py",
+        "chunks": [clean, helper],
+        "entities": [
+            {"name": "pkg/util.py", "type": "module", "description": "source file", "chunk": 0},
+            {
+                "name": "pkg/util.py:clean",
+                "type": "function",
+                "description": "clean(x)",
+                "chunk": 0,
+            },
+            {
+                "name": "pkg/util.py:helper",
+                "type": "function",
+                "description": "helper(x)",
+                "chunk": 1,
+            },
+        ],
+        "relations": [
+            {
+                "source": "pkg/util.py",
+                "target": "pkg/util.py:clean",
+                "kinds": ["contains"],
+                "chunk": 0,
+            },
+            {
+                "source": "pkg/util.py",
+                "target": "pkg/util.py:helper",
+                "kinds": ["contains"],
+                "chunk": 1,
+            },
+            {
+                "source": "pkg/util.py:clean",
+                "target": "pkg/util.py:helper",
+                "kinds": ["calls"],
+                "chunk": 0,
+            },
+        ],
+    }
+
+
+async def nodes(client: httpx.AsyncClient, ws: dict[str, str]) -> set[str]:
+    r = await client.get("/graphs", params={"label": "*", "max_nodes": 1000}, headers=ws)
+    assert r.status_code == 200, r.text
+    return {n["id"] for n in r.json()["nodes"]}
+
+
+async def test_code_documents_write_version_and_delete_exactly(
+    rag: str, fake: tuple[FakeLLM, str]
+) -> None:
+    llm = fake[0]
+    ws = {"LIGHTRAG-WORKSPACE": "code", **bearer(RAG_KEY)}
+    async with httpx.AsyncClient(base_url=rag, timeout=60) as client:
+        chats = llm.count("chat")
+        r = await client.post("/documents/code", json=version("v1", "return x"), headers=ws)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "success"
+        assert llm.count("chat") == chats  # nothing for a model to guess
+        status = await client.post("/documents/status", json={"ids": ["v1"]}, headers=ws)
+        assert status.json()["documents"]["v1"]["status"] == "processed"
+
+        # the same document again changes nothing
+        again = await client.post("/documents/code", json=version("v1", "return x"), headers=ws)
+        assert again.json()["status"] == "duplicated"
+
+        # a links document pointing at an entity that does not exist: that edge is dropped
+        links = {
+            "doc_id": "links-1",
+            "file_path": "pkg/util.py#links",
+            "relations": [
+                {"source": "pkg/util.py:clean", "target": "pkg/gone.py:f", "kinds": ["calls"]}
+            ],
+        }
+        r = await client.post("/documents/code", json=links, headers=ws)
+        assert r.json()["dropped_relations"] == 1
+        assert "pkg/gone.py:f" not in await nodes(client, ws)
+
+        # a new version of the file is written before the old one is deleted: deleting the
+        # old one keeps everything the new one wrote (same names, the unchanged chunk)
+        await client.post("/documents/code", json=version("v2", "return x * 2"), headers=ws)
+        r = await client.request(
+            "DELETE",
+            "/documents/delete_document",
+            params={"wait": "true"},
+            json={"doc_ids": ["v1"]},
+            headers=ws,
+        )
+        assert r.status_code == 200, r.text
+        assert await nodes(client, ws) == {"pkg/util.py", "pkg/util.py:clean", "pkg/util.py:helper"}
+        callees = await client.get(
+            "/graph/neighbors",
+            params={"name": "pkg/util.py:clean", "kind": "calls", "direction": "out"},
+            headers=ws,
+        )
+        assert [n["entity"] for n in callees.json()["neighbors"]] == ["pkg/util.py:helper"]
+        clean = await client.get("/graph/entity", params={"name": "pkg/util.py:clean"}, headers=ws)
+        assert "return helper(x)" in clean.json()["chunks"][0]["content"]
+        helper = await client.get(
+            "/graph/entity", params={"name": "pkg/util.py:helper"}, headers=ws
+        )
+        assert "return x * 2" in helper.json()["chunks"][0]["content"]
+
+        # deleting the last version takes the file's entities, edges and chunks with it
+        r = await client.request(
+            "DELETE",
+            "/documents/delete_document",
+            params={"wait": "true"},
+            json={"doc_ids": ["v2"]},
+            headers=ws,
+        )
+        assert r.status_code == 200, r.text
+        assert await nodes(client, ws) == set()
+        found = await client.post(
+            "/query/data", json={"query": "helper clean", "mode": "naive"}, headers=ws
+        )
+        assert not found.json().get("data", {}).get("chunks")
