@@ -2,6 +2,7 @@
 
     uv run python benchmarks/bench_ingest.py searchable [--files 2000]
     uv run python benchmarks/bench_ingest.py openai
+    uv run python benchmarks/bench_ingest.py cpython [--only json,email]
     uv run python benchmarks/bench_ingest.py memory [--files 100000] [--megabytes 1500]
     uv run python benchmarks/bench_ingest.py zip-entries [--entries 1000000]
 
@@ -11,6 +12,10 @@ code-preprocessor and the worker as processes. Figures are printed, nothing is a
 - ``searchable``: a generated codebase from upload to "completed" (every document processed
   by rag-server), then the same archive again (nothing changed).
 - ``openai``: the ``openai`` package from this venv, to searchable.
+- ``cpython``: the ``.py`` files of this interpreter's standard library (CPython's ``Lib/``,
+  site-packages left out; ``--only`` keeps some top-level packages), packed as ``sparkstack
+  ingest`` packs, to searchable; with the chat and embedding calls it took and rag-server's
+  peak RSS.
 - ``memory``: the worker's peak RSS (VmHWM) reading a generated tar.gz of ``--files`` files and
   ``--megabytes`` unpacked. Only the worker's memory is the question here, so a stand-in
   answers for code-preprocessor (it reads each batch and takes nothing further) and nothing is
@@ -94,6 +99,22 @@ def write_big_codebase(path: Path, n: int, megabytes: int) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def copy_stdlib(dest: Path, only: set[str] | None) -> None:
+    """The ``.py`` files of the running interpreter's standard library, as in ``Lib/``."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if {"site-packages", "dist-packages"} & set(rel.parts):
+            continue
+        if only is not None and rel.parts[0].removesuffix(".py") not in only:
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+
+
 def write_zip_entries(path: Path, n: int) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for i in range(n):
@@ -108,7 +129,11 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def worker_pid(port: int) -> int:
-    marker = f"INGEST_WORKER_METRICS_PORT={port}".encode()
+    return pid_with_env(f"INGEST_WORKER_METRICS_PORT={port}")
+
+
+def pid_with_env(variable: str) -> int:
+    marker = variable.encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -116,7 +141,7 @@ def worker_pid(port: int) -> int:
                     return int(entry.name)
             except OSError:
                 continue
-    raise RuntimeError("worker process not found")
+    raise RuntimeError(f"no process with {variable}")
 
 
 @contextmanager
@@ -167,7 +192,8 @@ def stack(data: Path, preprocessor_stub: bool = False) -> Iterator[dict[str, Any
                 data / "worker.log",
             )
         )
-        yield {"infra": infra, "worker_pid": worker_pid(metrics), "fake": fake}
+        rag_pid = pid_with_env(f"RAG_SERVER_PORT={rag.rsplit(':', 1)[1]}")
+        yield {"infra": infra, "worker_pid": worker_pid(metrics), "fake": fake, "rag_pid": rag_pid}
 
 
 def stub_preprocessor() -> FastAPI:
@@ -247,8 +273,13 @@ def run(data: Path, archive: Path, stub: bool = False, again: bool = False) -> N
 
         results = asyncio.run(go())
         rss = peak_rss_mib(s["worker_pid"])
+        rag_rss = peak_rss_mib(s["rag_pid"])
         chat = s["fake"].count("chat")
-        embeddings = s["fake"].count("embeddings")
+        embeddings = s["fake"].count("embed")
+        embedded_texts = sum(
+            len(inputs) if isinstance(inputs := (r["body"] or {}).get("input"), list) else 1
+            for r in s["fake"].requests_for("embed")
+        )
     size = archive.stat().st_size / 1e6
     print(f"archive {archive.name}: {size:,.1f} MB")
     for i, (total, parsed, job) in enumerate(results):
@@ -262,13 +293,16 @@ def run(data: Path, archive: Path, stub: bool = False, again: bool = False) -> N
             f"{files['skipped']:,}; documents sent {docs['sent']:,}, indexed {docs['indexed']:,}"
             + (f"; error: {job.error}" if job.error else "")
         )
-    print(f"  LLM calls: chat {chat:,}, embeddings {embeddings:,}")
-    print(f"  worker peak RSS (VmHWM): {rss:,.0f} MiB")
+    print(f"  LLM calls: chat {chat:,}, embeddings {embeddings:,} ({embedded_texts:,} texts)")
+    print(f"  peak RSS (VmHWM): worker {rss:,.0f} MiB, rag-server {rag_rss:,.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("searchable", "openai", "memory", "zip-entries"))
+    parser.add_argument(
+        "what", choices=("searchable", "openai", "cpython", "memory", "zip-entries")
+    )
+    parser.add_argument("--only", help="cpython: comma-separated top-level names to keep")
     parser.add_argument("--files", type=int)
     parser.add_argument("--megabytes", type=int, default=1500)
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -286,6 +320,15 @@ def main() -> None:
             archive = d / "openai.tar.gz"
             with archive.open("wb") as out:
                 pack(Path(openai.__file__).parent, out)
+            run(d, archive)
+        elif args.what == "cpython":
+            from sparkstack.ingest import pack
+
+            tree = d / "Lib"
+            copy_stdlib(tree, set(args.only.split(",")) if args.only else None)
+            archive = d / "cpython-lib.tar.gz"
+            with archive.open("wb") as out:
+                pack(tree, out)
             run(d, archive)
         elif args.what == "memory":
             archive = d / "big.tar.gz"

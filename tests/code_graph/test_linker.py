@@ -131,3 +131,37 @@ def test_a_pair_two_files_both_point_across_belongs_to_one_links_document() -> N
     assert set(a_rel) == {("a.py", "b.py"), ("a.py:ping", "b.py:pong")}
     assert a_rel[("a.py:ping", "b.py:pong")]["reverse"] == ["calls"]
     assert owned["a.py"].targets == {"b.py"}
+
+
+def test_java_members_imports_and_same_package_classes_resolve() -> None:
+    files = {
+        "src/main/java/com/acme/Base.java": (
+            "package com.acme;\n\npublic class Base {\n"
+            "    public void save() { persist(); }\n    void persist() {}\n}\n"
+        ),
+        "src/main/java/com/acme/app/User.java": (
+            "package com.acme.app;\n\nimport com.acme.Base;\nimport java.util.List;\n\n"
+            "public class User extends Base implements Comparable<User> {\n"
+            "    public void store() {\n"
+            "        save();\n        this.check();\n        helper();\n"
+            "        Util.clean(this);\n        List.of(1);\n        missing();\n"
+            "    }\n"
+            "    private void check() {}\n    static void helper() {}\n}\n"
+        ),
+        "src/main/java/com/acme/app/Util.java": (
+            "package com.acme.app;\n\npublic class Util {\n    static void clean(Object o) {}\n}\n"
+        ),
+    }
+    base, user, util = (
+        f"src/main/java/com/acme/{p}.java" for p in ("Base", "app/User", "app/Util")
+    )
+    assert edges(files) == {
+        ("calls", f"{base}:Base.save", f"{base}:Base.persist"),
+        ("imports", user, base),
+        ("extends", f"{user}:User", f"{base}:Base"),
+        ("calls", f"{user}:User.store", f"{base}:Base.save"),  # inherited, unqualified
+        ("calls", f"{user}:User.store", f"{user}:User.check"),
+        ("calls", f"{user}:User.store", f"{user}:User.helper"),
+        ("calls", f"{user}:User.store", f"{util}:Util.clean"),  # same package
+        # java.util.List, Comparable and missing() are not in the codebase: no edge
+    }

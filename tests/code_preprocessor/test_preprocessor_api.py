@@ -35,14 +35,20 @@ class Recorder:
         @self.app.post("/documents/code")
         async def code(request: Request) -> dict[str, Any]:
             body = await request.json()
-            self.code.append(
-                {
-                    "workspace": request.headers.get("LIGHTRAG-WORKSPACE"),
-                    "authorization": request.headers.get("authorization"),
-                    **body,
-                }
-            )
-            return {"doc_id": body["doc_id"], "status": "success"}
+            for document in body["documents"]:
+                self.code.append(
+                    {
+                        "workspace": request.headers.get("LIGHTRAG-WORKSPACE"),
+                        "authorization": request.headers.get("authorization"),
+                        **document,
+                    }
+                )
+            return {
+                "documents": [
+                    {"doc_id": d["doc_id"], "status": "success", "track_id": f"code-{d['doc_id']}"}
+                    for d in body["documents"]
+                ]
+            }
 
         @self.app.post("/documents/texts")
         async def texts(request: Request) -> dict[str, Any]:

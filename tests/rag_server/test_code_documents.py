@@ -80,6 +80,12 @@ def version(doc_id: str, helper_body: str) -> dict[str, Any]:
     }
 
 
+async def put(client: httpx.AsyncClient, ws: dict[str, str], *docs: dict[str, Any]) -> list:
+    r = await client.post("/documents/code", json={"documents": list(docs)}, headers=ws)
+    assert r.status_code == 200, r.text
+    return r.json()["documents"]
+
+
 async def nodes(client: httpx.AsyncClient, ws: dict[str, str]) -> set[str]:
     r = await client.get("/graphs", params={"label": "*", "max_nodes": 1000}, headers=ws)
     assert r.status_code == 200, r.text
@@ -93,16 +99,15 @@ async def test_code_documents_write_version_and_delete_exactly(
     ws = {"LIGHTRAG-WORKSPACE": "code", **bearer(RAG_KEY)}
     async with httpx.AsyncClient(base_url=rag, timeout=60) as client:
         chats = llm.count("chat")
-        r = await client.post("/documents/code", json=version("v1", "return x"), headers=ws)
-        assert r.status_code == 200, r.text
-        assert r.json()["status"] == "success"
+        [first] = await put(client, ws, version("v1", "return x"))
+        assert first["status"] == "success"
         assert llm.count("chat") == chats  # nothing for a model to guess
         status = await client.post("/documents/status", json={"ids": ["v1"]}, headers=ws)
         assert status.json()["documents"]["v1"]["status"] == "processed"
 
         # the same document again changes nothing
-        again = await client.post("/documents/code", json=version("v1", "return x"), headers=ws)
-        assert again.json()["status"] == "duplicated"
+        [again] = await put(client, ws, version("v1", "return x"))
+        assert again["status"] == "duplicated"
 
         # a links document pointing at an entity that does not exist: that edge is dropped
         links = {
@@ -112,13 +117,13 @@ async def test_code_documents_write_version_and_delete_exactly(
                 {"source": "pkg/util.py:clean", "target": "pkg/gone.py:f", "kinds": ["calls"]}
             ],
         }
-        r = await client.post("/documents/code", json=links, headers=ws)
-        assert r.json()["dropped_relations"] == 1
+        [linked] = await put(client, ws, links)
+        assert linked["dropped_relations"] == 1
         assert "pkg/gone.py:f" not in await nodes(client, ws)
 
         # a new version of the file is written before the old one is deleted: deleting the
         # old one keeps everything the new one wrote (same names, the unchanged chunk)
-        await client.post("/documents/code", json=version("v2", "return x * 2"), headers=ws)
+        await put(client, ws, version("v2", "return x * 2"))
         r = await client.request(
             "DELETE",
             "/documents/delete_document",

@@ -23,7 +23,9 @@ from pathlib import Path
 from .pool import ParserPool
 from .preprocess import Preprocessor
 
-GOALS = {"recall": 0.999, "precision": 0.999, "single_core_mb_s": 5.0}
+# 8 MB/s was set where tree-sitter's parse alone did 10.9 MB/s; machines differ, so the share
+# of the parse-alone speed (what no Python code can beat) is printed beside it
+GOALS = {"recall": 0.999, "precision": 0.999, "single_core_mb_s": 8.0}
 
 
 def stdlib_files(limit: int | None = None) -> list[tuple[str, bytes]]:
@@ -90,6 +92,15 @@ def run(budget: int, workers: int, limit: int | None) -> dict[str, float | int]:
         fn += sum(expected.values()) - hit
         fp += sum(found.values()) - hit
 
+    # tree-sitter's parse alone, the same files, the same core: the ceiling
+    parser = pre.code._get("python").parser
+    parse_elapsed = 0.0
+    for path, data in files:
+        if path.endswith(".py"):
+            start = time.perf_counter()
+            parser.parse(data)
+            parse_elapsed += time.perf_counter() - start
+
     # Batch: the same files through the process pool, all cores.
     async def batch() -> float:
         pool = ParserPool(workers, budget, 1 << 22)
@@ -107,6 +118,8 @@ def run(budget: int, workers: int, limit: int | None) -> dict[str, float | int]:
         "files": len(files),
         "megabytes": round(total / 1e6, 2),
         "single_core_mb_s": round(total / 1e6 / elapsed, 2),
+        "parse_only_mb_s": round(total / 1e6 / parse_elapsed, 2),
+        "share_of_parse_only": round(parse_elapsed / elapsed, 3),
         "batch_mb_s": round(total / 1e6 / batch_elapsed, 2),
         "batch_workers": workers,
         "symbols": symbols,

@@ -98,6 +98,9 @@ def documents_of(result: FileResult, workspace: str, content_sha256: str) -> lis
     return docs
 
 
+CODE_BATCH = 200  # code documents per call (rag-server flushes its stores once per call)
+
+
 async def send(files: list[FileIngest], workspace: str, rag: RagClient, batch_size: int) -> None:
     """Send every file's documents in batches; updates ``sent`` and ``track_ids`` as batches
     land, so a failure part-way still reports what rag-server already has."""
@@ -119,13 +122,15 @@ async def send(files: list[FileIngest], workspace: str, rag: RagClient, batch_si
                 f.track_ids.append(track)
         batch.clear()
 
-    for f in files:
-        if f.code is not None:
-            answer = await rag.insert_code(workspace, f.code)
+    code = [f for f in files if f.code is not None]
+    for start in range(0, len(code), CODE_BATCH):
+        part = code[start : start + CODE_BATCH]
+        answers = await rag.insert_code(workspace, [f.code for f in part if f.code is not None])
+        for f, answer in zip(part, answers, strict=True):
             f.sent = 1
             # processed already; the track lists every version of the file's document
             f.track_ids = [str(answer["track_id"])] if answer.get("track_id") else []
-            continue
+    for f in files:
         for d in f.documents:
             batch.append((f, d))
             if len(batch) >= batch_size:

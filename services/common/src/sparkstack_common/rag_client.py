@@ -86,12 +86,16 @@ class RagClient:
         assert r is not None
         return r.json()
 
-    async def insert_code(self, workspace: str, document: dict[str, Any]) -> dict[str, Any]:
-        """One code document (chunks, entities, relationships), written without an LLM call;
-        processed when this returns."""
-        r = await self.request("POST", "/documents/code", workspace, json=document)
+    async def insert_code(
+        self, workspace: str, documents: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Code documents (chunks, entities, relationships), written without an LLM call and
+        flushed once; processed when this returns. One result per document, in order."""
+        r = await self.request(
+            "POST", "/documents/code", workspace, json={"documents": list(documents)}
+        )
         assert r is not None
-        return r.json()
+        return list(r.json()["documents"])
 
     async def delete_documents(self, workspace: str, doc_ids: Sequence[str]) -> None:
         """Delete and wait until done; a workspace that is gone has nothing left to delete."""

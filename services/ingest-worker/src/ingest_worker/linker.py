@@ -9,7 +9,10 @@ whole codebase says what it is. An edge is made only where the target is unambig
 - a name or a module imported from the codebase (Python ``import``/``from ... import``,
   relative imports included; JavaScript/TypeScript relative ``import``), and attributes of an
   imported module or class;
-- Go: a name defined in another file of the same package (directory).
+- Go: a name defined in another file of the same package (directory);
+- Java, Kotlin: an unqualified name inside a class is its member (or an inherited one); a
+  class imported by its full name (``import com.acme.Base``: the file ``…/com/acme/Base.java``)
+  or defined in another file of the same package (directory).
 
 Anything else (the standard library, a third-party package, a name two modules define) makes
 no edge: an unresolved call is not an edge to a made-up entity. ``imports`` link files to
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +33,10 @@ from typing import Any
 CLASS_KINDS = frozenset({"class", "struct", "interface", "trait", "enum"})
 JS_LANGUAGES = frozenset({"javascript", "typescript", "tsx"})
 JS_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
+JVM_SUFFIXES = {"java": ".java", "kotlin": ".kt"}
+# an unqualified name inside a class means the class's member first
+MEMBER_FIRST = frozenset({"java", "kotlin", "csharp"})
+GENERIC_ARGS = re.compile(r"<[^<>]*>")
 
 
 def entity(path: str, qualname: str | None = None) -> str:
@@ -90,8 +98,12 @@ class Codebase:
     def __init__(self, files: Iterable[FileInfo]) -> None:
         self.files = {f.path: f for f in files}
         self.python_modules = _module_index(
-            p for p, f in self.files.items() if f.language == "python"
+            (p for p, f in self.files.items() if f.language == "python"), ".py"
         )
+        self.jvm_classes = {
+            lang: _module_index((p for p, f in self.files.items() if f.language == lang), suffix)
+            for lang, suffix in JVM_SUFFIXES.items()
+        }
         self.by_dir: dict[tuple[str, str | None], list[FileInfo]] = defaultdict(list)
         for f in self.files.values():
             self.by_dir[(posixpath.dirname(f.path), f.language)].append(f)
@@ -127,6 +139,9 @@ class Codebase:
             return self.python_module(importer, module)
         if importer.language in JS_LANGUAGES:
             return self.js_module(importer, module)
+        if importer.language in JVM_SUFFIXES:
+            # a full name only: `com.acme.*` and static member imports name no one file
+            return self.jvm_classes[importer.language].get(module) if "." in module else None
         return None
 
     # -- names ---------------------------------------------------------------------------
@@ -155,12 +170,20 @@ class Codebase:
     def name(self, f: FileInfo, written: str, scope: str | None) -> tuple[str, str] | None:
         """(file, qualname) of a name as written in ``f`` (inside ``scope``), or None."""
         written = written.replace("()", "")  # A().run: a member of what A() makes
+        if "<" in written:  # Comparable<User>, List<String>.of: the generic's own name
+            while GENERIC_ARGS.search(written):
+                written = GENERIC_ARGS.sub("", written)
         if not written or written.startswith(("super", "this.constructor")):
             return None
         head, _, rest = written.partition(".")
         if head in ("self", "cls", "this") and rest:
             cls = self.enclosing_class(f, scope)
             return self.member(f.path, f"{cls}.{rest}") if cls else None
+        if f.language in MEMBER_FIRST and not rest:
+            cls = self.enclosing_class(f, scope)
+            found = self.member(f.path, f"{cls}.{head}") if cls else None
+            if found is not None:
+                return found
         # a symbol defined at the top of this file (and its members)
         if head in f.symbols and f.symbols[head][1] is None:
             return self.member(f.path, written) if rest else (f.path, head)
@@ -170,7 +193,21 @@ class Codebase:
             return self.python_modules[written], ""
         if f.language == "go" and not rest:
             return self.package_name(f, head)
+        if f.language in JVM_SUFFIXES:
+            return self._jvm_class(f, head, rest)
         return None
+
+    def _jvm_class(self, f: FileInfo, head: str, rest: str) -> tuple[str, str] | None:
+        """``head`` as a class: imported by its full name, else one of the same package."""
+        imported = [
+            t
+            for m in f.imports
+            if m.rsplit(".", 1)[-1] == head and (t := self.module_file(f, m)) is not None
+        ]
+        found = (imported[0], head) if len(imported) == 1 else self.package_name(f, head)
+        if found is None:
+            return None
+        return self.member(found[0], f"{head}.{rest}") if rest else found
 
     def _imported(self, f: FileInfo, head: str, rest: str) -> tuple[str, str] | None:
         module, imported = f.bindings[head]
@@ -245,12 +282,14 @@ class Codebase:
         return out
 
 
-def _module_index(paths: Iterable[str]) -> dict[str, str]:
-    """Dotted module names of Python files: the full path, and each shorter suffix that names
-    one file only (an archive's top directories are rarely part of the import path)."""
+def _module_index(paths: Iterable[str], suffix: str) -> dict[str, str]:
+    """Dotted names of files (Python modules, Java and Kotlin classes): the full path, and
+    each shorter suffix that names one file only (an archive's top directories are rarely part
+    of the import path; nor is Java's ``src/main/java``)."""
     claims: dict[str, set[str]] = defaultdict(set)
     for path in paths:
-        parts = path[:-3].split("/") if path.endswith(".py") else path.split("/")
+        stem = path[: -len(suffix)] if path.endswith(suffix) else path
+        parts = stem.split("/")
         if parts[-1] == "__init__":
             parts = parts[:-1]
         for start in range(len(parts)):

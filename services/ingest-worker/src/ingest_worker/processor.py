@@ -42,6 +42,9 @@ log = logging.getLogger("ingest_worker")
 Heartbeat = Callable[[], Awaitable[None]]
 
 
+LINKS_BATCH = 200  # links documents per call to rag-server (one flush of its stores each)
+
+
 class PermanentFailure(Exception):
     """The job can never succeed (an archive refused as a whole, an upload that is gone):
     it ends failed at once, without retries."""
@@ -286,25 +289,35 @@ class JobProcessor:
         updates: list[tuple[str, str | None]] = []
         stale: list[str] = []
         tracked: list[tuple[str, str]] = []
+        pending: list[dict[str, Any]] = []
+
+        async def send() -> None:
+            if pending:
+                batch = list(pending)
+                await with_retries(
+                    "rag-server",
+                    lambda: self.rag.insert_code(ws, batch),
+                    self.settings.call_attempts,
+                    self.settings.call_backoff_seconds,
+                    on_wait=heartbeat,
+                )
+                pending.clear()
+                await heartbeat()
+
         for f in files:
             document = links_document(ws, codebase, f, all_edges[f.path], shas)
             new_id = document["doc_id"] if document else None
             if new_id == current[f.path]:
                 continue
             if document is not None:
-                await with_retries(
-                    "rag-server",
-                    lambda d=document: self.rag.insert_code(ws, d),
-                    self.settings.call_attempts,
-                    self.settings.call_backoff_seconds,
-                    on_wait=heartbeat,
-                )
+                pending.append(document)
                 tracked.append((document["doc_id"], f.path))
+                if len(pending) >= LINKS_BATCH:
+                    await send()
             if current[f.path]:
                 stale.append(current[f.path])
             updates.append((f.path, new_id))
-            if len(updates) % 200 == 0:
-                await heartbeat()
+        await send()
         if stale:
             await with_retries(
                 "rag-server",

@@ -287,18 +287,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/documents/code")
     async def insert_code(
-        body: codegraph.CodeDocument, runtime: Runtime, workspace: Workspace
+        body: codegraph.CodeBatch, runtime: Runtime, workspace: Workspace
     ) -> dict[str, Any]:
-        """One source file (or one file's cross-file links) as chunks, entities and
-        relationships, written at once without an LLM call; processed when this answers."""
-        stored = to_stored_source(body.file_path)
+        """Source files (or files' cross-file links) as chunks, entities and relationships,
+        written at once without an LLM call; processed when this answers."""
+        docs = [(d, to_stored_source(d.file_path)) for d in body.documents]
         async with runtime.pool.lease(workspace) as rag:
-            result = await codegraph.insert(rag, body, stored)
-            if result["status"] == "success":
+            results = await codegraph.insert_many(rag, docs, runtime.code_lock(workspace))
+            if any(r["status"] == "success" for r in results):
                 await clear_query_cache(rag)
-        runtime.metrics.documents.inc()
+        runtime.metrics.documents.inc(len(docs))
         runtime.observe_pool()
-        return {"doc_id": body.doc_id, "track_id": codegraph.track_of(stored), **result}
+        return {"documents": results}
 
     @app.post("/documents/status")
     async def documents_status(
@@ -360,8 +360,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def run() -> list[dict[str, Any]]:
             results = []
             async with runtime.pool.lease(workspace) as rag:
+                lock = runtime.code_lock(workspace)
+                code = await codegraph.delete_many(rag, body.doc_ids, lock)
                 for doc_id in body.doc_ids:
-                    results.append(await delete_one(rag, doc_id, body.delete_llm_cache))
+                    if doc_id in code:
+                        results.append({"status": "success", "doc_id": doc_id})
+                    else:
+                        results.append(await delete_one(rag, doc_id, body.delete_llm_cache))
                 await clear_query_cache(rag)
             return results
 
@@ -577,8 +582,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def delete_one(rag: LightRAG, doc_id: str, delete_llm_cache: bool) -> dict[str, Any]:
     """LightRAG refuses a deletion ("not_allowed") while the workspace's pipeline is indexing:
     wait for it (bounded) rather than report a failure the caller can do nothing about."""
-    if await codegraph.delete(rag, doc_id):  # a code document: what its journal lists
-        return {"status": "success", "doc_id": doc_id, "message": "code document deleted"}
     deadline = time.monotonic() + DELETE_WAIT_SECONDS
     while True:
         outcome = jsonable(await rag.adelete_by_doc_id(doc_id, delete_llm_cache=delete_llm_cache))

@@ -22,8 +22,11 @@ dropped, never turned into placeholder entities.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from lightrag import LightRAG
@@ -83,23 +86,90 @@ def direction(relation: CodeRelation) -> str:
     return line
 
 
-async def insert(rag: LightRAG, doc: CodeDocument, stored_path: str) -> dict[str, Any]:
-    """Journal, write, mark done. ``stored_path`` is the file path as stored (rag-server keeps
-    paths apart that LightRAG would merge by basename). Returns counts."""
-    existing = await rag.doc_status.get_by_id(doc.doc_id)
-    if existing and (existing.get("metadata") or {}).get(KIND, {}).get("state") == "done":
-        return {"status": "duplicated", "entities": 0, "relations": 0}
-    relations = await _existing_endpoints(rag, doc)
-    record = {
+class CodeBatch(BaseModel):
+    """Documents written together: one journal write, one flush of every store, so a
+    codebase costs one flush per batch rather than one per file (NetworkX rewrites its whole
+    graph file on each)."""
+
+    documents: list[CodeDocument] = Field(min_length=1, max_length=500)
+
+
+@asynccontextmanager
+async def one_flush(rag: LightRAG) -> AsyncIterator[None]:
+    """Inside: ``ainsert_custom_kg`` leaves its writes in memory; on the way out every store
+    is flushed once. (LightRAG 1.5.7 flushes after each call; the journal makes the deferral
+    safe: nothing is marked done before this flush.)"""
+    flush = rag._insert_done_with_cleanup
+
+    async def deferred() -> None:
+        return None
+
+    rag._insert_done_with_cleanup = deferred  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del rag._insert_done_with_cleanup  # the class's own again
+    await flush()
+
+
+async def insert_many(
+    rag: LightRAG, docs: list[tuple[CodeDocument, str]], lock: asyncio.Lock
+) -> list[dict[str, Any]]:
+    """Journal, write, flush, mark done, for each ``(document, stored path)`` (rag-server
+    stores paths apart that LightRAG would merge by basename). Returns per-document counts.
+    ``lock`` keeps the workspace's code writes one batch at a time, so no other batch's
+    documents are marked done before this flush."""
+    async with lock:
+        found = await records(rag, [d.doc_id for d, _ in docs])
+        results: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[CodeDocument, str, list[CodeRelation], dict[str, Any]]] = []
+        own = {normalize_entity_name(e.name) for d, _ in docs for e in d.entities}
+        for (doc, stored), existing in zip(docs, found, strict=True):
+            if doc.doc_id in results or (journal_of(existing) or {}).get("state") == "done":
+                results.setdefault(
+                    doc.doc_id, {"status": "duplicated", "entities": 0, "relations": 0}
+                )
+                continue
+            relations = await _existing_endpoints(rag, doc, own)
+            todo.append((doc, stored, relations, _record(doc, stored, relations)))
+            results[doc.doc_id] = {
+                "status": "success",
+                "entities": len(doc.entities),
+                "relations": len(relations),
+                "dropped_relations": len(doc.relations) - len(relations),
+            }
+        if todo:
+            await rag.doc_status.upsert({doc.doc_id: record for doc, _, _, record in todo})
+            await rag.doc_status.index_done_callback()
+            async with one_flush(rag):
+                for doc, stored, relations, _ in todo:
+                    await _write(rag, doc, relations, stored)
+            for *_, record in todo:
+                record["metadata"][KIND]["state"] = "done"
+            await rag.doc_status.upsert({doc.doc_id: record for doc, _, _, record in todo})
+            await rag.doc_status.index_done_callback()
+    return [{"doc_id": d.doc_id, "track_id": track_of(p), **results[d.doc_id]} for d, p in docs]
+
+
+async def records(rag: LightRAG, ids: list[str]) -> list[dict[str, Any] | None]:
+    """Doc-status records in the order asked, None where missing (PostgreSQL's storage
+    answers an empty list when it finds none)."""
+    found = await rag.doc_status.get_by_ids(ids) if ids else []
+    return list(found) if len(found) == len(ids) else [None] * len(ids)
+
+
+def _record(doc: CodeDocument, stored: str, relations: list[CodeRelation]) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    return {
         "status": DocStatus.PROCESSED,
         "content_summary": f"code graph of {doc.file_path}"[:100],
         "content_length": sum(len(c) for c in doc.chunks),
-        "file_path": stored_path,
+        "file_path": stored,
         "chunks_count": len(doc.chunks),
         "chunks_list": chunk_ids(doc),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "track_id": track_of(stored_path),
+        "created_at": now,
+        "updated_at": now,
+        "track_id": track_of(stored),
         "metadata": {
             KIND: {
                 "state": "writing",
@@ -107,25 +177,15 @@ async def insert(rag: LightRAG, doc: CodeDocument, stored_path: str) -> dict[str
             }
         },
     }
-    await rag.doc_status.upsert({doc.doc_id: record})
-    await rag.doc_status.index_done_callback()
-    await _write(rag, doc, relations, stored_path)
-    record["metadata"][KIND]["state"] = "done"
-    await rag.doc_status.upsert({doc.doc_id: record})
-    await rag.doc_status.index_done_callback()
-    return {
-        "status": "success",
-        "entities": len(doc.entities),
-        "relations": len(relations),
-        "dropped_relations": len(doc.relations) - len(relations),
-    }
 
 
-async def _existing_endpoints(rag: LightRAG, doc: CodeDocument) -> list[CodeRelation]:
-    """Relationships whose endpoints exist (or are among this document's own entities)."""
-    own = {normalize_entity_name(e.name) for e in doc.entities}
+async def _existing_endpoints(
+    rag: LightRAG, doc: CodeDocument, own: set[str]
+) -> list[CodeRelation]:
+    """Relationships whose endpoints exist (or are entities of the batch)."""
     wanted = {normalize_entity_name(n) for r in doc.relations for n in (r.source, r.target)}
-    present = await rag.chunk_entity_relation_graph.has_nodes_batch(sorted(wanted - own))
+    missing = sorted(wanted - own)
+    present = await rag.chunk_entity_relation_graph.has_nodes_batch(missing) if missing else set()
     known = own | set(present)
     return [
         r
@@ -194,7 +254,20 @@ def journal_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
     return (record.get("metadata") or {}).get(KIND)
 
 
-async def delete(rag: LightRAG, doc_id: str) -> bool:
+async def delete_many(rag: LightRAG, doc_ids: list[str], lock: asyncio.Lock) -> set[str]:
+    """Delete the code documents among ``doc_ids``, flushing every store once; the ids it
+    deleted (the others are not code documents: LightRAG's own deletion takes them)."""
+    deleted: set[str] = set()
+    async with lock:
+        for doc_id in dict.fromkeys(doc_ids):
+            if await _delete(rag, doc_id):
+                deleted.add(doc_id)
+        if deleted:
+            await rag._insert_done()  # deletions are not regenerable: flush without discarding
+    return deleted
+
+
+async def _delete(rag: LightRAG, doc_id: str) -> bool:
     """Remove what the document wrote and no other version of the same file still claims
     (a changed file's new version is written before its old one is deleted, and shares
     entity names, often chunks too); False when it is not a code document."""
@@ -229,15 +302,6 @@ async def delete(rag: LightRAG, doc_id: str) -> bool:
         await rag.chunks_vdb.delete(ids)
         await rag.text_chunks.delete(ids)
     await rag.doc_status.delete([doc_id])
-    for storage in (
-        graph,
-        rag.relationships_vdb,
-        rag.entities_vdb,
-        rag.chunks_vdb,
-        rag.text_chunks,
-        rag.doc_status,
-    ):
-        await storage.index_done_callback()
     return True
 
 
@@ -268,23 +332,28 @@ async def _claimed_elsewhere(
 
 
 async def recover(rag: LightRAG) -> int:
-    """Replay code documents a crash left half written; how many."""
-    replayed = 0
+    """Replay code documents a crash left half written (every write is an upsert); how
+    many."""
     docs = await rag.doc_status.get_docs_by_statuses([DocStatus.PROCESSED])
+    pending = []
     for doc_id, status in docs.items():
-        metadata = getattr(status, "metadata", None) or {}
-        journal = metadata.get(KIND)
+        journal = (getattr(status, "metadata", None) or {}).get(KIND)
         if journal and journal.get("state") == "writing":
-            doc = CodeDocument.model_validate(journal["payload"])
+            pending.append((doc_id, CodeDocument.model_validate(journal["payload"]), status))
+    if not pending:
+        return 0
+    async with one_flush(rag):
+        for _, doc, status in pending:
             await _write(rag, doc, doc.relations, status.file_path)
-            record = await rag.doc_status.get_by_id(doc_id)
-            if record:
-                record["metadata"][KIND]["state"] = "done"
-                await rag.doc_status.upsert({doc_id: record})
-            replayed += 1
-    if replayed:
-        await rag.doc_status.index_done_callback()
-    return replayed
+    found = await records(rag, [doc_id for doc_id, _, _ in pending])
+    done = {}
+    for (doc_id, _, _), record in zip(pending, found, strict=True):
+        if record:
+            record["metadata"][KIND]["state"] = "done"
+            done[doc_id] = record
+    await rag.doc_status.upsert(done)
+    await rag.doc_status.index_done_callback()
+    return len(pending)
 
 
 def status_of(record: dict[str, Any]) -> tuple[str, str | None]:

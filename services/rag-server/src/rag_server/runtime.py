@@ -32,7 +32,12 @@ class RagRuntime:
     metrics: Metrics
     pool: WorkspacePool[LightRAG] = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # code documents of one workspace are written (and deleted) one batch at a time
+    code_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _evicted_seen: int = 0
+
+    def code_lock(self, workspace: str) -> asyncio.Lock:
+        return self.code_locks.setdefault(workspace, asyncio.Lock())
 
     def __post_init__(self) -> None:
         self.pool = WorkspacePool(self._build, self.factory.close, self.settings.max_workspaces)
