@@ -5,7 +5,10 @@ profiles: the local files the tests default to and PostgreSQL as on the Spark.""
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -160,3 +163,40 @@ async def test_code_documents_write_version_and_delete_exactly(
             "/query/data", json={"query": "helper clean", "mode": "naive"}, headers=ws
         )
         assert not found.json().get("data", {}).get("chunks")
+
+
+def test_a_code_document_a_crash_left_half_written_is_replayed(
+    fake: tuple[FakeLLM, str], tmp_path: Path
+) -> None:
+    """The journal says ``writing`` (the process died before the stores were written and
+    flushed): the next time the workspace opens, the document is written and reads done."""
+    ws = {"LIGHTRAG-WORKSPACE": "code", **bearer(RAG_KEY)}
+    with rag_server(fake[1], tmp_path) as url:
+        r = httpx.post(
+            f"{url}/documents/code", json={"documents": [version("v1", "return x")]}, headers=ws
+        )
+        assert r.status_code == 200, r.text
+    status_file = tmp_path / "code" / "kv_store_doc_status.json"
+    records = json.loads(status_file.read_text())
+    crashed = copy.deepcopy(records["v1"])
+    payload = version("crashed", "return 0")
+    payload["file_path"] = "pkg/other.py"
+    for e in payload["entities"]:
+        e["name"] = e["name"].replace("util", "other")
+    for rel in payload["relations"]:
+        rel["source"] = rel["source"].replace("util", "other")
+        rel["target"] = rel["target"].replace("util", "other")
+    crashed["file_path"] = crashed["file_path"].replace("util", "other")
+    crashed["metadata"]["code_graph"] = {"state": "writing", "payload": payload}
+    records["crashed"] = crashed
+    status_file.write_text(json.dumps(records))
+
+    with rag_server(fake[1], tmp_path) as url:
+        status = httpx.post(f"{url}/documents/status", json={"ids": ["crashed"]}, headers=ws)
+        assert status.json()["documents"]["crashed"]["status"] == "processed"
+        entity = httpx.get(f"{url}/graph/entity", params={"name": "pkg/other.py:clean"}, headers=ws)
+        assert entity.status_code == 200, entity.text
+        assert "return helper(x)" in entity.json()["chunks"][0]["content"]
+        # and the document that was done before is as it was
+        old = httpx.get(f"{url}/graph/entity", params={"name": "pkg/util.py:helper"}, headers=ws)
+        assert old.status_code == 200
