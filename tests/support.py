@@ -147,3 +147,55 @@ async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
         yield dsn
     finally:
         await drop_database(admin_dsn, dsn)
+
+
+def oversized_post(
+    url: str,
+    path: str,
+    headers: dict[str, str],
+    declared: int | None,
+    send_bytes: int,
+    prefix: bytes = b"",
+) -> tuple[int, bytes, int]:
+    """POST a body over a socket: with ``Content-Length: declared`` (or chunked when None),
+    ``prefix`` and then up to ``send_bytes`` of filler, stopping as soon as the server answers.
+    Returns (status, response body, bytes the server took before answering)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    sock = socket.create_connection((where.hostname, where.port), timeout=30)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {where.hostname}:{where.port}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(
+        f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
+    )
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    block = b"x" * (1 << 16)
+    sent = 0
+    if prefix:
+        sock.sendall(prefix if declared is not None else b"%x\r\n%s\r\n" % (len(prefix), prefix))
+    try:
+        while sent < send_bytes:
+            if select.select([sock], [], [], 0.01)[0]:
+                break  # the server answered already
+            piece = block if declared is not None else b"10000\r\n" + block + b"\r\n"
+            sock.sendall(piece)
+            sent += len(block)
+    except OSError:
+        pass  # the server closed the connection after answering
+    answer = b""
+    try:
+        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + 1:
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            answer += data
+            if b"\r\n\r\n" in answer and b"}" in answer.split(b"\r\n\r\n", 1)[1]:
+                break
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, body, sent

@@ -12,6 +12,7 @@ import httpx
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
+from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
@@ -53,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = ParserPool(settings.workers, settings.chunk_tokens, settings.max_file_bytes)
-        pool.start()
+        pool = ParserPool(settings.workers, settings.parser_limits())
+        await pool.start()
+        app.state.liveness = pool.liveness
+        metrics.workers_replaced.set_function(lambda: pool.replaced)
         async with httpx.AsyncClient(timeout=settings.rag_timeout_seconds) as client:
             app.state.pool = pool
             app.state.rag = RagClient(
@@ -66,28 +69,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                pool.close()
+                await pool.close()
 
     api_key = secret_value(settings.api_key)
     if api_key is None:
         raise RuntimeError("CODE_PREPROCESSOR_API_KEY is not set: the preprocessor needs its key")
     app = FastAPI(title="code-preprocessor", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        setting="CODE_PREPROCESSOR_MAX_REQUEST_BYTES",
+    )
     app.add_middleware(ServiceKeyAuth, key=api_key)
     app.state.settings = settings
     app.state.metrics = metrics
 
     async def pool_ready(request: Request) -> tuple[bool, str]:
-        ok = await request.app.state.pool.healthy()
-        return ok, f"{settings.workers} parser worker(s)"
+        return request.app.state.pool.describe()
 
     async def rag_reachable(request: Request) -> tuple[bool, str]:
-        # reported, never failing readiness: parsing works without rag-server, and /ingest
-        # answers a clear 502 when it is down
         ok, detail = await request.app.state.rag.reachable()
-        return True, ("reachable: " if ok else "not reachable (only /ingest needs it): ") + detail
+        return ok, ("reachable: " if ok else "not reachable (only /ingest needs it): ") + detail
 
     checks = {"parser": pool_ready, "rag-server": rag_reachable}
-    add_standard_routes(app, "code-preprocessor", metrics.registry, checks)
+    # parsing works without rag-server, and /ingest answers a clear 502 when it is down
+    add_standard_routes(app, "code-preprocessor", metrics.registry, checks, required={"parser"})
 
     async def read_batch(files: list[UploadFile]) -> tuple[list[tuple[str, bytes]], list[dict]]:
         if len(files) > settings.max_files_per_request:

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .pool import ParserPool
+from .pool import ParserLimits, ParserPool
 from .preprocess import Preprocessor
 
 # 8 MB/s was set where tree-sitter's parse alone did 10.9 MB/s; machines differ, so the share
@@ -103,15 +103,15 @@ def run(budget: int, workers: int, limit: int | None) -> dict[str, float | int]:
 
     # Batch: the same files through the process pool, all cores.
     async def batch() -> float:
-        pool = ParserPool(workers, budget, 1 << 22)
-        pool.start()
+        pool = ParserPool(workers, ParserLimits(budget=budget, max_file_bytes=1 << 22))
+        await pool.start()
         try:
             await pool.process_many(files[: workers * 2])  # start the workers
             start = time.perf_counter()
             await pool.process_many(files)
             return time.perf_counter() - start
         finally:
-            pool.close()
+            await pool.close()
 
     batch_elapsed = asyncio.run(batch())
     return {

@@ -20,6 +20,7 @@ from .chunking import Chunker
 from .code import CodeParser
 from .languages import BY_EXTENSION, BY_NAME
 from .model import Chunk, FileResult
+from .pdf_guard import inflated_size
 
 DOCUMENT_EXTENSIONS: dict[str, str] = {
     ".md": "markdown",
@@ -108,6 +109,10 @@ class Segment:
 class DocumentParser:
     code: CodeParser
     budget: int = 1500
+    # a PDF is refused before pdfminer opens it when its streams inflate past this, or when
+    # it has more pages than this (bounded memory and time per file)
+    pdf_max_inflated_bytes: int = 64 << 20
+    pdf_max_pages: int = 500
 
     def parse(self, result: FileResult, data: bytes, kind: str) -> FileResult:
         """Fill ``result`` for a document of ``kind`` (markdown, rst, text, html, pdf)."""
@@ -131,10 +136,31 @@ class DocumentParser:
     def _parse_pdf(self, result: FileResult, data: bytes) -> FileResult:
         import pdfplumber  # heavy import, only when a PDF arrives
 
+        inflated = inflated_size(data, self.pdf_max_inflated_bytes)
+        if inflated > self.pdf_max_inflated_bytes:
+            result.status = "error"
+            result.reason = (
+                f"PDF streams inflate to more than {self.pdf_max_inflated_bytes} bytes "
+                "(CODE_PREPROCESSOR_PDF_MAX_INFLATED_BYTES)"
+            )
+            return result
         try:
             with pdfplumber.open(io.BytesIO(data)) as pdf:
+                if len(pdf.pages) > self.pdf_max_pages:
+                    result.status = "skipped"
+                    result.reason = (
+                        f"{len(pdf.pages)} pages, more than {self.pdf_max_pages} "
+                        "(CODE_PREPROCESSOR_PDF_MAX_PAGES)"
+                    )
+                    return result
                 pages = [pdf_page_text(page) for page in pdf.pages]
-        except Exception as exc:  # pdfminer raises many types for encrypted or broken files
+        except MemoryError:
+            raise  # the worker's memory limit: the pool reports it and replaces the worker
+        except Exception as exc:
+            if "unable to allocate" in str(exc).lower():  # zlib's own out-of-memory, wrapped
+                raise MemoryError(
+                    str(exc)
+                ) from exc  # pdfminer raises many types for encrypted or broken files
             result.status = "error"
             result.reason = f"unreadable PDF: {type(exc).__name__}: {exc}".strip().rstrip(":")
             return result

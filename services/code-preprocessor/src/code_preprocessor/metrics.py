@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .model import FileResult
 
@@ -25,6 +25,11 @@ class Metrics:
         )
         self.documents_sent = Counter(
             "preprocessor_documents_sent", "Documents sent to rag-server", registry=r
+        )
+        self.workers_replaced = Gauge(
+            "preprocessor_workers_replaced",
+            "Parser workers replaced after dying, running out of memory or overrunning",
+            registry=r,
         )
         self.rag_errors = Counter(
             "preprocessor_rag_server_errors", "Failed calls to rag-server", registry=r

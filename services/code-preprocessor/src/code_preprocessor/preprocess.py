@@ -50,12 +50,19 @@ def kind_of(path: str) -> str | None:
 class Preprocessor:
     budget: int = 1500
     max_file_bytes: int = 1 << 20
+    pdf_max_inflated_bytes: int = 64 << 20
+    pdf_max_pages: int = 500
     code: CodeParser = field(init=False)
     documents: DocumentParser = field(init=False)
 
     def __post_init__(self) -> None:
         self.code = CodeParser(budget=self.budget)
-        self.documents = DocumentParser(self.code, budget=self.budget)
+        self.documents = DocumentParser(
+            self.code,
+            budget=self.budget,
+            pdf_max_inflated_bytes=self.pdf_max_inflated_bytes,
+            pdf_max_pages=self.pdf_max_pages,
+        )
 
     def process(self, path: str, data: bytes) -> FileResult:
         result = FileResult(path=path, size=len(data))
@@ -83,6 +90,8 @@ class Preprocessor:
             if kind in DOCUMENT_EXTENSIONS.values():
                 return self.documents.parse(result, data, kind)
             return self.code.parse(result, data, kind)
+        except MemoryError:
+            raise  # over the worker's memory limit: the pool ends the worker and says so
         except Exception as exc:  # a parser bug must not take the batch down
             result.status = "error"
             result.reason = f"{type(exc).__name__}: {exc}"

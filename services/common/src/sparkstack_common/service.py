@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from sparkstack_common.auth import caller_is_trusted, secret_value
 
-# A readiness check returns (ok, detail); every check runs on each /ready call.
+# A readiness check returns (ok, detail).
 ReadyCheck = Callable[[Request], Awaitable[tuple[bool, str]]]
+
+# All checks run at once and each gets this long: well under a Kubernetes probe's timeout
+# (5 s in our manifests), so a slow dependency is a failed check, never a timed-out probe.
+READY_BUDGET_SECONDS = 2.0
 
 
 def add_standard_routes(
@@ -21,36 +26,78 @@ def add_standard_routes(
     service: str,
     registry: CollectorRegistry,
     checks: Mapping[str, ReadyCheck] | None = None,
+    required: Collection[str] | None = None,
+    budget_seconds: float = READY_BUDGET_SECONDS,
 ) -> None:
-    """``/health`` answers while the process serves; ``/ready`` runs the checks and is 503
-    when one fails, naming it; ``/metrics`` exposes ``registry`` in Prometheus format.
+    """``/health`` answers while the process serves (``liveness``, when given, can say it
+    cannot); ``/ready`` runs the checks concurrently and is 503 only when a ``required`` one
+    fails (all are required when ``required`` is None): readiness means "this process can
+    serve", and a dependency it degrades without is reported in the body and in the
+    ``sparkstack_check_ok`` gauge, never taking the service out of its Service.
+    ``/metrics`` exposes ``registry`` in Prometheus format.
 
     Probes carry no key, so ``/ready`` says only which checks are ok; a caller the service's
     auth middleware trusted (see :mod:`sparkstack_common.auth`) also gets each check's detail.
     """
+    checks = dict(checks or {})
+    needed = frozenset(checks if required is None else required)
+    unknown = needed - checks.keys()
+    if unknown:
+        raise ValueError(f"required checks without a check: {sorted(unknown)}")
+    gauge = Gauge(
+        "sparkstack_check_ok",
+        "1 when the readiness check passed on the last /ready, 0 when it failed",
+        ["check", "required"],
+        registry=registry,
+    )
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "service": service}
+    async def health(request: Request) -> JSONResponse:
+        liveness: Liveness | None = getattr(request.app.state, "liveness", None)
+        if liveness is not None:
+            alive, detail = liveness()
+            if not alive:
+                return JSONResponse(
+                    {"status": "failing", "service": service, "detail": detail}, status_code=503
+                )
+        return JSONResponse({"status": "ok", "service": service})
+
+    async def run(name: str, check: ReadyCheck, request: Request) -> tuple[bool, str]:
+        try:
+            return await asyncio.wait_for(check(request), budget_seconds)
+        except TimeoutError:
+            return False, f"no answer within {budget_seconds:g} s"
+        except Exception as exc:  # a broken check is a failed check, not a 500
+            return False, f"{type(exc).__name__}: {exc}"
 
     @app.get("/ready", include_in_schema=False)
     async def ready(request: Request) -> JSONResponse:
-        results: dict[str, Any] = {}
         trusted = caller_is_trusted(request)
+        names = list(checks)
+        outcomes = await asyncio.gather(*(run(n, checks[n], request) for n in names))
+        results: dict[str, Any] = {}
         ok = True
-        for name, check in (checks or {}).items():
-            try:
-                passed, detail = await check(request)
-            except Exception as exc:  # a broken check is a failed check, not a 500
-                passed, detail = False, f"{type(exc).__name__}: {exc}"
+        for name, (passed, detail) in zip(names, outcomes, strict=True):
+            is_required = name in needed
+            gauge.labels(name, "yes" if is_required else "no").set(1 if passed else 0)
             results[name] = {"ok": passed, "detail": detail} if trusted else {"ok": passed}
-            ok = ok and passed
-        body = {"status": "ready" if ok else "not ready", "service": service, "checks": results}
+            ok = ok and (passed or not is_required)
+        body = {
+            "status": "ready" if ok else "not ready",
+            "service": service,
+            "checks": results,
+            "required": sorted(needed),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# Set as ``app.state.liveness``: (alive, detail) without awaiting anything, so /health stays
+# instant; False makes /health 503 and Kubernetes restarts the pod.
+Liveness = Callable[[], tuple[bool, str]]
 
 
 def serve_cli(

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from sparkstack_common.auth import secret_value
+from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.service import add_standard_routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,9 +19,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import mcp_tools
+from .asgi import MAX_REQUEST_SETTING, send_api_error
 from .errors import APIError, error_dict
-from .gate import Gate, parse_hosts
+from .gate import MULTIPART_PATHS, Gate, parse_hosts
 from .graph_api import router as graph_router
+from .ingest.multipart import FORM_SLACK
 from .ingest.routes import router as ingestion_router
 from .ingest.service import IngestionService
 from .keys_api import router as keys_router
@@ -81,7 +84,12 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             app.state.runtime = runtime
             app.state.http = client
             app.state.proxy = Proxy(
-                router, client, metrics, runtime.memory, settings.backend_api_key
+                router,
+                client,
+                metrics,
+                runtime.memory,
+                settings.backend_api_key,
+                max_body=settings.max_request_bytes,
             )
             try:
                 async with mcp_server.session_manager.run():
@@ -147,7 +155,18 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         "rag-server": check("check_rag_server"),
         **{f"backend:{role}": check("check_backend", url) for role, url in router.urls.items()},
     }
-    add_standard_routes(app, "orchestrator", metrics.registry, checks)
+    # ready means "can serve": without PostgreSQL no key can be checked; every other
+    # dependency has a degraded answer (a memory tier reads "error", a model's chat is a 502,
+    # uploads wait in the outbox for NATS), so it is reported, not required
+    add_standard_routes(app, "orchestrator", metrics.registry, checks, required={"postgres"})
+    upload_limit = settings.ingest_limits.max_upload_bytes + FORM_SLACK
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        setting=MAX_REQUEST_SETTING,
+        per_path=dict.fromkeys(MULTIPART_PATHS, upload_limit),
+        refuse=send_api_error,
+    )
     # added last, so outermost: the Gate sees every request, CORS (when configured) answers
     # a browser's preflight before it
     app.add_middleware(Gate, allowed_hosts=parse_hosts(settings.allowed_hosts))

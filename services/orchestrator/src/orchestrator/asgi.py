@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from sparkstack_common.body_limit import BodyTooLarge, too_large_message
 from starlette.types import Receive, Scope, Send
 
 from .errors import APIError
+
+MAX_REQUEST_SETTING = "ORCHESTRATOR_MAX_REQUEST_BYTES"
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -18,16 +21,25 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, up to ``limit`` bytes (the door's BodyLimit cuts it off there too)."""
     parts: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            message = await receive()
+        except BodyTooLarge as exc:
+            raise APIError(413, exc.detail, "invalid_request_error", "request_too_large") from None
         if message["type"] == "http.disconnect":
             raise asyncio.CancelledError("client disconnected while sending")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise APIError(413, f"request body over {limit} bytes", "invalid_request_error")
+            raise APIError(
+                413,
+                too_large_message(limit, MAX_REQUEST_SETTING),
+                "invalid_request_error",
+                "request_too_large",
+            )
         parts.append(chunk)
         if not message.get("more_body"):
             return b"".join(parts)
@@ -58,33 +70,9 @@ async def wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-_OPEN = frozenset({"/health", "/ready"})
-
-
-class BearerAuth:
-    """Pure ASGI middleware (BaseHTTPMiddleware would hide client disconnects from the
-    streaming path): every route but the probes (/health, /ready) needs one of the keys, when
-    keys are set. /ready answers only which dependencies are up, and a Kubernetes probe cannot
-    carry a key from a Secret."""
-
-    def __init__(self, app, keys: frozenset[str]) -> None:
-        self.app = app
-        self.keys = frozenset(f"Bearer {k}".encode() for k in keys)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys and scope["type"] == "http" and scope["path"] not in _OPEN:
-            given = None
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    given = value
-                    break
-            if given not in self.keys:
-                error = APIError(
-                    401,
-                    "Incorrect API key provided. Send 'Authorization: Bearer <key>'.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                )
-                await send_response(send, 401, error.body(), [(b"www-authenticate", b"Bearer")])
-                return
-        await self.app(scope, receive, send)
+async def send_api_error(send: Send, status: int, message: str) -> None:
+    """An error before any route ran (the body limit), in OpenAI's shape."""
+    kind = "request_too_large" if status == 413 else None
+    await send_response(
+        send, status, APIError(status, message, "invalid_request_error", kind).body()
+    )

@@ -10,17 +10,30 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
 
+@dataclass(eq=False)
+class _Flight(Generic[V]):
+    task: asyncio.Task[V]
+    waiters: int = 0
+
+
 class SingleFlightCache(Generic[V]):
+    """The load runs in a task of its own, not in the first caller's: a caller that gives up
+    (its deadline passed, its client left) gets its own ``CancelledError`` and the others
+    keep waiting for the load's result or its ordinary exception. When the last waiter
+    leaves, the load is cancelled: nobody is left to use it."""
+
     def __init__(self, ttl_seconds: float, max_entries: int = 2048) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
         self._values: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
-        self._inflight: dict[Hashable, asyncio.Future[V]] = {}
+        self._inflight: dict[Hashable, _Flight[V]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -31,29 +44,34 @@ class SingleFlightCache(Generic[V]):
                 self._values.move_to_end(key)
                 self.hits += 1
                 return found[1]
-        pending = self._inflight.get(key)
-        if pending is not None:
+        flight = self._inflight.get(key)
+        if flight is None:
+            self.misses += 1
+            flight = _Flight(asyncio.ensure_future(load()))
+            self._inflight[key] = flight
+            flight.task.add_done_callback(partial(self._landed, key, flight))
+        else:
             self.hits += 1
-            return await asyncio.shield(pending)
-        self.misses += 1
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        flight.waiters += 1
         try:
-            value = await load()
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" warning when unshared
+            return await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            if flight.waiters == 1 and not flight.task.done():
+                flight.task.cancel()
             raise
         finally:
-            self._inflight.pop(key, None)
-        future.set_result(value)
+            flight.waiters -= 1
+
+    def _landed(self, key: Hashable, flight: _Flight[V], task: asyncio.Task[V]) -> None:
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+        if task.cancelled() or task.exception() is not None:  # exception(): marks it seen
+            return
         if self.ttl > 0:
-            self._values[key] = (time.monotonic() + self.ttl, value)
+            self._values[key] = (time.monotonic() + self.ttl, task.result())
             self._values.move_to_end(key)
             while len(self._values) > self.max_entries:
                 self._values.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         self._values.clear()

@@ -24,7 +24,6 @@ from .memory_api import ChatCall, MemoryContext, MemoryService
 from .metrics import Metrics
 from .routing import Route, Router
 
-MAX_BODY = 32 * 1024 * 1024
 _OWN_FIELDS = ("session_id", "workspace")
 
 
@@ -40,8 +39,10 @@ class Proxy:
         metrics: Metrics,
         memory: MemoryService | None = None,
         backend_api_key: str | None = None,
+        max_body: int = 32 << 20,
     ) -> None:
         self.router = router
+        self.max_body = max_body
         self.client = client
         self.metrics = metrics
         self.memory = memory
@@ -53,7 +54,7 @@ class Proxy:
     async def chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            body = await read_body(receive, MAX_BODY)
+            body = await read_body(receive, self.max_body)
             data = _parse(body)
             messages = data.get("messages")
             if (
@@ -282,7 +283,7 @@ class Proxy:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         try:
-            data = _parse(await read_body(receive, MAX_BODY))
+            data = _parse(await read_body(receive, self.max_body))
             if "input" not in data:
                 raise APIError(
                     400, "'input' is required", "invalid_request_error", "invalid_request", "input"

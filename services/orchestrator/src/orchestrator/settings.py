@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Host header values answered (comma-separated; "*" for any): loopback names by default,
     # so a web page cannot reach the API through DNS rebinding
     allowed_hosts: str = "127.0.0.1,localhost,[::1]"
+    # every request body but an upload's (SPARKSTACK_INGEST_MAX_UPLOAD_BYTES): refused with
+    # 413 while it streams in, before it is read in full
+    max_request_bytes: int = Field(32 << 20, ge=1024)
     # browser origins allowed to call the API (comma-separated); empty: no CORS headers at all
     cors_origins: str = ""
 

@@ -20,6 +20,7 @@ from lightrag.base import DocStatus
 from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
+from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
@@ -146,6 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if api_key is None:
         raise ConfigurationError("RAG_SERVER_API_KEY is not set: rag-server needs its key")
     app = FastAPI(title="rag-server", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes, setting="RAG_SERVER_MAX_REQUEST_BYTES"
+    )
     app.add_middleware(ServiceKeyAuth, key=api_key)
     app.state.settings = settings
 
@@ -174,7 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     }
     if settings.rerank_base_url:
         checks["rerank"] = backend_check("rerank")
-    add_standard_routes(app, "rag-server", metrics.registry, checks)
+    # the model backends are reported, not required: graph reads, deletes and status work
+    # without them, and a call that needs one fails on its own with the backend named
+    add_standard_routes(app, "rag-server", metrics.registry, checks, required={"storage"})
 
     # -- workspaces ---------------------------------------------------------------------
     @app.get("/workspaces")

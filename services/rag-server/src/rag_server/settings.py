@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # structure-aware chunks arrive whole
     chunk_token_size: int = Field(4000, ge=100)
     default_workspace: str = "default"
+    # a request body over this is refused (413) while it streams in, before it is parsed
+    max_request_bytes: int = Field(64 << 20, ge=1024)
     # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required:
     # the cluster's Secret provides it, `sparkstack up` generates it)
     api_key: SecretStr | None = None

@@ -1,0 +1,79 @@
+"""The single-flight cache in front of memory lookups and key checks: callers who share a load
+each get their own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from orchestrator.cache import SingleFlightCache
+
+
+class Load:
+    def __init__(self, seconds: float, fail: Exception | None = None) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.calls = 0
+        self.cancelled = False
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.fail is not None:
+            raise self.fail
+        return "value"
+
+
+async def test_one_caller_timing_out_does_not_fail_the_others() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=10)
+    load = Load(0.2)
+    impatient = asyncio.create_task(asyncio.wait_for(cache.get("k", load), 0.05))
+    patient = asyncio.create_task(asyncio.wait_for(cache.get("k", load), 2.0))
+    with pytest.raises(TimeoutError):
+        await impatient
+    assert await patient == "value"
+    assert load.calls == 1  # shared, not loaded twice
+    assert not load.cancelled
+    assert await cache.get("k", Load(5)) == "value"  # and kept
+
+
+async def test_a_caller_cancelled_outright_leaves_the_others_their_result() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=0)
+    load = Load(0.2)
+    first = asyncio.create_task(cache.get("k", load))
+    second = asyncio.create_task(cache.get("k", load))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second == "value"
+    assert load.calls == 1
+
+
+async def test_a_failing_load_gives_every_waiter_its_ordinary_exception() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=10)
+    load = Load(0.05, fail=ConnectionError("rag-server down"))
+    results = await asyncio.gather(
+        cache.get("k", load), cache.get("k", load), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionError) for r in results), results
+    assert load.calls == 1
+    assert await cache.get("k", Load(0)) == "value"  # a failure is not cached
+
+
+async def test_when_every_caller_left_the_load_is_cancelled() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=10)
+    load = Load(5)
+    callers = [asyncio.create_task(cache.get("k", load)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    for c in callers:
+        c.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert load.cancelled
+    fresh = Load(0)
+    assert await cache.get("k", fresh) == "value" and fresh.calls == 1
