@@ -187,15 +187,28 @@ def oversized_post(
         pass  # the server closed the connection after answering
     answer = b""
     try:
-        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + 1:
+        while True:
             data = sock.recv(1 << 16)
             if not data:
                 break
             answer += data
-            if b"\r\n\r\n" in answer and b"}" in answer.split(b"\r\n\r\n", 1)[1]:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            if b"chunked" in head.lower() and body.endswith(b"0\r\n\r\n"):
+                break
+            if b"content-length" in head.lower() and body.rstrip().endswith(b"}"):
                 break
     finally:
         sock.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
+    if b"chunked" in head.lower():
+        pieces, rest = [], body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            pieces.append(rest[:size])
+            rest = rest[size + 2 :]
+        body = b"".join(pieces)
     return status, body, sent

@@ -4,6 +4,7 @@ real rag-server; the prompt the (fake) backend receives shows what memory added.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -315,6 +316,9 @@ def test_stopped_dependencies_degrade_memory_not_the_answer(
         r = chat(orchestrator, question, workspace=WORKSPACE, headers={"x-session-id": "degrade"})
         assert states(r)["working"] in ("error", "timeout")
         assert r.json()["choices"][0]["message"]["content"]
+        # a memory tier down is a degraded answer, not a reason to leave the Service
+        ready = httpx.get(f"{orchestrator}/ready", headers=AUTH).json()
+        assert ready["status"] == "ready" and ready["checks"]["redis"]["ok"] is False
     finally:
         infra.valkey.start()
     infra.postgres.stop()
@@ -360,5 +364,57 @@ def test_rag_server_stopped_mid_test(
                 [{"role": "user", "content": "Anything about the OrbitalScheduler queue?"}],
                 workspace=WORKSPACE,
             )
-            assert states(r)["archival"] in ("error", "timeout")
+            assert states(r)["archival"] == "error"
             assert r.json()["choices"][0]["message"]["content"].startswith("echo:")
+            ready = httpx.get(f"{url}/ready", headers=AUTH)
+            assert ready.status_code == 200
+            assert ready.json()["checks"]["rag-server"]["ok"] is False
+
+
+def test_model_backends_down_cost_only_their_models(
+    llm: tuple[FakeLLM, str], fake: FakeLLM, memory_dsn: str, redis_url: str, nats_url: str
+) -> None:
+    """The coding model's backend accepts connections and never answers (a pod restarting
+    behind its Service), the reasoning model's refuses them: the orchestrator stays ready,
+    /ready answers within its budget, the other model answers, and each down model is its own
+    502 (refused) or 504 (no answer) naming it."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)  # never accepted: requests hang
+        settings = memory_settings(
+            llm[1],
+            memory_dsn,
+            redis_url,
+            "http://127.0.0.1:9",
+            nats_url,
+            coding_url=f"http://127.0.0.1:{hung.getsockname()[1]}/v1",
+            reasoning_url="http://127.0.0.1:9/v1",
+            backend_connect_timeout=0.5,
+            backend_timeout=1.0,
+        )
+        with serve_asgi(create_app(settings)) as url:
+            wait_ready(url)
+            started = time.monotonic()
+            ready = httpx.get(f"{url}/ready", headers=AUTH, timeout=10)
+            assert time.monotonic() - started < 3.5  # under the probe's 5 s timeout
+            assert ready.status_code == 200, ready.text
+            checks = ready.json()["checks"]
+            assert checks["backend:coding"]["ok"] is False
+            assert checks["backend:reasoning"]["ok"] is False
+            assert checks["backend:extract"]["ok"] is True
+            assert ready.json()["required"] == ["postgres"]
+            metrics = httpx.get(f"{url}/metrics", headers=AUTH).text
+            assert 'sparkstack_check_ok{check="backend:coding",required="no"} 0.0' in metrics
+            assert 'sparkstack_check_ok{check="postgres",required="yes"} 1.0' in metrics
+
+            up = chat(url, [{"role": "user", "content": "hi"}], model="qwen3:8b")
+            assert up.json()["choices"][0]["message"]["content"].startswith("echo:")
+            for model, status in (("deepseek-r1", 502), ("qwen3-coder", 504)):
+                down = httpx.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                    headers=AUTH,
+                    timeout=30,
+                )
+                assert down.status_code == status, down.text
+                assert model in down.json()["error"]["message"]

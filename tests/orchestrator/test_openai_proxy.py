@@ -13,7 +13,7 @@ import pytest
 from fake_llm import FakeLLM
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
-from support import ADMIN_KEY, bearer, free_port, serve_asgi
+from support import ADMIN_KEY, bearer, free_port, oversized_post, serve_asgi
 
 HI = [{"role": "user", "content": "x"}]
 TOOLS = [
@@ -389,3 +389,21 @@ def test_a_stream_the_backend_breaks_off_ends_with_an_error_the_client_sees(
     with pytest.raises(openai.APIError) as err:
         list(stream)
     assert "broke off the stream" in str(err.value)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/workspaces/w/retrieve"])
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    llm: tuple[FakeLLM, str], path: str, declared: bool
+) -> None:
+    """The proxy's own route and a FastAPI route alike, in OpenAI's error shape."""
+    limit = 64 << 10
+    with serve_asgi(create_app(proxy_settings(llm[1], max_request_bytes=limit))) as url:
+        headers = {**bearer(ADMIN_KEY), "Content-Type": "application/json"}
+        status, body, sent = oversized_post(
+            url, path, headers, 10 << 30 if declared else None, 64 << 20, b'{"messages": "'
+        )
+        assert status == 413, body
+        error = json.loads(body)["error"]
+        assert "ORCHESTRATOR_MAX_REQUEST_BYTES" in error["message"]
+        assert sent < (limit if declared else 64 * limit)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fake_llm import FakeLLM, create_fake_llm
 from rag_server.settings import Settings
-from support import RAG_KEY, bearer, rag_server, serve_asgi
+from support import RAG_KEY, bearer, oversized_post, rag_server, serve_asgi
 
 LLM_CONCURRENCY = 2
 
@@ -426,11 +426,37 @@ def test_rag_server_will_not_start_without_its_key(tmp_path: Path) -> None:
 
 
 def test_ready_names_the_backend_that_is_down(tmp_path: Path, fake: tuple[FakeLLM, str]) -> None:
+    """A model backend down is reported, not required: graph reads, status and deletes still
+    work, so rag-server stays in its Service."""
     with rag_server(fake[1], tmp_path, embed_base_url="http://127.0.0.1:9/v1") as url:
         r = httpx.get(f"{url}/ready", headers=bearer(RAG_KEY))
-        assert r.status_code == 503
+        assert r.status_code == 200
+        assert r.json()["required"] == ["storage"]
         checks = r.json()["checks"]
         assert checks["llm"]["ok"] and not checks["embedding"]["ok"]
+        metrics = httpx.get(f"{url}/metrics", headers=bearer(RAG_KEY)).text
+        assert 'sparkstack_check_ok{check="embedding",required="no"} 0.0' in metrics
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    tmp_path: Path, fake: tuple[FakeLLM, str], declared: bool
+) -> None:
+    limit = 1 << 20
+    with rag_server(fake[1], tmp_path, max_request_bytes=limit) as url:
+        headers = {**ws("big"), **bearer(RAG_KEY), "Content-Type": "application/json"}
+        status, body, sent = oversized_post(
+            url,
+            "/documents/texts",
+            headers,
+            10 << 30 if declared else None,
+            64 << 20,
+            b'{"texts": ["',
+        )
+        assert status == 413
+        assert b"RAG_SERVER_MAX_REQUEST_BYTES" in body
+        assert sent < (limit if declared else 8 * limit)
+        assert httpx.get(f"{url}/ready").status_code == 200
 
 
 def test_refuses_to_start_with_a_lightrag_workspace_override(
