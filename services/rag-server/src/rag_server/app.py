@@ -86,6 +86,19 @@ Workspace = Annotated[str, Depends(workspace_of)]
 ExistingWorkspace = Annotated[str, Depends(existing_workspace)]
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its generator on every path (a disconnect cancels Starlette's send loop without
+    closing it), so the generator's ``finally`` runs now, not whenever it is collected."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
@@ -448,34 +461,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def query_stream(
         body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
     ) -> StreamingResponse:
-        lease = runtime.pool.lease(workspace)
-        rag = await lease.__aenter__()  # held until the stream ends, by the generator below
-
+        # the lease is taken when the stream starts and released when it ends, however it
+        # ends: a client that leaves before the first line must not leave the workspace leased
         async def lines() -> AsyncIterator[str]:
             started = time.perf_counter()
             try:
-                result = await rag.aquery_llm(
-                    body.query, param=param_of(body, body.stream is not False)
-                )
-                llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
-                if body.include_references:
-                    refs = from_stored_sources((result.get("data") or {}).get("references", []))
-                    yield json.dumps({"references": refs}) + "\n"
-                content = llm.get("response_iterator") if llm.get("is_streaming") else None
-                if content is not None:
-                    async for piece in content:
-                        if piece:
-                            yield json.dumps({"response": piece}) + "\n"
-                else:
-                    yield json.dumps({"response": llm.get("content") or ""}) + "\n"
+                async with runtime.pool.lease(workspace) as rag:
+                    result = await rag.aquery_llm(
+                        body.query, param=param_of(body, body.stream is not False)
+                    )
+                    llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
+                    if body.include_references:
+                        data = result.get("data") or {}
+                        refs = from_stored_sources(data.get("references", []))
+                        yield json.dumps({"references": refs}) + "\n"
+                    content = llm.get("response_iterator") if llm.get("is_streaming") else None
+                    if content is not None:
+                        async for piece in content:
+                            if piece:
+                                yield json.dumps({"response": piece}) + "\n"
+                    else:
+                        yield json.dumps({"response": llm.get("content") or ""}) + "\n"
             except Exception as exc:  # the status line is gone: report inside the stream
                 log.exception("stream query failed")
                 yield json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n"
             finally:
-                await lease.__aexit__(None, None, None)
                 observe(runtime, "query_stream", body.mode, started)
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return ClosingStreamingResponse(lines(), media_type="application/x-ndjson")
 
     # -- graph ------------------------------------------------------------------------
     @app.get("/graph/label/list")
