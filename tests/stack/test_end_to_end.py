@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -241,9 +243,22 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
     assert down.returncode == 0, down.stdout + down.stderr
     assert processes_of(data) == []
 
-    again = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
-    assert again.returncode == 0, again.stdout + again.stderr
+    # again, in the foreground as a person runs it, stopped with Ctrl-C (SIGINT to the
+    # terminal's foreground process group)
+    fake_url = f"{fake_url}/v1"
+    foreground = subprocess.Popen(
+        [sys.executable, "-m", "sparkstack", "--data-dir", str(data), "up", "--backend", fake_url],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
+        deadline = time.monotonic() + 240
+        while "(ready)" not in sparkstack(data, env, "status", timeout=60).stdout.split("\n")[0]:
+            assert foreground.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
         assert load_existing(data) == secrets  # the same keys: clients keep working
         jobs = httpx.get(f"{api}/v1/jobs", params={"workspace": "demo"}, headers=auth).json()
         assert [j["status"] for j in jobs["data"]] == ["completed", "completed"]
@@ -254,8 +269,27 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
             headers={"LIGHTRAG-WORKSPACE": "demo", **rag_auth},
         ).json()
         assert "inventory.py:Warehouse" in labels  # code entities: <path>:<qualname>
+        # output into a pipe closed early: no traceback
+        piped = subprocess.run(
+            f"{sys.executable} -m sparkstack --data-dir {data} status | head -1",
+            shell=True,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert piped.stdout.strip() and "Error" not in piped.stderr, piped.stderr
     finally:
-        assert sparkstack(data, env, "down", timeout=120).returncode == 0
+        os.killpg(foreground.pid, signal.SIGINT)
+        out, err = foreground.communicate(timeout=120)
+    again = subprocess.CompletedProcess(foreground.args, foreground.returncode, out, err)
+    assert foreground.returncode == 0, out + err
+    shutdown = out[out.index("sparkstack: stopping") :]
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, shutdown
+    for name in ("orchestrator", "ingest-worker", "code-preprocessor", "rag-server"):
+        assert len(re.findall(rf"\[{name} *\] stopped$", shutdown, re.M)) == 1, shutdown
+    for name in ("postgres", "valkey", "nats"):
+        assert f"[{name}] stopped" in shutdown, shutdown
     assert processes_of(data) == []
     # nor any process of a component (parser workers included), crashed one or not
     for name in ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER"):

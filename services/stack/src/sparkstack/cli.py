@@ -64,6 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("sparkstack: stopping...", flush=True)
         supervisor.stop_all()
         infra.stop()
+        for server in infra.servers:
+            supervisor.say(server.name, "stopped")
         config.pid_file.unlink(missing_ok=True)
         write_state(config, "stopped")
         print("sparkstack: stopped", flush=True)
@@ -171,7 +173,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     healthy = True
     for name in ORDER:
         s = probe(urls[name], probe_keys.get(name))
-        if s["ready"]:
+        if s["ready"] and s.get("backends_down"):
+            text = "ready (backend down: " + ", ".join(s["backends_down"]) + ")"
+        elif s["ready"]:
             text = "ready"
         elif s.get("up") and s.get("only_backends"):
             text = "up (backend down: " + ", ".join(s["backends_down"]) + ")"
@@ -343,4 +347,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     keys_sub.add_parser("admin", help="print the local stack's admin key")
     keys.set_defaults(func=cmd_keys)
     args = parser.parse_args(argv)
-    raise SystemExit(args.func(args))
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader left (`sparkstack status | head -1`): nothing more to say, and Python's
+        # own flush at exit must not fail on the closed pipe either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        code = 130
+    raise SystemExit(code)

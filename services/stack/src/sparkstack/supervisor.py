@@ -47,6 +47,8 @@ class Component:
     restarts: int = 0
     next_restart: float = 0.0
     warned: set[str] = field(default_factory=set)
+    # output while stopping: shown only when the component does not stop cleanly
+    shutdown_lines: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -80,13 +82,20 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # own session: a Ctrl-C in the terminal reaches only `sparkstack up`, which stops
+            # the components in order (a SIGINT to each would print its traceback)
+            start_new_session=True,
         )
         threading.Thread(target=self._pipe, args=(component, component.proc), daemon=True).start()
 
     def _pipe(self, component: Component, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            self.say(component.name, raw.decode("utf-8", "replace"))
+            line = raw.decode("utf-8", "replace")
+            if self.stopping.is_set():
+                component.shutdown_lines.append(line)
+            else:
+                self.say(component.name, line)
 
     def _wait_ready(self, component: Component, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -96,16 +105,16 @@ class Supervisor:
             if component.proc is None or component.proc.poll() is not None:
                 raise StartError(f"{component.name} exited during start-up (see its log above)")
             state = probe(component.url, component.key)
-            if state["ready"]:
-                return
             down = state.get("backends_down")
-            if down and state.get("only_backends"):
+            if down and (state["ready"] or state.get("only_backends")):
                 for name in down:
                     if name not in component.warned:
                         component.warned.add(name)
                         self.say(
                             component.name, f"WARNING: backend {name} unreachable: {down[name]}"
                         )
+                return
+            if state["ready"]:
                 return
             if time.monotonic() > deadline:
                 raise StartError(f"{component.name} not ready after {timeout:.0f}s: {state}")
@@ -132,6 +141,8 @@ class Supervisor:
                     self._spawn(component)
 
     def stop_all(self, grace: float = 20.0) -> None:
+        """In reverse order, one line each; a component's own shutdown output is shown only
+        when it did not stop cleanly."""
         self.stopping.set()
         for component in reversed(self.components):
             proc = component.proc
@@ -139,11 +150,19 @@ class Supervisor:
                 continue
             proc.terminate()
             try:
-                proc.wait(timeout=grace)
+                code = proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                self.say(component.name, "did not stop in time; killing it")
                 proc.kill()
                 proc.wait()
+                self.say(component.name, f"did not stop within {grace:.0f}s; killed")
+                continue
+            if code in (0, -signal.SIGTERM):
+                self.say(component.name, "stopped")
+            else:
+                time.sleep(0.1)  # the pipe thread has the last lines
+                for line in component.shutdown_lines:
+                    self.say(component.name, line)
+                self.say(component.name, f"stopped with exit code {code}")
 
 
 def probe(url: str, key: str | None = None, timeout: float = 2.0) -> dict:
