@@ -402,3 +402,29 @@ def test_env_references_are_defined_before_use(objs: list[dict[str, Any]]) -> No
 def test_every_workload_is_counted_once(objs: list[dict[str, Any]]) -> None:
     names = [(p.namespace, p.name) for p in pods(objs)]
     assert len(names) == len(set(names))
+
+
+# --- local disk ----------------------------------------------------------------------------
+
+
+def test_every_empty_dir_is_bounded_and_every_pod_limits_its_local_disk(
+    objs: list[dict[str, Any]],
+) -> None:
+    """A spooled upload or a runaway log must cost its own pod an eviction, never the node's
+    disk: every emptyDir has a sizeLimit, and every container an ephemeral-storage limit that
+    covers the pod's disk-backed emptyDirs."""
+    for pod in pods(objs):
+        disk = 0
+        for volume in pod.spec.get("volumes", []):
+            if "emptyDir" not in volume:
+                continue
+            empty = volume["emptyDir"] or {}
+            assert "sizeLimit" in empty, f"{pod}: emptyDir {volume['name']} has no sizeLimit"
+            if empty.get("medium") != "Memory":
+                disk += quantity(empty["sizeLimit"])
+        limits = [
+            quantity(c.get("resources", {}).get("limits", {}).get("ephemeral-storage", "0"))
+            for c in pod.containers
+        ]
+        assert all(limits), f"{pod}: a container without an ephemeral-storage limit"
+        assert sum(limits) > disk, f"{pod}: ephemeral-storage {sum(limits)} < emptyDirs {disk}"

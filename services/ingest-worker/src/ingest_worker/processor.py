@@ -168,14 +168,15 @@ class JobProcessor:
                 batch.append(item)
             _add(tally, noted, skipped)
             await self.store.update_progress(job.id, files=noted, skipped=skipped, attempt=attempt)
-            while len(batch) >= s.batch_files:
-                await self._send(
-                    job, ws, codebase, attempt, batch[: s.batch_files], previous, tally, heartbeat
-                )
-                del batch[: s.batch_files]
+            while len(batch) >= s.batch_files or _size(batch) >= s.batch_bytes:
+                n = _fitting(batch, s.batch_files, s.batch_bytes)
+                await self._send(job, ws, codebase, attempt, batch[:n], previous, tally, heartbeat)
+                del batch[:n]
             await heartbeat()
-        if batch:
-            await self._send(job, ws, codebase, attempt, batch, previous, tally, heartbeat)
+        while batch:
+            n = _fitting(batch, s.batch_files, s.batch_bytes)
+            await self._send(job, ws, codebase, attempt, batch[:n], previous, tally, heartbeat)
+            del batch[:n]
         if message.kind == "codebase":
             await self._forget_gone(job, ws, codebase, attempt, previous, seen, tally)
             await self._link(job, ws, codebase, attempt, heartbeat)
@@ -359,3 +360,18 @@ def _add(
         tally.files[key] = tally.files.get(key, 0) + value
     tally.skipped.extend(skipped)
     tally.failed.extend(failed)
+
+
+def _size(batch: list[Entry]) -> int:
+    return sum(len(e.data) for e in batch)
+
+
+def _fitting(batch: list[Entry], max_files: int, max_bytes: int) -> int:
+    """How many of the first entries make one request: at most ``max_files`` files and
+    ``max_bytes`` bytes (the preprocessor refuses a body over its limit), at least one."""
+    size = 0
+    for n, entry in enumerate(batch[:max_files]):
+        size += len(entry.data)
+        if size > max_bytes and n > 0:
+            return n
+    return min(len(batch), max_files)

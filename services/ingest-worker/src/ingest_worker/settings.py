@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     # on SIGTERM: how long in-flight jobs may take to finish before they are released
     grace_seconds: float = Field(30.0, ge=0)
 
-    # files per POST /ingest to the code-preprocessor
+    # files and bytes per POST /ingest to the code-preprocessor (whichever comes first; keep
+    # the bytes well under its CODE_PREPROCESSOR_MAX_REQUEST_BYTES, 64 MiB by default)
     batch_files: int = Field(50, ge=1)
+    batch_bytes: int = Field(32 << 20, ge=1)
     # a preprocessor or rag-server outage is retried this many times, with backoff doubling
     # up to 30 s: the default rides out about ten minutes (a PostgreSQL restart under
     # rag-server) before the attempt fails and spends a delivery
