@@ -30,6 +30,7 @@ from manifests_support import (
     security_violations,
     show,
 )
+from sparkstack_common.service import READY_BUDGET_SECONDS
 
 GPU_WORKLOADS = {
     ("llm-serving", "ollama-coding"),
@@ -157,6 +158,9 @@ def test_app_probes_use_health_and_ready(objs: list[dict[str, Any]]) -> None:
             continue
         assert pod.main["livenessProbe"]["httpGet"]["path"] == "/health", str(pod)
         assert pod.main["readinessProbe"]["httpGet"]["path"] == "/ready", str(pod)
+        # /ready answers within its checks' budget, which must fit the probe's timeout
+        timeout = pod.main["readinessProbe"].get("timeoutSeconds", 1)
+        assert timeout > READY_BUDGET_SECONDS + 1, f"{pod}: readiness timeout {timeout}s"
 
 
 # --- security ------------------------------------------------------------------------------

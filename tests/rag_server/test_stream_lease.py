@@ -99,6 +99,15 @@ async def test_a_client_that_leaves_leaves_no_lease(
             )
             assert r.status_code == 200, r.text
             pool = app.state.runtime.pool
+            # indexing holds the workspace too: wait until it is done
+            track = r.json()["track_id"]
+            for _ in range(600):
+                status = await client.get(f"/documents/track_status/{track}", headers=headers)
+                docs = status.json()["documents"]
+                if docs and all(d["status"] == "processed" for d in docs) and not pool.leases(WS):
+                    break
+                await asyncio.sleep(0.1)
+            assert pool.leases(WS) == 0
             for _ in range(3):
                 await stream_and_leave(app, leave_at)
                 await asyncio.sleep(0.05)

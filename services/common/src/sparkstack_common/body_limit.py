@@ -33,15 +33,16 @@ def too_large_message(limit: int, setting: str) -> str:
 
 
 class BodyLimit:
-    """``max_bytes`` for every request; ``per_path`` overrides it for routes that stream large
-    uploads under limits of their own."""
+    """``max_bytes`` for every request; ``per_path`` overrides it per route, ``None`` for a
+    route that streams its body under a limit of its own (an upload, answered with its own
+    error)."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_bytes: int,
         setting: str,
-        per_path: Mapping[str, int] | None = None,
+        per_path: Mapping[str, int | None] | None = None,
         refuse: Refuse = send_json_error,
     ) -> None:
         self.app = app
@@ -55,6 +56,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope["path"], self.max_bytes)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         length = _content_length(scope)
         if length is not None and length > limit:
             await self._refuse(send, limit)

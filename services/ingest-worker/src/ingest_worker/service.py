@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from sparkstack_common.auth import secret_value
+from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.ingestion.nats import NatsLink
 from sparkstack_common.ingestion.outbox import OutboxRelay
 from sparkstack_common.ingestion.store import JobStore
@@ -46,6 +47,8 @@ def status_app(worker: Worker, pool: asyncpg.Pool, metrics: Metrics) -> FastAPI:
     add_standard_routes(
         app, "ingest-worker", metrics.registry, {"nats": nats_check, "postgres": postgres_check}
     )
+    # it takes no request bodies at all
+    app.add_middleware(BodyLimit, max_bytes=1024, setting="(none: no route takes a body)")
     return app
 
 

@@ -23,7 +23,6 @@ from .asgi import MAX_REQUEST_SETTING, send_api_error
 from .errors import APIError, error_dict
 from .gate import MULTIPART_PATHS, Gate, parse_hosts
 from .graph_api import router as graph_router
-from .ingest.multipart import FORM_SLACK
 from .ingest.routes import router as ingestion_router
 from .ingest.service import IngestionService
 from .keys_api import router as keys_router
@@ -159,12 +158,13 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     # dependency has a degraded answer (a memory tier reads "error", a model's chat is a 502,
     # uploads wait in the outbox for NATS), so it is reported, not required
     add_standard_routes(app, "orchestrator", metrics.registry, checks, required={"postgres"})
-    upload_limit = settings.ingest_limits.max_upload_bytes + FORM_SLACK
+    # the upload routes stream their bodies under SPARKSTACK_INGEST_MAX_UPLOAD_BYTES
+    # themselves (ingest/multipart.py), with an error naming the file
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,
         setting=MAX_REQUEST_SETTING,
-        per_path=dict.fromkeys(MULTIPART_PATHS, upload_limit),
+        per_path=dict.fromkeys(MULTIPART_PATHS),
         refuse=send_api_error,
     )
     # added last, so outermost: the Gate sees every request, CORS (when configured) answers
