@@ -14,6 +14,7 @@ from sparkstack_common.auth import secret_value
 from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.service import add_standard_routes
+from sparkstack_console import console_routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -21,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from . import mcp_tools
 from .asgi import MAX_REQUEST_SETTING, send_api_error
 from .errors import APIError, error_dict
-from .gate import MULTIPART_PATHS, Gate, parse_hosts
+from .gate import CONSOLE, MULTIPART_PATHS, Gate, parse_hosts
 from .graph_api import router as graph_router
 from .ingest.routes import router as ingestion_router
 from .ingest.service import IngestionService
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         ]
     )
     mcp_tools.mount(mcp_server, app.router.routes)
+    app.router.routes.extend(console_routes(CONSOLE))
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:

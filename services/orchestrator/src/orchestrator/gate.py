@@ -28,6 +28,7 @@ from .asgi import header, send_response
 from .errors import APIError, bad_request
 from .keys import Keyring, KeyStoreUnavailable, Principal
 
+CONSOLE = "/ui"
 MULTIPART_PATHS = frozenset({"/v1/documents/ingest", "/v1/codebase/ingest"})
 ADMIN_PATHS = ("/metrics", "/v1/keys")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -125,13 +126,21 @@ class Gate:
             state["principal"] = principal
             state["trusted"] = principal.admin
         path = scope["path"]
-        if path in PROBE_PATHS:
+        if path in PROBE_PATHS or _is_console_asset(scope):
             return None
         if principal is None:
             return _unauthorized()
         if not principal.admin and path.startswith(ADMIN_PATHS):
             return APIError(403, "this route needs an admin key", "permission_error", "admin_only")
         return None
+
+
+def _is_console_asset(scope: Scope) -> bool:
+    """The console's pages and script hold no data (every call they make carries the key),
+    so they load without one."""
+    path = scope["path"]
+    inside = path == CONSOLE or path.startswith(CONSOLE + "/")
+    return inside and scope["method"] in ("GET", "HEAD")
 
 
 def _unsupported(expected: str) -> APIError:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
 from .errors import bad_request, not_found, request_error
+from .gate import Caller
 from .keys import BOOTSTRAP_NAME, KeyInfo, KeyRefused, Keyring
 
 router = APIRouter()
@@ -54,6 +55,17 @@ def _bootstrap_info() -> dict[str, Any]:
         revoked_at=None,
         bootstrap=True,
     ).to_dict()
+
+
+@router.get("/v1/me")
+async def whoami(principal: Caller) -> dict[str, Any]:
+    """The key in use: its name and scope (what the console shows and offers)."""
+    return {
+        "object": "principal",
+        "name": principal.name,
+        "admin": principal.admin,
+        "workspaces": sorted(principal.workspaces),
+    }
 
 
 @router.get("/v1/keys")

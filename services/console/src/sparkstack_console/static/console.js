@@ -1,0 +1,416 @@
+// sparkstack console: one module, no framework, no third-party code. Every call goes to the
+// orchestrator's public API with the user's key; text from the API only ever reaches the page
+// as textContent (never as HTML).
+
+const KEY = "sparkstack.key";
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+let me = null; // {name, admin, workspaces} of the key in use
+let generation = 0; // of the page being drawn
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else if (name === "text") el.textContent = value;
+    else el.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function field(id, text, control) {
+  control.id = id;
+  return h("div", { class: "field" }, h("label", { for: id, text }), control);
+}
+
+async function api(path, options = {}) {
+  const key = sessionStorage.getItem(KEY);
+  const headers = { Authorization: `Bearer ${key}`, ...(options.headers || {}) };
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options = { ...options, body: JSON.stringify(options.json) };
+  }
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    logout("Your key was refused (revoked, expired or mistyped). Log in with a valid key.");
+    throw new ApiError(401, "logged out");
+  }
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body?.error?.message || body?.detail || `${response.status} ${response.statusText}`;
+    throw new ApiError(response.status, message);
+  }
+  return body;
+}
+
+function logout(message) {
+  sessionStorage.removeItem(KEY);
+  me = null;
+  sessionStorage.setItem("sparkstack.message", message || "");
+  if (location.hash !== "#/login") location.hash = "#/login";
+  else render();
+}
+
+function show(title, ...content) {
+  main.replaceChildren(h("h1", { text: title }), ...content);
+  document.title = `${title} · sparkstack console`;
+  main.focus();
+}
+
+function problem(error) {
+  return h("p", { class: "error", role: "alert", text: error.message || String(error) });
+}
+
+function when(value) {
+  return value ? new Date(value).toLocaleString() : "—";
+}
+
+// -- login ---------------------------------------------------------------------------------
+function loginPage(params, view) {
+  const message = sessionStorage.getItem("sparkstack.message");
+  sessionStorage.removeItem("sparkstack.message");
+  const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true });
+  const status = h("p", { role: "status" });
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(KEY, input.value.trim());
+        try {
+          me = await api("/v1/me");
+          location.hash = "#/workspaces";
+        } catch (error) {
+          if (error.status !== 401) status.replaceChildren(problem(error));
+        }
+      },
+    },
+    field("key", "API key", input),
+    h("button", { type: "submit" }, "Log in"),
+  );
+  view(
+    "Log in",
+    message ? h("p", { class: "error", role: "alert", text: message }) : null,
+    h("p", { class: "muted" }, "Use a key from `sparkstack keys admin` or `sparkstack keys create`. It is kept in this tab only."),
+    form,
+    status,
+  );
+  input.focus();
+}
+
+// -- workspaces ----------------------------------------------------------------------------
+async function workspacesPage(params, view) {
+  view("Workspaces", h("p", { text: "Loading…" }));
+  const list = await api("/v1/workspaces");
+  const cards = await Promise.all(
+    list.data.map(async (ws) => {
+      const jobs = await api(`/v1/jobs?workspace=${encodeURIComponent(ws.name)}&limit=500`);
+      const states = {};
+      for (const job of jobs.data) states[job.status] = (states[job.status] || 0) + 1;
+      const last = jobs.data[0]?.updated_at || jobs.data[0]?.created_at;
+      return h(
+        "section",
+        { class: "card", "aria-label": `workspace ${ws.name}` },
+        h("h2", { text: ws.name }),
+        h("p", { class: "muted", text: `known from: ${ws.sources.join(", ")}` }),
+        h("p", { text: `jobs: ${jobs.total}` + (Object.keys(states).length ? " (" + Object.entries(states).map(([s, n]) => `${n} ${s}`).join(", ") + ")" : "") }),
+        h("p", { class: "muted", text: `last activity: ${when(last)}` }),
+        h("a", { href: `#/jobs?workspace=${encodeURIComponent(ws.name)}` }, "Jobs"),
+        " · ",
+        h("a", { href: `#/retrieve?workspace=${encodeURIComponent(ws.name)}` }, "Retrieve"),
+        " · ",
+        h("a", { href: `#/sessions?workspace=${encodeURIComponent(ws.name)}` }, "Sessions"),
+      );
+    }),
+  );
+  view(
+    "Workspaces",
+    cards.length ? h("div", { class: "cards" }, cards) : h("p", { text: "No workspace yet: ingest a codebase with `sparkstack ingest`." }),
+  );
+}
+
+// -- jobs ----------------------------------------------------------------------------------
+const JOB_STATES = ["", "queued", "parsing", "indexing", "completed", "completed_with_errors", "failed", "superseded"];
+
+async function jobsPage(params, view) {
+  const workspace = params.get("workspace") || "";
+  const status = params.get("status") || "";
+  const wsInput = h("input", { id: "jobs-ws", value: workspace, placeholder: "all" });
+  const stateSelect = h("select", { id: "jobs-status" }, JOB_STATES.map((s) => h("option", { value: s, selected: s === status }, s || "any")));
+  const filters = h(
+    "form",
+    {
+      onsubmit: (event) => {
+        event.preventDefault();
+        const next = new URLSearchParams();
+        if (wsInput.value) next.set("workspace", wsInput.value);
+        if (stateSelect.value) next.set("status", stateSelect.value);
+        location.hash = `#/jobs?${next}`;
+      },
+    },
+    field("jobs-ws", "Workspace", wsInput),
+    field("jobs-status", "Status", stateSelect),
+    h("button", { type: "submit" }, "Filter"),
+  );
+  const query = new URLSearchParams({ limit: "100" });
+  if (workspace) query.set("workspace", workspace);
+  if (status) query.set("status", status);
+  const jobs = await api(`/v1/jobs?${query}`);
+  const rows = jobs.data.map((job) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, h("code", { text: job.id.slice(0, 8) })),
+      h("td", { text: job.workspace }),
+      h("td", { text: job.codebase || job.filename || job.kind }),
+      h("td", { text: job.status }),
+      h("td", { text: progressText(job) }),
+      h("td", { text: when(job.created_at) }),
+      h(
+        "td",
+        {},
+        job.status === "failed" || job.status === "completed_with_errors"
+          ? h("button", { type: "button", class: "secondary", "aria-label": `retry job ${job.id}`, onclick: () => retry(job.id) }, "Retry")
+          : null,
+        job.error ? h("span", { class: "error", text: job.error }) : null,
+      ),
+    ),
+  );
+  view(
+    "Jobs",
+    filters,
+    h("p", { class: "muted", text: `${jobs.total} job(s)` }),
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, ["Job", "Workspace", "What", "Status", "Progress", "Created", ""].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
+function progressText(job) {
+  const files = job.progress?.files || {};
+  const docs = job.progress?.documents || {};
+  return `files ${files.seen ?? 0} seen, ${files.added ?? 0} added, ${files.skipped ?? 0} skipped; documents ${docs.indexed ?? 0}/${docs.sent ?? 0} indexed`;
+}
+
+async function retry(id) {
+  try {
+    await api(`/v1/jobs/${id}/retry`, { method: "POST" });
+    render();
+  } catch (error) {
+    main.append(problem(error));
+  }
+}
+
+// -- retrieve ------------------------------------------------------------------------------
+async function retrievePage(params, view) {
+  const list = await api("/v1/workspaces");
+  const wsSelect = h("select", { id: "retrieve-ws", required: true }, list.data.map((ws) => h("option", { value: ws.name, selected: ws.name === params.get("workspace") }, ws.name)));
+  const question = h("input", { id: "retrieve-q", required: true, minlength: "3", size: "60" });
+  const mode = h("select", { id: "retrieve-mode" }, ["mix", "naive", "local", "global", "hybrid"].map((m) => h("option", { value: m }, m)));
+  const out = h("section", { "aria-live": "polite", "aria-label": "retrieved context" });
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        out.replaceChildren(h("p", { text: "Retrieving…" }));
+        try {
+          const answer = await api(`/v1/workspaces/${encodeURIComponent(wsSelect.value)}/retrieve`, {
+            method: "POST",
+            json: { query: question.value, mode: mode.value, top_k: 8 },
+          });
+          out.replaceChildren(
+            h("h2", { text: `${answer.chunks.length} chunk(s), ${answer.entities.length} entit(ies)` }),
+            ...answer.chunks.map((c) => h("article", { class: "card" }, h("p", { class: "muted", text: c.source || "(no source)" }), h("pre", { text: c.content || "" }))),
+          );
+        } catch (error) {
+          out.replaceChildren(problem(error));
+        }
+      },
+    },
+    field("retrieve-ws", "Workspace", wsSelect),
+    field("retrieve-q", "Question", question),
+    field("retrieve-mode", "Mode", mode),
+    h("button", { type: "submit" }, "Retrieve"),
+  );
+  view("Retrieve", list.data.length ? form : h("p", { text: "No workspace in this key's scope." }), out);
+}
+
+// -- sessions ------------------------------------------------------------------------------
+async function sessionsPage(params, view) {
+  const query = new URLSearchParams({ limit: "100" });
+  if (params.get("workspace")) query.set("workspace", params.get("workspace"));
+  const sessions = await api(`/v1/sessions?${query}`);
+  view(
+    "Sessions",
+    sessions.data.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ["Session", "Workspace", "Turns", "Last activity"].map((t) => h("th", { scope: "col", text: t })))),
+          h(
+            "tbody",
+            {},
+            sessions.data.map((s) =>
+              h("tr", {}, h("td", {}, h("a", { href: `#/session?id=${encodeURIComponent(s.id)}` }, s.id)), h("td", { text: s.workspace }), h("td", { text: s.turn_count }), h("td", { text: when(s.updated_at || s.created_at) })),
+            ),
+          ),
+        )
+      : h("p", { text: "No session yet." }),
+  );
+}
+
+async function sessionPage(params, view) {
+  const session = await api(`/v1/sessions/${encodeURIComponent(params.get("id"))}`);
+  view(
+    `Session ${session.id}`,
+    h("p", { class: "muted", text: `workspace ${session.workspace}, ${session.turn_count} turn(s)` }),
+    ...session.messages.map((m) => h("div", { class: `turn ${m.role}` }, h("p", { class: "muted", text: `turn ${m.turn} · ${m.role} · ${when(m.created_at)}` }), h("pre", { text: typeof m.content === "string" ? m.content : JSON.stringify(m.content) }))),
+  );
+}
+
+// -- keys (admin) --------------------------------------------------------------------------
+async function keysPage(params, view) {
+  if (!me?.admin) {
+    view("Keys", h("p", { text: "Only an admin key manages keys." }));
+    return;
+  }
+  const keys = await api("/v1/keys?all=false");
+  const name = h("input", { id: "key-name", required: true, maxlength: "64" });
+  const workspaces = h("input", { id: "key-ws", placeholder: "ws-a, ws-b" });
+  const admin = h("input", { id: "key-admin", type: "checkbox" });
+  const created = h("div", { "aria-live": "polite" });
+  const form = h(
+    "form",
+    {
+      onsubmit: async (event) => {
+        event.preventDefault();
+        try {
+          const made = await api("/v1/keys", {
+            method: "POST",
+            json: { name: name.value.trim(), workspaces: workspaces.value.split(",").map((w) => w.trim()).filter(Boolean), admin: admin.checked },
+          });
+          await keysPage(params, view);
+          main.append(
+            h("h2", { text: `Key "${made.name}" created` }),
+            h("p", { text: "Copy it now: it is shown once." }),
+            h("p", { class: "secret", id: "new-key", text: made.key }),
+          );
+        } catch (error) {
+          created.replaceChildren(problem(error));
+        }
+      },
+    },
+    field("key-name", "Name", name),
+    field("key-ws", "Workspaces (comma-separated)", workspaces),
+    h("div", { class: "field inline" }, admin, h("label", { for: "key-admin" }, "admin")),
+    h("button", { type: "submit" }, "Create key"),
+  );
+  const rows = keys.data.map((k) =>
+    h(
+      "tr",
+      {},
+      h("td", { text: k.name }),
+      h("td", { text: k.admin ? "admin" : (k.workspaces || []).join(", ") }),
+      h("td", { text: when(k.created_at) }),
+      h("td", { text: when(k.last_used_at) }),
+      h(
+        "td",
+        {},
+        k.bootstrap
+          ? h("span", { class: "muted", text: "bootstrap" })
+          : h(
+              "button",
+              {
+                type: "button",
+                class: "danger",
+                "aria-label": `revoke key ${k.name}`,
+                onclick: async () => {
+                  if (!confirm(`Revoke key "${k.name}"? Clients using it stop working within a second.`)) return;
+                  try {
+                    await api(`/v1/keys/${encodeURIComponent(k.name)}`, { method: "DELETE" });
+                    await keysPage(params, view);
+                  } catch (error) {
+                    main.append(problem(error));
+                  }
+                },
+              },
+              "Revoke",
+            ),
+      ),
+    ),
+  );
+  view(
+    "Keys",
+    form,
+    created,
+    h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Scope", "Created", "Last used", ""].map((t) => h("th", { scope: "col", text: t })))), h("tbody", {}, rows)),
+  );
+}
+
+// -- router --------------------------------------------------------------------------------
+const PAGES = {
+  "/login": loginPage,
+  "/workspaces": workspacesPage,
+  "/jobs": jobsPage,
+  "/retrieve": retrievePage,
+  "/sessions": sessionsPage,
+  "/session": sessionPage,
+  "/keys": keysPage,
+};
+
+async function render() {
+  const [path, query] = (location.hash.slice(1) || "/workspaces").split("?");
+  const params = new URLSearchParams(query || "");
+  const loggedIn = Boolean(sessionStorage.getItem(KEY));
+  if (!loggedIn && path !== "/login") {
+    location.hash = "#/login";
+    return;
+  }
+  if (loggedIn && !me) {
+    try {
+      me = await api("/v1/me");
+    } catch (error) {
+      if (error.status !== 401) show("Error", problem(error));
+      return;
+    }
+  }
+  nav.hidden = !me;
+  document.getElementById("logout").hidden = !me;
+  document.getElementById("nav-keys").hidden = !me?.admin;
+  document.getElementById("who").textContent = me ? `${me.name} (${me.admin ? "admin" : me.workspaces.join(", ")})` : "";
+  for (const link of nav.querySelectorAll("a")) {
+    if (link.getAttribute("href") === `#${path}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const page = PAGES[path] || workspacesPage;
+  // a page still loading when the user moved on must not draw over the newer one
+  const token = ++generation;
+  const view = (title, ...content) => {
+    if (token === generation) show(title, ...content);
+  };
+  try {
+    await page(params, view);
+  } catch (error) {
+    if (error.status !== 401) view("Error", problem(error));
+  }
+}
+
+document.getElementById("logout").addEventListener("click", () => logout("Logged out."));
+window.addEventListener("hashchange", render);
+render();

@@ -1,0 +1,285 @@
+"""The console in a real browser (Debian's Chromium driven by Playwright) against a real
+orchestrator, rag-server, PostgreSQL, Valkey and NATS; only the model backend is the fake.
+
+Screenshots of each page go to ``.artifacts/console/`` (or ``$SPARKSTACK_ARTIFACTS``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from orchestrator.app import create_app
+from orchestrator.settings import Settings
+from sparkstack_common.catalog import Catalog
+from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("SPARKSTACK_ARTIFACTS", ROOT / ".artifacts")) / "console"
+AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
+AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"
+KNOWLEDGE = {
+    "alpha": "The ZephyrCache stores session tokens for the AuthGateway and expires them hourly.",
+    "beta": "The MeridianQueue delivers invoices to the LedgerWriter in batches.",
+}
+
+
+def chromium_path() -> str:
+    found = os.environ.get("SPARKSTACK_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        pytest.fail("Debian's chromium is needed: apt-get install -y chromium")
+    return found
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[tuple[FakeLLM, str]]:
+    catalog = Catalog.load()
+    chat = [m.tag for m in catalog.models if m.chat]
+    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    with serve_asgi(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture(scope="module")
+def rag(backend: tuple[FakeLLM, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with rag_server(backend[1], tmp_path_factory.mktemp("console-rag")) as url:
+        for workspace, text in KNOWLEDGE.items():
+            headers = {"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)}
+            r = httpx.post(
+                f"{url}/documents/texts",
+                json={"texts": [text], "file_sources": [f"{workspace}.md"]},
+                headers=headers,
+            )
+            track = r.json()["track_id"]
+            deadline = time.monotonic() + 60
+            while True:
+                docs = httpx.get(f"{url}/documents/track_status/{track}", headers=headers)
+                if all(d["status"] == "processed" for d in docs.json()["documents"]):
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def console_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    async with fresh_database(postgres_dsn, "console") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def orchestrator(
+    backend: tuple[FakeLLM, str], rag: str, console_dsn: str, redis_url: str, nats_url: str
+) -> Iterator[str]:
+    urls = {f"{r}_url": f"{backend[1]}/v1" for r in ("coding", "reasoning", "extract", "embed")}
+    settings = Settings(
+        **urls,
+        postgres_dsn=console_dsn,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        rag_server_url=rag,
+        rag_server_api_key=RAG_KEY,
+        admin_key=ADMIN_KEY,
+        recall_min_similarity=0.05,
+    )
+    with serve_asgi(create_app(settings)) as url:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # a conversation in each workspace, so there are sessions to look at (and to hide)
+        for workspace, session, question in (
+            ("alpha", "console-demo", "Where does ZephyrCache keep tokens?"),
+            ("beta", "beta-secret", "How does MeridianQueue batch invoices?"),
+        ):
+            r = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": "qwen3-coder",
+                    "workspace": workspace,
+                    "messages": [{"role": "user", "content": question}],
+                },
+                headers={**bearer(ADMIN_KEY), "X-Session-Id": session},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20  # sessions are recorded off the request path
+        while len(httpx.get(f"{url}/v1/sessions", headers=bearer(ADMIN_KEY)).json()["data"]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Tab:
+    """A browser tab on the console that records console errors and failed requests."""
+
+    def __init__(self, browser: Any, base: str) -> None:
+        self.context = browser.new_context()
+        self.page = self.context.new_page()
+        self.base = base
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def open(self, route: str = "") -> None:
+        self.page.goto(f"{self.base}/ui/#{route}")
+
+    def login(self, key: str, admitted: bool = True) -> None:
+        self.open("/login")
+        self.page.get_by_label("API key").fill(key)
+        self.page.get_by_role("button", name="Log in").click()
+        if admitted:
+            expect(self.page.get_by_role("heading", name="Workspaces")).to_be_visible()
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def accessible(self) -> None:
+        """axe-core finds no serious or critical violation on the page as it is now."""
+        source = AXE.read_bytes()
+        assert hashlib.sha256(source).hexdigest() == AXE_SHA256, "vendored axe-core changed"
+        self.page.evaluate(source.decode())  # DevTools evaluation: not subject to the CSP
+        result = self.page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        serious = [
+            f"{v['id']}: {v['help']} ({len(v['nodes'])} node(s))"
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not serious, serious
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def expect(locator: Any) -> Any:
+    return playwright_api.expect(locator)
+
+
+playwright_api.expect.set_options(timeout=15_000)  # a loaded 2-core machine
+
+
+def test_login_refuses_a_wrong_key_and_admits_the_right_one(
+    orchestrator: str, browser: Any
+) -> None:
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.open()
+        expect(tab.page.get_by_role("heading", name="Log in")).to_be_visible()
+        tab.accessible()
+        tab.shot("login")
+        tab.login("sk-ss-not-a-key", admitted=False)
+        expect(tab.page.get_by_role("alert")).to_contain_text("refused")
+        tab.login(ADMIN_KEY)
+        expect(tab.page.get_by_role("heading", name="Workspaces")).to_be_visible()
+        for name in KNOWLEDGE:
+            expect(tab.page.get_by_role("region", name=f"workspace {name}")).to_be_visible()
+        tab.accessible()
+        tab.shot("workspaces")
+        # the 401 of the wrong key is the one expected console message
+        assert all("401" in e for e in tab.errors), tab.errors
+    finally:
+        tab.close()
+
+
+def test_pages_render_without_errors_and_retrieve_shows_sources(
+    orchestrator: str, browser: Any
+) -> None:
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        expect(tab.page.get_by_role("heading", name="Workspaces")).to_be_visible()
+
+        tab.page.get_by_role("navigation").get_by_role("link", name="Retrieve").click()
+        expect(tab.page.get_by_role("heading", name="Retrieve")).to_be_visible()
+        tab.page.get_by_label("Workspace").select_option("alpha")
+        tab.page.get_by_label("Question").fill("Where are the ZephyrCache session tokens?")
+        tab.page.get_by_label("Mode").select_option("naive")
+        tab.page.get_by_role("button", name="Retrieve").click()
+        context = tab.page.get_by_role("region", name="retrieved context")
+        expect(context).to_contain_text("ZephyrCache")
+        expect(context).to_contain_text("alpha.md")
+        tab.accessible()
+        tab.shot("retrieve")
+
+        tab.page.get_by_role("navigation").get_by_role("link", name="Sessions").click()
+        tab.page.get_by_role("link", name="console-demo").click()
+        expect(tab.page.get_by_role("heading", name="Session console-demo")).to_be_visible()
+        expect(tab.page.locator("main")).to_contain_text("Where does ZephyrCache keep tokens?")
+        tab.accessible()
+        tab.shot("session")
+
+        tab.page.get_by_role("navigation").get_by_role("link", name="Jobs").click()
+        expect(tab.page.get_by_role("heading", name="Jobs")).to_be_visible()
+        tab.accessible()
+        tab.shot("jobs")
+
+        tab.page.get_by_role("navigation").get_by_role("link", name="Keys").click()
+        expect(tab.page.get_by_role("heading", name="Keys")).to_be_visible()
+        tab.accessible()
+        tab.shot("keys")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_scoped_key_made_in_the_console_sees_its_workspace_only_until_revoked(
+    orchestrator: str, browser: Any
+) -> None:
+    admin = Tab(browser, orchestrator)
+    viewer = Tab(browser, orchestrator)
+    try:
+        admin.login(ADMIN_KEY)
+        admin.open("/keys")
+        admin.page.get_by_label("Name").fill("alpha-viewer")
+        admin.page.get_by_label("Workspaces (comma-separated)").fill("alpha")
+        admin.page.get_by_role("button", name="Create key").click()
+        key = admin.page.locator("#new-key").inner_text().strip()
+        assert key.startswith("sk-ss-")
+        expect(admin.page.get_by_role("cell", name="alpha-viewer", exact=True)).to_be_visible()
+
+        viewer.login(key)
+        expect(viewer.page.get_by_role("heading", name="Workspaces")).to_be_visible()
+        expect(viewer.page.get_by_role("region", name="workspace alpha")).to_be_visible()
+        expect(viewer.page.get_by_role("region", name="workspace beta")).to_have_count(0)
+        expect(viewer.page.get_by_role("link", name="Keys")).to_be_hidden()
+        viewer.open("/retrieve?workspace=beta")
+        expect(viewer.page.get_by_role("heading", name="Retrieve")).to_be_visible()
+        select = viewer.page.get_by_label("Workspace")
+        options = select.locator("option").all_inner_texts()
+        assert options == ["alpha"]
+        viewer.open("/sessions")
+        expect(viewer.page.get_by_role("link", name="console-demo")).to_be_visible()
+        expect(viewer.page.get_by_role("link", name="beta-secret")).to_have_count(0)
+        viewer.shot("scoped-key")
+        viewer.open("/session?id=beta-secret")  # a link typed by hand: as if it did not exist
+        expect(viewer.page.get_by_role("alert")).to_contain_text("does not exist")
+        expect(viewer.page.locator("main")).not_to_contain_text("MeridianQueue")
+
+        admin.page.on("dialog", lambda d: d.accept())
+        admin.page.get_by_role("button", name="revoke key alpha-viewer").click()
+        expect(admin.page.get_by_role("cell", name="alpha-viewer", exact=True)).to_have_count(0)
+        time.sleep(1.2)  # a revoked key is refused within a second
+        viewer.open("/workspaces")  # the next call with the revoked key
+        expect(viewer.page.get_by_role("heading", name="Log in")).to_be_visible()
+        expect(viewer.page.get_by_role("alert")).to_contain_text("refused")
+    finally:
+        admin.close()
+        viewer.close()
