@@ -223,6 +223,11 @@ def test_pages_render_without_errors_and_retrieve_shows_sources(
         tab.page.get_by_role("link", name="console-demo").click()
         expect(tab.page.get_by_role("heading", name="Session console-demo")).to_be_visible()
         expect(tab.page.locator("main")).to_contain_text("Where does ZephyrCache keep tokens?")
+        # what the answer was given: the archival tier's injected knowledge, with its tokens
+        tab.page.get_by_text("Memory given for turn 1").click()
+        memory = tab.page.get_by_role("table", name="memory of turn 1")
+        expect(memory.get_by_role("row").filter(has_text="archival")).to_contain_text("ok")
+        expect(memory).to_contain_text("ZephyrCache stores session tokens")
         tab.accessible()
         tab.shot("session")
 

@@ -18,6 +18,7 @@ from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
+from sparkstack_common.tokens import count_tokens
 from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
 
 AUTH = bearer(ADMIN_KEY)
@@ -148,6 +149,32 @@ def test_archival_context_reaches_the_backend(orchestrator: str, fake: FakeLLM) 
     assert f"Knowledge from workspace '{WORKSPACE}'" in block
     # the client's own messages are passed on unchanged after the memory block
     assert fake.last_chat["body"]["messages"][-1]["content"].startswith("How long does")
+
+
+def test_each_answer_records_the_memory_it_was_given(orchestrator: str, fake: FakeLLM) -> None:
+    """The session keeps, per assistant turn, what each tier found and what went into the
+    block (the very lines the model saw), with the tokens used, within the budget."""
+    session = f"recorded-{uuid.uuid4().hex[:8]}"
+    chat(
+        orchestrator,
+        [{"role": "user", "content": "How does the ZephyrCache expire session tokens?"}],
+        workspace=WORKSPACE,
+        headers={"x-session-id": session},
+    )
+    block = memory_block(fake)
+    stored = wait_turns(orchestrator, session, 1)
+    user, assistant = stored["messages"]
+    assert "memory" not in user
+    memory = assistant["memory"]
+    archival = memory["tiers"]["archival"]
+    assert archival["state"] == "ok" and archival["items"]
+    assert all(item in block for item in archival["items"])  # exactly what was injected
+    assert any("ZephyrCache" in item for item in archival["items"])
+    assert 0 < archival["tokens"] <= memory["tokens"] <= memory["budget"]
+    assert memory["tokens"] == count_tokens(block)
+    assert set(memory["tiers"]) == {"working", "recall", "archival"}
+    # and the model never sees the record when the history is read back
+    assert "memory" not in stored["messages"][1].get("content", "")
 
 
 def test_usage_prompt_tokens_include_the_injected_memory(orchestrator: str, fake: FakeLLM) -> None:

@@ -80,7 +80,21 @@ class Memory:
             states[name] = state
             found[name] = items
         ordered = {k: states[k] for k in ("working", "recall", "archival") if k in states}
-        return MemoryContext(block=self._block(call, found), states=ordered)
+        block, taken = self._block(call, found)
+        record = {
+            "tiers": {
+                tier: {
+                    "state": state,
+                    "found": len(found.get(tier) or []),
+                    "items": taken.get(tier, ([], 0))[0],
+                    "tokens": taken.get(tier, ([], 0))[1],
+                }
+                for tier, state in ordered.items()
+            },
+            "tokens": count_tokens(block) if block else 0,
+            "budget": s.memory_token_budget,
+        }
+        return MemoryContext(block=block, states=ordered, record=record)
 
     async def _timed(
         self, name: str, work: Awaitable[list[str]], deadline: float
@@ -142,7 +156,11 @@ class Memory:
             if not (h.source or "").startswith(own)  # this session's own turns: already sent
         ]
 
-    def _block(self, call: ChatCall, found: dict[str, list[str]]) -> str | None:
+    def _block(
+        self, call: ChatCall, found: dict[str, list[str]]
+    ) -> tuple[str | None, dict[str, tuple[list[str], int]]]:
+        """The memory block within the token budget, and per tier what went in (items,
+        tokens)."""
         budget = self.settings.memory_token_budget
         titles = {
             "working": "Earlier in this conversation",
@@ -154,6 +172,7 @@ class Memory:
         )
         used = count_tokens(head)
         sections: list[str] = []
+        included: dict[str, tuple[list[str], int]] = {}
         for tier in ("working", "recall", "archival"):
             items = found.get(tier) or []
             if not items:
@@ -176,7 +195,8 @@ class Memory:
             if lines:
                 sections.append(title + "\n".join(lines) + "\n")
                 used += taken
-        return head + "".join(sections) if sections else None
+                included[tier] = (lines, taken)
+        return (head + "".join(sections) if sections else None), included
 
     # -- after the call ---------------------------------------------------------------------
     def remember(self, call: ChatCall, answer: str) -> None:
@@ -187,10 +207,16 @@ class Memory:
     async def _remember(self, call: ChatCall, answer: str) -> None:
         turn_messages = _new_messages(call.messages)
         turn_messages.append({"role": "assistant", "content": answer})
+        # the durable record keeps what memory the answer was given (the sessions API and the
+        # console show it); working memory needs only the text
+        recorded = [*turn_messages[:-1], {**turn_messages[-1], "memory": call.memory}]
         turn = 0
         try:
             turn = await self.recall.add_turn(
-                call.workspace, call.session_id, turn_messages, model=call.model
+                call.workspace,
+                call.session_id,
+                recorded if call.memory else turn_messages,
+                model=call.model,
             )
         except Exception as exc:
             log.warning("recall could not store a turn: %s: %s", type(exc).__name__, exc)

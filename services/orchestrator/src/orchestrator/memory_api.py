@@ -15,12 +15,16 @@ class ChatCall:
     query: str  # the last user message's text
     # the client sent earlier turns itself (stock OpenAI clients resend the history)
     client_history: bool
+    # what memory this call was given (MemoryContext.record), kept with the assistant's turn
+    memory: dict[str, Any] | None = None
 
 
 @dataclass
 class MemoryContext:
     block: str | None = None  # one system message, within the token budget
     states: dict[str, str] = field(default_factory=dict)  # tier -> ok|empty|timeout|error|off
+    # per tier: state, the items that went into the block, their tokens; plus the totals
+    record: dict[str, Any] | None = None
 
     def header(self) -> str:
         return ", ".join(f"{tier}={state}" for tier, state in self.states.items())

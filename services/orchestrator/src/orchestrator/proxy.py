@@ -93,6 +93,7 @@ class Proxy:
         memory = MemoryContext(states={"memory": "off"})
         if self.memory is not None and header(scope, b"x-memory") != "off":
             memory = await self.memory.context(call)
+            call.memory = memory.record
             if memory.block:
                 data["messages"] = _inject(messages, memory.block)
         data["model"] = route.upstream_model

@@ -90,10 +90,16 @@ class StoredMessage:
     created_at: datetime
     extra: dict[str, Any] | None = None
 
+    @property
+    def memory(self) -> dict[str, Any] | None:
+        """What memory the orchestrator gave the model for this (assistant) message."""
+        return (self.extra or {}).get("memory")
+
     def as_chat(self) -> dict[str, Any]:
         """The message as an OpenAI chat message again."""
         extra = dict(self.extra or {})
         parts = extra.pop("content_parts", None)
+        extra.pop("memory", None)
         return {**extra, "role": self.role, "content": self.content if parts is None else parts}
 
 

@@ -169,6 +169,9 @@ class Runtime:
             return False, "not started"
         try:
             await self.pool.fetchval("SELECT 1", timeout=2)
+            if self._schema_task is not None and not self._schema_task.done():
+                # not ready before the tables exist: a turn answered now could not be kept
+                return False, "reachable; creating the schema"
             return True, "reachable"
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"

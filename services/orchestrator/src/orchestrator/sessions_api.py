@@ -69,7 +69,12 @@ async def get_session(
     return {
         **_session_json(info),
         "messages": [
-            {"turn": m.turn, **m.as_chat(), "created_at": m.created_at.isoformat()}
+            {
+                "turn": m.turn,
+                **m.as_chat(),
+                "created_at": m.created_at.isoformat(),
+                **({"memory": m.memory} if m.memory else {}),
+            }
             for m in messages
         ],
     }

@@ -280,7 +280,47 @@ async function sessionPage(params, view) {
   view(
     `Session ${session.id}`,
     h("p", { class: "muted", text: `workspace ${session.workspace}, ${session.turn_count} turn(s)` }),
-    ...session.messages.map((m) => h("div", { class: `turn ${m.role}` }, h("p", { class: "muted", text: `turn ${m.turn} · ${m.role} · ${when(m.created_at)}` }), h("pre", { text: typeof m.content === "string" ? m.content : JSON.stringify(m.content) }))),
+    ...session.messages.map((m) =>
+      h(
+        "div",
+        { class: `turn ${m.role}` },
+        h("p", { class: "muted", text: `turn ${m.turn} · ${m.role} · ${when(m.created_at)}` }),
+        h("pre", { text: typeof m.content === "string" ? m.content : JSON.stringify(m.content) }),
+        m.memory ? memoryDetails(m.turn, m.memory) : null,
+      ),
+    ),
+  );
+}
+
+// What the orchestrator injected before this answer: each tier's state and the very lines
+// that went into the memory block, with the tokens they took.
+function memoryDetails(turn, memory) {
+  const order = ["working", "recall", "archival"]; // the block's order (JSON keeps none)
+  const tiers = Object.entries(memory.tiers || {}).sort(([a], [b]) => order.indexOf(a) - order.indexOf(b));
+  return h(
+    "details",
+    { class: "memory" },
+    h("summary", { text: `Memory given for turn ${turn}: ${memory.tokens} of ${memory.budget} tokens` }),
+    h(
+      "table",
+      { "aria-label": `memory of turn ${turn}` },
+      h("thead", {}, h("tr", {}, ["Tier", "State", "Found", "Injected", "Tokens"].map((t) => h("th", { scope: "col", text: t })))),
+      h(
+        "tbody",
+        {},
+        tiers.map(([tier, t]) =>
+          h(
+            "tr",
+            {},
+            h("td", { text: tier }),
+            h("td", { text: t.state }),
+            h("td", { text: t.found ?? 0 }),
+            h("td", {}, t.items?.length ? h("ul", {}, t.items.map((item) => h("li", { text: item }))) : "—"),
+            h("td", { text: t.tokens ?? 0 }),
+          ),
+        ),
+      ),
+    ),
   );
 }
 
