@@ -288,3 +288,26 @@ def test_a_scoped_key_made_in_the_console_sees_its_workspace_only_until_revoked(
     finally:
         admin.close()
         viewer.close()
+
+
+def test_deleting_a_workspace_asks_for_its_name(orchestrator: str, rag: str, browser: Any) -> None:
+    headers = {"LIGHTRAG-WORKSPACE": "gamma", **bearer(RAG_KEY)}
+    r = httpx.post(f"{rag}/documents/texts", json={"texts": ["Gamma rays."]}, headers=headers)
+    assert r.status_code == 200
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        card = tab.page.get_by_role("region", name="workspace gamma")
+        expect(card).to_be_visible()
+        answers = iter(["gamme", "gamma"])  # a typo first: nothing happens
+        tab.page.on("dialog", lambda d: d.accept(next(answers)))
+        card.get_by_role("button", name="delete workspace gamma").click()
+        expect(tab.page.get_by_role("alert")).to_contain_text("did not match")
+        expect(card).to_be_visible()
+        card.get_by_role("button", name="delete workspace gamma").click()
+        expect(tab.page.get_by_role("status").filter(has_text="deleted")).to_be_visible()
+        expect(tab.page.get_by_role("region", name="workspace gamma")).to_have_count(0)
+        expect(tab.page.get_by_role("region", name="workspace alpha")).to_be_visible()
+        assert tab.errors == []
+    finally:
+        tab.close()

@@ -3,6 +3,7 @@ real rag-server; the prompt the (fake) backend receives shows what memory added.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import openai
 import pytest
@@ -445,3 +447,77 @@ def test_model_backends_down_cost_only_their_models(
                 )
                 assert down.status_code == status, down.text
                 assert model in down.json()["error"]["message"]
+
+
+def test_deleting_a_workspace_removes_its_knowledge_jobs_uploads_and_sessions(
+    orchestrator: str, rag: tuple[str, Path], memory_dsn: str, fake: FakeLLM
+) -> None:
+    doomed = f"doomed-{uuid.uuid4().hex[:6]}"
+    rag_headers = {"LIGHTRAG-WORKSPACE": doomed, **bearer(RAG_KEY)}
+    r = httpx.post(
+        f"{rag[0]}/documents/texts",
+        json={"texts": ["The QuasarLedger settles accounts nightly."], "file_sources": ["q.md"]},
+        headers=rag_headers,
+    )
+    assert r.status_code == 200, r.text
+    session = f"doomed-{uuid.uuid4().hex[:6]}"
+    chat(
+        orchestrator,
+        [{"role": "user", "content": "When does QuasarLedger settle?"}],
+        workspace=doomed,
+        headers={"x-session-id": session},
+    )
+    wait_turns(orchestrator, session, 1)
+    upload = httpx.post(
+        f"{orchestrator}/v1/documents/ingest",
+        data={"workspace": doomed},
+        files={"file": ("notes.md", b"# QuasarLedger\nIt settles nightly.\n")},
+        headers=AUTH,
+    )
+    assert upload.status_code == 202, upload.text
+    url = f"{orchestrator}/v1/workspaces/{doomed}"
+
+    # a key of another workspace: as if it did not exist
+    other = httpx.post(
+        f"{orchestrator}/v1/keys",
+        json={"name": f"k-{doomed}", "workspaces": ["elsewhere"]},
+        headers=AUTH,
+    ).json()["key"]
+    assert httpx.delete(url, params={"confirm": doomed}, headers=bearer(other)).status_code == 404
+    # the name must be repeated
+    unconfirmed = httpx.delete(url, headers=AUTH)
+    assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.text
+    # a running (here: queued) job holds the workspace
+    busy = httpx.delete(url, params={"confirm": doomed}, headers=AUTH)
+    assert busy.status_code == 409 and "still running" in busy.text
+
+    async def finish_jobs() -> None:
+        conn = await asyncpg.connect(memory_dsn)
+        try:
+            await conn.execute(
+                "UPDATE ingest_jobs SET status = 'failed', finished_at = now() "
+                "WHERE workspace = $1",
+                doomed,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(finish_jobs())
+    gone = httpx.delete(url, params={"confirm": doomed}, headers=AUTH)
+    assert gone.status_code == 200, gone.text
+    assert gone.json() | {"name": None} == {
+        "object": "workspace.deleted",
+        "name": None,
+        "deleted": True,
+        "knowledge": True,
+        "jobs": 1,
+        "uploads": 1,
+        "sessions": 1,
+    }
+    assert httpx.get(f"{orchestrator}/v1/sessions/{session}", headers=AUTH).status_code == 404
+    jobs = httpx.get(f"{orchestrator}/v1/jobs", params={"workspace": doomed}, headers=AUTH)
+    assert jobs.json()["data"] == []
+    names = httpx.get(f"{rag[0]}/workspaces", headers=bearer(RAG_KEY)).json()["workspaces"]
+    assert doomed not in {w["name"] for w in names}
+    listed = httpx.get(f"{orchestrator}/v1/workspaces", headers=AUTH).json()["data"]
+    assert doomed not in {w["name"] for w in listed}

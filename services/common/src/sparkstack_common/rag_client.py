@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -96,6 +97,13 @@ class RagClient:
         )
         assert r is not None
         return list(r.json()["documents"])
+
+    async def delete_workspace(self, workspace: str) -> bool:
+        """Drop everything the workspace holds; False when rag-server never had it."""
+        r = await self.request(
+            "DELETE", f"/workspaces/{quote(workspace, safe='')}", missing_ok=True
+        )
+        return r is not None
 
     async def delete_documents(self, workspace: str, doc_ids: Sequence[str]) -> None:
         """Delete and wait until done; a workspace that is gone has nothing left to delete."""

@@ -33,6 +33,7 @@ from .routing import Router
 from .runtime import Runtime
 from .sessions_api import router as sessions_router
 from .settings import Settings
+from .workspaces_api import router as workspaces_router
 
 
 class _ProxyEndpoint:
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(ingestion_router)
     app.include_router(keys_router)
     app.include_router(graph_router)
+    app.include_router(workspaces_router)
 
     def check(name: str, *args: str):
         async def run(request: Request) -> tuple[bool, str]:

@@ -227,6 +227,10 @@ class Memory:
         if turn and self.promote is not None:
             self.promote(call.workspace, call.session_id, turn)
 
+    def forget_cached(self) -> None:
+        """Drop cached archival answers (after a workspace's knowledge was deleted)."""
+        self._archival_cache.clear()
+
     async def drain(self, grace: float = 10.0) -> None:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=grace)

@@ -301,6 +301,16 @@ class RecallStore:
             status = await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
         return status != "DELETE 0"
 
+    async def delete_workspace(self, workspace: str) -> list[str]:
+        """Delete every session of the workspace with its messages and summaries; the ids."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM messages WHERE workspace = $1", workspace)
+            await conn.execute("DELETE FROM summaries WHERE workspace = $1", workspace)
+            rows = await conn.fetch(
+                "DELETE FROM sessions WHERE workspace = $1 RETURNING id", workspace
+            )
+        return [r["id"] for r in rows]
+
     async def mark_promoted(self, session_id: str, upto_turn: int) -> None:
         await self.pool.execute(
             "UPDATE sessions SET promoted_upto_turn = GREATEST(promoted_upto_turn, $2) "

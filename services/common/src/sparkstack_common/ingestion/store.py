@@ -50,6 +50,12 @@ JOB_STATUSES = (
     "superseded",
 )
 ACTIVE_STATUSES = ("queued", "parsing", "indexing")
+
+
+class WorkspaceBusy(Exception):
+    """A workspace with active jobs cannot be deleted."""
+
+
 FINISHED_STATUSES = ("completed", "completed_with_errors", "failed", "superseded")
 MAX_LISTED = 1000  # skipped or failed entries listed in a job's progress (all are counted)
 
@@ -1012,6 +1018,27 @@ class JobStore:
         return [r["doc_id"] for r in rows]
 
     # -- uploads: retention ---------------------------------------------------------------
+
+    async def delete_workspace(self, workspace: str) -> dict[str, int]:
+        """Delete the workspace's jobs (with their outbox rows and documents), uploads and
+        codebase state, in one transaction. Refused (WorkspaceBusy) while a job is active:
+        its worker would write again what is being deleted."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # a job queued meanwhile waits for this transaction (same rows, locked)
+            active = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM ingest_jobs WHERE workspace = $1 "
+                "AND status = ANY($2::text[]) FOR UPDATE) a",
+                workspace,
+                list(ACTIVE_STATUSES),
+            )
+            if active:
+                raise WorkspaceBusy(f"{active} job(s) of {workspace!r} are still running")
+            jobs = await conn.execute("DELETE FROM ingest_jobs WHERE workspace = $1", workspace)
+            uploads = await conn.execute(
+                "DELETE FROM ingest_uploads WHERE workspace = $1", workspace
+            )
+            await conn.execute("DELETE FROM ingest_codebase_files WHERE workspace = $1", workspace)
+        return {"jobs": int(jobs.split()[-1]), "uploads": int(uploads.split()[-1])}
 
     async def delete_expired_uploads(self, retention_seconds: float) -> int:
         """Delete uploads all of whose jobs finished more than ``retention_seconds`` ago (the

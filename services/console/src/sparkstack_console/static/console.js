@@ -132,6 +132,7 @@ async function workspacesPage(params, view) {
         h("a", { href: `#/retrieve?workspace=${encodeURIComponent(ws.name)}` }, "Retrieve"),
         " · ",
         h("a", { href: `#/sessions?workspace=${encodeURIComponent(ws.name)}` }, "Sessions"),
+        h("p", {}, h("button", { type: "button", class: "danger", "aria-label": `delete workspace ${ws.name}`, onclick: () => deleteWorkspace(ws.name, params, view) }, "Delete…")),
       );
     }),
   );
@@ -139,6 +140,22 @@ async function workspacesPage(params, view) {
     "Workspaces",
     cards.length ? h("div", { class: "cards" }, cards) : h("p", { text: "No workspace yet: ingest a codebase with `sparkstack ingest`." }),
   );
+}
+
+async function deleteWorkspace(name, params, view) {
+  const typed = prompt(`Delete workspace "${name}" with its knowledge, jobs, uploads and sessions? This cannot be undone. Type its name to confirm.`);
+  if (typed === null) return;
+  if (typed !== name) {
+    main.append(h("p", { class: "error", role: "alert", text: "The name did not match: nothing was deleted." }));
+    return;
+  }
+  try {
+    await api(`/v1/workspaces/${encodeURIComponent(name)}?confirm=${encodeURIComponent(name)}`, { method: "DELETE" });
+    await workspacesPage(params, view);
+    main.append(h("p", { class: "ok", role: "status", text: `Workspace "${name}" deleted.` }));
+  } catch (error) {
+    main.append(problem(error));
+  }
 }
 
 // -- jobs ----------------------------------------------------------------------------------
