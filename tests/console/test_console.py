@@ -19,7 +19,18 @@ from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack_common.catalog import Catalog
-from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
+from sparkstack_common.ingestion.contract import QueueSettings
+from support import (
+    ADMIN_KEY,
+    PREPROCESSOR_KEY,
+    RAG_KEY,
+    bearer,
+    free_port,
+    fresh_database,
+    rag_server,
+    serve_asgi,
+    serve_process,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -76,9 +87,61 @@ async def console_dsn(postgres_dsn: str) -> AsyncIterator[str]:
         yield dsn
 
 
+# a stream of its own: other modules' orchestrators share the NATS server
+QUEUE = QueueSettings(stream="CONSOLE", subject_prefix="console.ingest", consumer="console-worker")
+
+
+@pytest.fixture(scope="module")
+def ingestion(
+    rag: str, console_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """code-preprocessor and an ingest-worker, as processes, so uploads become searchable."""
+    import sys
+
+    logs = tmp_path_factory.mktemp("console-ingest")
+    port = free_port()
+    preprocessor = {
+        "CODE_PREPROCESSOR_PORT": str(port),
+        "CODE_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
+        "CODE_PREPROCESSOR_RAG_SERVER_URL": rag,
+        "CODE_PREPROCESSOR_RAG_SERVER_API_KEY": RAG_KEY,
+        "CODE_PREPROCESSOR_WORKERS": "1",
+    }
+    run = [sys.executable, "-c"]
+    with serve_process(
+        [*run, "from code_preprocessor.cli import main; main()"],
+        preprocessor,
+        port,
+        logs / "preprocessor.log",
+    ) as pre:
+        metrics = free_port()
+        worker = {
+            "INGEST_WORKER_NATS_URL": nats_url,
+            "INGEST_WORKER_POSTGRES_DSN": console_dsn,
+            "INGEST_WORKER_PREPROCESSOR_URL": pre,
+            "INGEST_WORKER_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
+            "INGEST_WORKER_RAG_SERVER_URL": rag,
+            "INGEST_WORKER_RAG_SERVER_API_KEY": RAG_KEY,
+            "INGEST_WORKER_METRICS_PORT": str(metrics),
+            **{f"SPARKSTACK_INGEST_{k.upper()}": str(v) for k, v in QUEUE.model_dump().items()},
+        }
+        with serve_process(
+            [*run, "from ingest_worker.cli import main; main()"],
+            worker,
+            metrics,
+            logs / "worker.log",
+        ):
+            yield
+
+
 @pytest.fixture(scope="module")
 def orchestrator(
-    backend: tuple[FakeLLM, str], rag: str, console_dsn: str, redis_url: str, nats_url: str
+    backend: tuple[FakeLLM, str],
+    rag: str,
+    console_dsn: str,
+    redis_url: str,
+    nats_url: str,
+    ingestion: None,
 ) -> Iterator[str]:
     urls = {f"{r}_url": f"{backend[1]}/v1" for r in ("coding", "reasoning", "extract", "embed")}
     settings = Settings(
@@ -90,6 +153,7 @@ def orchestrator(
         rag_server_api_key=RAG_KEY,
         admin_key=ADMIN_KEY,
         recall_min_similarity=0.05,
+        queue=QUEUE,
     )
     with serve_asgi(create_app(settings)) as url:
         deadline = time.monotonic() + 30
@@ -308,6 +372,44 @@ def test_deleting_a_workspace_asks_for_its_name(orchestrator: str, rag: str, bro
         expect(tab.page.get_by_role("status").filter(has_text="deleted")).to_be_visible()
         expect(tab.page.get_by_role("region", name="workspace gamma")).to_have_count(0)
         expect(tab.page.get_by_role("region", name="workspace alpha")).to_be_visible()
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_codebase_dropped_on_the_page_is_followed_until_searchable(
+    orchestrator: str, browser: Any
+) -> None:
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        tab.page.get_by_role("navigation").get_by_role("link", name="Ingest").click()
+        expect(tab.page.get_by_role("heading", name="Ingest")).to_be_visible()
+        tab.page.get_by_label("Workspace", exact=True).fill("dropped")
+        tab.page.get_by_label("Codebase name (optional)").fill("orbit")
+        tab.accessible()
+        # what a drop of three files from a file manager delivers
+        tab.page.evaluate(
+            """() => {
+                const dt = new DataTransfer();
+                dt.items.add(new File(["def launch(rocket):\\n    return rocket.fire()\\n"],
+                                      "launch.py"));
+                dt.items.add(new File(["class Rocket:\\n    def fire(self):\\n        return 1\\n"],
+                                      "rocket.py"));
+                dt.items.add(new File(["# Orbit\\nLaunches rockets.\\n"], "README.md"));
+                const zone = document.getElementById("drop");
+                zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true}));
+                zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+            }"""
+        )
+        line = tab.page.locator("#job-line")
+        expect(line).to_contain_text("completed — searchable", timeout=180_000)
+        expect(line).to_contain_text("3 added")
+        tab.shot("ingest")
+        jobs = httpx.get(
+            f"{orchestrator}/v1/jobs", params={"workspace": "dropped"}, headers=bearer(ADMIN_KEY)
+        ).json()["data"]
+        assert [(j["codebase"], j["status"]) for j in jobs] == [("orbit", "completed")]
         assert tab.errors == []
     finally:
         tab.close()

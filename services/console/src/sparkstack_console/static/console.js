@@ -158,6 +158,190 @@ async function deleteWorkspace(name, params, view) {
   }
 }
 
+
+// -- ingest --------------------------------------------------------------------------------
+const ARCHIVE = /\.(zip|tar|tar\.gz|tgz|tar\.bz2|tar\.xz)$/i;
+const DOCUMENT = /\.(md|markdown|rst|txt|html?|pdf)$/i;
+
+async function ingestPage(params, view) {
+  const list = await api("/v1/workspaces");
+  const workspace = h("input", { list: "ingest-ws-list", required: true, value: params.get("workspace") || list.data[0]?.name || (me.admin ? "default" : me.workspaces[0] || "") });
+  const names = h("datalist", { id: "ingest-ws-list" }, list.data.map((w) => h("option", { value: w.name })));
+  const name = h("input", { placeholder: "from the folder or archive" });
+  const files = h("input", { type: "file", multiple: true });
+  const folder = h("input", { type: "file", webkitdirectory: true });
+  const drop = h(
+    "div",
+    { class: "drop", id: "drop", tabindex: "0", role: "region", "aria-label": "drop zone: files, a folder or an archive" },
+    "Drop files, a folder or an archive here",
+  );
+  const progress = h("section", { "aria-label": "upload and job progress", "aria-live": "polite" });
+  const start = (items) => upload(items, workspace.value.trim(), name.value.trim(), progress);
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    start(await droppedFiles(e.dataTransfer));
+  });
+  files.addEventListener("change", () => start([...files.files].map((f) => ({ path: f.name, file: f }))));
+  folder.addEventListener("change", () => start([...folder.files].map((f) => ({ path: f.webkitRelativePath || f.name, file: f }))));
+  view(
+    "Ingest",
+    h("form", { onsubmit: (e) => e.preventDefault() }, field("ingest-ws", "Workspace", workspace), names, field("ingest-name", "Codebase name (optional)", name), field("ingest-files", "Choose files", files), field("ingest-folder", "Choose a folder", folder)),
+    drop,
+    progress,
+  );
+}
+
+async function droppedFiles(transfer) {
+  const out = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      const file = await new Promise((ok, bad) => entry.file(ok, bad));
+      out.push({ path: prefix + entry.name, file });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, bad) => reader.readEntries(ok, bad));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+      }
+    }
+  };
+  const entries = [...transfer.items].map((item) => [item.webkitGetAsEntry?.(), item.getAsFile()]);
+  for (const [entry, file] of entries) {
+    if (entry) await walk(entry, "");
+    else if (file) out.push({ path: file.name, file });
+  }
+  return out;
+}
+
+// One upload: a single archive or document as it is; anything else packed into a tar.gz
+// here (the files never leave the browser any other way).
+async function upload(items, workspace, codebase, progress) {
+  if (!items.length) return;
+  const say = (text, cls = "") => progress.replaceChildren(h("p", { class: cls, role: cls === "error" ? "alert" : null, text }));
+  let body, route;
+  if (items.length === 1 && ARCHIVE.test(items[0].path)) {
+    body = items[0].file;
+    route = "/v1/codebase/ingest";
+  } else if (items.length === 1 && DOCUMENT.test(items[0].path)) {
+    body = items[0].file;
+    route = "/v1/documents/ingest";
+  } else {
+    say(`Packing ${items.length} files…`);
+    const top = items[0].path.includes("/") ? items[0].path.split("/")[0] : "";
+    const strip = top && items.every((i) => i.path.startsWith(`${top}/`));
+    codebase = codebase || (strip ? top : "upload");
+    body = await tarGz(items.map((i) => ({ path: strip ? i.path.slice(top.length + 1) : i.path, file: i.file })), `${codebase}.tar.gz`);
+    route = "/v1/codebase/ingest";
+  }
+  const form = new FormData();
+  form.append("workspace", workspace);
+  if (route === "/v1/codebase/ingest" && codebase) form.append("name", codebase);
+  form.append("file", body, body.name);
+  const bar = h("progress", { max: "100", value: "0", "aria-label": "upload" });
+  progress.replaceChildren(h("p", { text: `Uploading ${body.name} (${(body.size / 1e6).toFixed(1)} MB)` }), bar);
+  let job;
+  try {
+    job = await send(route, form, (fraction) => (bar.value = Math.round(fraction * 100)));
+  } catch (error) {
+    say(`Upload failed: ${error.message}`, "error");
+    return;
+  }
+  const line = h("p", { id: "job-line", text: `Job ${job.job_id}: ${job.status}` });
+  progress.replaceChildren(h("p", { text: `Uploaded ${body.name}.` }), line);
+  await followJob(job.job_id, (j) => {
+    const done = j.status === "completed" ? " — searchable" : "";
+    line.textContent = `Job ${j.id}: ${j.status}${done}; ${progressText(j)}`;
+    if (j.error) line.append(h("span", { class: "error", text: ` ${j.error}` }));
+  });
+}
+
+// XMLHttpRequest for the upload's progress events (fetch has none for uploads).
+function send(route, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", route);
+    xhr.setRequestHeader("Authorization", `Bearer ${sessionStorage.getItem(KEY)}`);
+    xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
+    xhr.onerror = () => reject(new Error("the connection failed"));
+    xhr.onload = () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {}
+      if (xhr.status === 401) {
+        logout("Your key was refused (revoked, expired or mistyped). Log in with a valid key.");
+        reject(new Error("logged out"));
+      } else if (xhr.status >= 400) reject(new Error(body?.error?.message || `${xhr.status}`));
+      else resolve(body);
+    };
+    xhr.send(form);
+  });
+}
+
+// Server-sent events read with fetch (EventSource cannot send the key).
+async function followJob(id, onJob) {
+  const response = await fetch(`/v1/jobs/${id}/events`, { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` } });
+  if (!response.ok || !response.body) throw new ApiError(response.status, "cannot follow the job");
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const event = /^event: (.*)$/m.exec(frame)?.[1];
+      const data = /^data: (.*)$/m.exec(frame)?.[1];
+      if (event === "job" && data) onJob(JSON.parse(data));
+      if (event === "end") return;
+    }
+  }
+}
+
+// A ustar archive of the files, gzipped by the browser.
+async function tarGz(items, name) {
+  const enc = new TextEncoder();
+  const parts = [];
+  const put = (header, offset, length, text) => header.set(enc.encode(text).slice(0, length), offset);
+  for (const { path, file } of items) {
+    let prefix = "";
+    let base = path;
+    if (enc.encode(path).length > 100) {
+      const split = path.lastIndexOf("/", 154);
+      prefix = path.slice(0, split);
+      base = path.slice(split + 1);
+      if (split < 0 || enc.encode(base).length > 100) continue; // too long for ustar: skipped
+    }
+    const header = new Uint8Array(512);
+    put(header, 0, 100, base);
+    put(header, 100, 8, "0000644\0");
+    put(header, 108, 8, "0000000\0");
+    put(header, 116, 8, "0000000\0");
+    put(header, 124, 12, file.size.toString(8).padStart(11, "0") + "\0");
+    put(header, 136, 12, Math.floor(Date.now() / 1000).toString(8).padStart(11, "0") + "\0");
+    put(header, 148, 8, "        ");
+    header[156] = "0".charCodeAt(0);
+    put(header, 257, 8, "ustar\u000000");
+    put(header, 345, 155, prefix);
+    const sum = header.reduce((a, b) => a + b, 0);
+    put(header, 148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
+    parts.push(header, file, new Uint8Array((512 - (file.size % 512)) % 512));
+  }
+  parts.push(new Uint8Array(1024));
+  const gz = new Blob(parts).stream().pipeThrough(new CompressionStream("gzip"));
+  const blob = await new Response(gz).blob();
+  return new File([blob], name, { type: "application/gzip" });
+}
+
 // -- jobs ----------------------------------------------------------------------------------
 const JOB_STATES = ["", "queued", "parsing", "indexing", "completed", "completed_with_errors", "failed", "superseded"];
 
@@ -425,6 +609,7 @@ const PAGES = {
   "/login": loginPage,
   "/workspaces": workspacesPage,
   "/jobs": jobsPage,
+  "/ingest": ingestPage,
   "/retrieve": retrievePage,
   "/sessions": sessionsPage,
   "/session": sessionPage,

@@ -8,6 +8,10 @@ OpenAI body shape.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -214,6 +218,50 @@ async def get_job(job_id: str, store: StoreDep, principal: Caller) -> Response:
     """One job: status, attempts, progress (files and documents), error(s), result."""
     job = await _scoped_job(store, principal, job_id)
     return JSONResponse(job.to_dict())
+
+
+# a follower of one job: how often the job is read, and for how long at most
+EVENTS_INTERVAL_SECONDS = 0.5
+EVENTS_MAX_SECONDS = 3600.0
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(
+    job_id: str, request: Request, store: StoreDep, principal: Caller
+) -> StreamingResponse:
+    """Server-sent events: ``event: job`` with the job (as ``GET /v1/jobs/{id}``) whenever it
+    changes, then ``event: end`` once it finished. The stream ends after an hour at most;
+    follow again to go on."""
+    job = await _scoped_job(store, principal, job_id)
+
+    async def events() -> AsyncIterator[str]:
+        current, last = job, ""
+        deadline = time.monotonic() + EVENTS_MAX_SECONDS
+        while True:
+            body = json.dumps(current.to_dict(), default=str)
+            if body != last:
+                yield f"event: job\ndata: {body}\n\n"
+                last = body
+            if current.finished:
+                yield "event: end\ndata: {}\n\n"
+                return
+            if time.monotonic() > deadline or await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENTS_INTERVAL_SECONDS)
+            try:
+                found = await store.get_job(job_id)
+            except DB_ERRORS:
+                continue  # the database is away: the next read tells
+            if found is None:  # deleted with its workspace
+                yield "event: end\ndata: {}\n\n"
+                return
+            current = found
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def _content_disposition(filename: str) -> str:
