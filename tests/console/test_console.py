@@ -6,6 +6,7 @@ Screenshots of each page go to ``.artifacts/console/`` (or ``$SPARKSTACK_ARTIFAC
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -37,6 +38,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SPARKSTACK_ARTIFACTS", ROOT / ".artifacts")) / "console"
 AXE = Path(__file__).parent / "vendor" / "axe-4.14.1.min.js"
+VENDOR = ROOT / "services/console/src/sparkstack_console/static/vendor/VENDOR.json"
 AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"
 KNOWLEDGE = {
     "alpha": "The ZephyrCache stores session tokens for the AuthGateway and expires them hourly.",
@@ -186,7 +188,11 @@ def orchestrator(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        b = p.chromium.launch(
+            executable_path=chromium_path(),
+            # WebGL (the graph) without a GPU: Chromium's software renderer
+            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+        )
         yield b
         b.close()
 
@@ -411,5 +417,76 @@ def test_a_codebase_dropped_on_the_page_is_followed_until_searchable(
         ).json()["data"]
         assert [(j["codebase"], j["status"]) for j in jobs] == [("orbit", "completed")]
         assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def upload_codebase(orchestrator: str, workspace: str, name: str, files: dict[str, str]) -> None:
+    """Through the API (the drop is tested elsewhere), until searchable."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    r = httpx.post(
+        f"{orchestrator}/v1/codebase/ingest",
+        data={"workspace": workspace, "name": name},
+        files={"file": (f"{name}.tar.gz", buffer.getvalue())},
+        headers=bearer(ADMIN_KEY),
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    deadline = time.monotonic() + 180
+    while True:
+        status = httpx.get(f"{orchestrator}/v1/jobs/{job}", headers=bearer(ADMIN_KEY)).json()
+        if status["status"] == "completed":
+            return
+        assert status["status"] not in ("failed", "completed_with_errors"), status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+
+
+def test_the_graph_finds_a_symbol_shows_its_code_and_follows_its_callers(
+    orchestrator: str, browser: Any
+) -> None:
+    for vendored, digest in json.loads(VENDOR.read_text())["files"].items():
+        data = (VENDOR.parent / vendored).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest["sha256"], vendored
+    upload_codebase(
+        orchestrator,
+        "graphed",
+        "rockets",
+        {
+            "rocket.py": "def ignite(fuel):\n    '''Light the engine.'''\n    return fuel * 2\n",
+            "launch.py": "from rocket import ignite\n\n\ndef launch():\n    return ignite(3)\n",
+        },
+    )
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        tab.open("/graph?workspace=graphed")
+        expect(tab.page.get_by_role("heading", name="Graph")).to_be_visible()
+        tab.page.get_by_label("Search entities").fill("ignite")
+        tab.page.get_by_role("button", name="Search").click()
+        tab.page.get_by_role("button", name="rocket.py:ignite", exact=True).click()
+        details = tab.page.get_by_role("region", name="entity details")
+        expect(details.get_by_role("heading", name="rocket.py:ignite")).to_be_visible()
+        expect(details).to_contain_text("function")
+        expect(details).to_contain_text("return fuel * 2")  # the code itself
+        expect(tab.page.locator("#graph-stats")).to_contain_text("nodes")
+        assert tab.page.locator("#graph-canvas canvas").count() > 0  # drawn by WebGL
+        details.get_by_role("button", name="Callers").click()
+        callers = tab.page.get_by_role("list", name="callers")
+        expect(callers.get_by_role("button", name="launch.py:launch")).to_be_visible()
+        callers.get_by_role("button", name="launch.py:launch").click()
+        expect(details.get_by_role("heading", name="launch.py:launch")).to_be_visible()
+        tab.accessible()
+        tab.shot("graph")
+        assert tab.errors == [], tab.errors
     finally:
         tab.close()

@@ -342,6 +342,160 @@ async function tarGz(items, name) {
   return new File([blob], name, { type: "application/gzip" });
 }
 
+
+// -- graph ---------------------------------------------------------------------------------
+const CODE_KINDS = new Set(["module", "class", "struct", "interface", "enum", "trait", "function", "method"]);
+const PALETTE = ["#0b57d0", "#b3261e", "#146c2e", "#8c4a00", "#6a1b9a", "#00696f", "#5f6368", "#c2185b"];
+
+function loadScript(src) {
+  if (document.querySelector(`script[src="${src}"]`)) return Promise.resolve();
+  return new Promise((ok, bad) => {
+    const el = h("script", { src });
+    el.addEventListener("load", ok);
+    el.addEventListener("error", () => bad(new Error(`could not load ${src}`)));
+    document.head.append(el);
+  });
+}
+
+async function graphPage(params, view) {
+  await loadScript("vendor/graphology-0.26.0.umd.min.js");
+  await loadScript("vendor/sigma-3.0.3.min.js");
+  const list = await api("/v1/workspaces");
+  if (!list.data.length) return view("Graph", h("p", { text: "No workspace in this key's scope." }));
+  const ws = params.get("workspace") || list.data[0].name;
+  const wsSelect = h("select", { onchange: () => (location.hash = `#/graph?workspace=${encodeURIComponent(wsSelect.value)}`) }, list.data.map((w) => h("option", { value: w.name, selected: w.name === ws }, w.name)));
+  const query = h("input", { type: "search", placeholder: "symbol, file or entity" });
+  const results = h("ul", { class: "results", "aria-label": "matching entities" });
+  const filters = h("fieldset", { class: "filters" }, h("legend", { text: "Show types" }));
+  const stats = h("p", { class: "muted", role: "status", id: "graph-stats", text: "Search for an entity to start." });
+  const details = h("section", { class: "details", "aria-label": "entity details", "aria-live": "polite" });
+  const canvas = h("div", { id: "graph-canvas", class: "graph-canvas", "aria-label": "graph view (the lists beside it offer the same with a keyboard)", role: "img" });
+  const base = `/v1/workspaces/${encodeURIComponent(ws)}`;
+
+  view(
+    "Graph",
+    h(
+      "form",
+      {
+        onsubmit: async (event) => {
+          event.preventDefault();
+          const found = await api(`${base}/graph/labels?q=${encodeURIComponent(query.value)}&limit=30`);
+          results.replaceChildren(...found.data.map((name) => h("li", {}, h("button", { type: "button", class: "link", onclick: () => open(name) }, name))));
+          if (!found.data.length) results.replaceChildren(h("li", { text: "Nothing matches." }));
+        },
+      },
+      field("graph-ws", "Workspace", wsSelect),
+      field("graph-q", "Search entities", query),
+      h("button", { type: "submit" }, "Search"),
+    ),
+    h("div", { class: "graph-layout" }, h("div", {}, results, filters, details), h("div", {}, stats, canvas)),
+  );
+
+  const graph = new graphology.Graph({ type: "undirected", multi: false });
+  const hidden = new Set();
+  const colors = new Map();
+  const colorOf = (kind) => {
+    if (!colors.has(kind)) colors.set(kind, PALETTE[colors.size % PALETTE.length]);
+    return colors.get(kind);
+  };
+  const renderer = new Sigma(graph, canvas, {
+    nodeReducer: (node, data) => (hidden.has(data.kind) ? { ...data, hidden: true } : data),
+    labelRenderedSizeThreshold: 5,
+  });
+  renderer.on("clickNode", ({ node }) => open(node));
+
+  const refresh = () => {
+    stats.textContent = `${graph.order} nodes, ${graph.size} edges shown`;
+    const kinds = new Set();
+    graph.forEachNode((_, a) => kinds.add(a.kind));
+    filters.replaceChildren(
+      h("legend", { text: "Show types" }),
+      ...[...kinds].sort().map((kind) => {
+        const box = h("input", { type: "checkbox", id: `kind-${kind}`, checked: !hidden.has(kind), onchange: () => { box.checked ? hidden.delete(kind) : hidden.add(kind); renderer.refresh(); } });
+        return h("div", { class: "field inline" }, box, h("label", { for: `kind-${kind}` }, swatch(colorOf(kind)), ` ${kind}`));
+      }),
+    );
+  };
+
+  // CSSOM, not a style attribute: the CSP allows no inline style
+  const swatch = (color) => {
+    const el = h("span", { class: "swatch" });
+    el.style.background = color;
+    return el;
+  };
+  const place = (name, kind, around, index, count) => {
+    if (graph.hasNode(name)) return;
+    const center = around && graph.hasNode(around) ? graph.getNodeAttributes(around) : { x: Math.random() * 10, y: Math.random() * 10 };
+    const angle = (2 * Math.PI * index) / Math.max(count, 1);
+    const radius = 1 + Math.sqrt(count) / 2;
+    graph.addNode(name, { label: name, kind: kind || "unknown", color: colorOf(kind || "unknown"), size: 6, x: center.x + radius * Math.cos(angle), y: center.y + radius * Math.sin(angle) });
+  };
+
+  // the neighbourhood of one entity, loaded when asked for: never the whole graph
+  async function expand(name) {
+    const sub = await api(`${base}/graph?label=${encodeURIComponent(name)}&max_depth=1&max_nodes=200`);
+    place(name, sub.nodes.find((n) => n.id === name)?.properties?.entity_type, null, 0, 1);
+    const others = sub.nodes.filter((n) => n.id !== name);
+    others.forEach((n, i) => place(n.id, n.properties?.entity_type, name, i, others.length));
+    for (const e of sub.edges) {
+      if (graph.hasNode(e.source) && graph.hasNode(e.target) && !graph.hasEdge(e.source, e.target)) {
+        graph.addEdge(e.source, e.target, { kinds: e.properties?.keywords || "", size: 1 });
+      }
+    }
+    refresh();
+    return sub;
+  }
+
+  async function open(name) {
+    details.replaceChildren(h("p", { text: `Loading ${name}…` }));
+    try {
+      const [entity, sub] = await Promise.all([api(`${base}/symbols/${encodeURIComponent(name)}`), expand(name)]);
+      const code = entity.chunks?.[0];
+      const neighbours = sub.nodes.filter((n) => n.id !== name).map((n) => n.id).sort();
+      details.replaceChildren(
+        h("h2", { text: name }),
+        h("p", { class: "muted", text: `${entity.type || "entity"} · ${entity.file_path || ""} · ${entity.degree} edge(s)` }),
+        entity.description ? h("pre", { text: entity.description }) : null,
+        code ? h("details", { open: true }, h("summary", { text: `Source: ${code.file_path || ""}` }), h("pre", { class: "code", text: code.content || "" })) : null,
+        CODE_KINDS.has(entity.type)
+          ? h(
+              "p",
+              {},
+              h("button", { type: "button", class: "secondary", onclick: () => related(name, "callers") }, "Callers"),
+              " ",
+              h("button", { type: "button", class: "secondary", onclick: () => related(name, "callees") }, "Callees"),
+            )
+          : null,
+        h("section", { id: "related", "aria-live": "polite" }),
+        h("h3", { text: `Neighbours (${neighbours.length})` }),
+        h("ul", { class: "results" }, neighbours.map((n) => h("li", {}, h("button", { type: "button", class: "link", onclick: () => open(n) }, n)))),
+      );
+    } catch (error) {
+      details.replaceChildren(problem(error));
+    }
+  }
+
+  async function related(name, which) {
+    const out = details.querySelector("#related");
+    try {
+      const found = await api(`${base}/symbols/${encodeURIComponent(name)}/${which}`);
+      found.data.forEach((n, i) => {
+        place(n.entity, null, name, i, found.data.length);
+        if (!graph.hasEdge(name, n.entity)) graph.addEdge(name, n.entity, { kinds: "calls", size: 2 });
+      });
+      refresh();
+      out.replaceChildren(
+        h("h3", { text: `${which === "callers" ? "Callers" : "Callees"} (${found.data.length})` }),
+        h("ul", { class: "results", "aria-label": which }, found.data.map((n) => h("li", {}, h("button", { type: "button", class: "link", onclick: () => open(n.entity) }, n.entity)))),
+      );
+    } catch (error) {
+      out.replaceChildren(problem(error));
+    }
+  }
+
+  if (params.get("entity")) open(params.get("entity"));
+}
+
 // -- jobs ----------------------------------------------------------------------------------
 const JOB_STATES = ["", "queued", "parsing", "indexing", "completed", "completed_with_errors", "failed", "superseded"];
 
@@ -610,6 +764,7 @@ const PAGES = {
   "/workspaces": workspacesPage,
   "/jobs": jobsPage,
   "/ingest": ingestPage,
+  "/graph": graphPage,
   "/retrieve": retrievePage,
   "/sessions": sessionsPage,
   "/session": sessionPage,
