@@ -77,6 +77,7 @@ def banner(config: cfg.StackConfig, seconds: float) -> None:
     print(
         f"\nsparkstack is up in {seconds:.1f}s; data in {config.data_dir}\n"
         f"  OpenAI-compatible API : {api}/v1   (models: qwen3-coder, deepseek-r1, ...)\n"
+        f"  web console           : {api}/ui/   (log in with the key below)\n"
         f"  API key (admin)       : export SPARKSTACK_API_KEY=$(uv run sparkstack keys admin)"
         f"   (kept in {key_file}, mode 0600)\n"
         f"  openai client         : OpenAI(base_url='{api}/v1', "
