@@ -490,3 +490,36 @@ def test_the_graph_finds_a_symbol_shows_its_code_and_follows_its_callers(
         assert tab.errors == [], tab.errors
     finally:
         tab.close()
+
+
+def test_documents_are_listed_and_a_deleted_one_comes_back_with_the_next_ingest(
+    orchestrator: str, browser: Any
+) -> None:
+    files = {
+        "alpha.py": "def alpha():\n    return 1\n",
+        "omega.py": "def omega():\n    return 2\n",
+    }
+    upload_codebase(orchestrator, "documented", "pair", files)
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        tab.open("/documents?workspace=documented")
+        expect(tab.page.get_by_role("heading", name="Documents")).to_be_visible()
+        rows = tab.page.locator("tbody tr")
+        expect(rows.filter(has_text="omega.py").first).to_contain_text("processed")
+        tab.accessible()
+        tab.shot("documents")
+        tab.page.on("dialog", lambda d: d.accept())
+        before = rows.filter(has_text="omega.py").count()
+        tab.page.get_by_role("button", name="delete document omega.py").first.click()
+        expect(rows.filter(has_text="omega.py")).to_have_count(before - 1)
+        assert tab.errors == []
+    finally:
+        tab.close()
+    # the same codebase again: the deleted file is indexed again, not called unchanged
+    upload_codebase(orchestrator, "documented", "pair", files)
+    jobs = httpx.get(
+        f"{orchestrator}/v1/jobs", params={"workspace": "documented"}, headers=bearer(ADMIN_KEY)
+    ).json()["data"]
+    assert jobs[0]["progress"]["files"]["added"] == 1, jobs[0]["progress"]
+    assert jobs[0]["progress"]["files"]["unchanged"] == 1

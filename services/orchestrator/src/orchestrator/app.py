@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import mcp_tools
 from .asgi import MAX_REQUEST_SETTING, send_api_error
+from .documents_api import router as documents_router
 from .errors import APIError, error_dict
 from .gate import CONSOLE, MULTIPART_PATHS, Gate, parse_hosts
 from .graph_api import router as graph_router
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.include_router(keys_router)
     app.include_router(graph_router)
     app.include_router(workspaces_router)
+    app.include_router(documents_router)
 
     def check(name: str, *args: str):
         async def run(request: Request) -> tuple[bool, str]:

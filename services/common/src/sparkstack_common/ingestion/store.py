@@ -1040,6 +1040,16 @@ class JobStore:
             await conn.execute("DELETE FROM ingest_codebase_files WHERE workspace = $1", workspace)
         return {"jobs": int(jobs.split()[-1]), "uploads": int(uploads.split()[-1])}
 
+    async def forget_document(self, workspace: str, doc_id: str) -> int:
+        """The codebase files whose documents include ``doc_id`` are forgotten, so the next
+        ingest of their codebase indexes them again; how many."""
+        status = await self.pool.execute(
+            "DELETE FROM ingest_codebase_files WHERE workspace = $1 AND $2 = ANY(doc_ids)",
+            workspace,
+            doc_id,
+        )
+        return int(status.split()[-1])
+
     async def delete_expired_uploads(self, retention_seconds: float) -> int:
         """Delete uploads all of whose jobs finished more than ``retention_seconds`` ago (the
         jobs keep their rows; downloading the upload then answers 404)."""

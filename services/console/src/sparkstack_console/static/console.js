@@ -496,6 +496,91 @@ async function graphPage(params, view) {
   if (params.get("entity")) open(params.get("entity"));
 }
 
+
+// -- documents -----------------------------------------------------------------------------
+async function documentsPage(params, view) {
+  const list = await api("/v1/workspaces");
+  if (!list.data.length) return view("Documents", h("p", { text: "No workspace in this key's scope." }));
+  const ws = params.get("workspace") || list.data[0].name;
+  const status = params.get("status") || "";
+  const page = Number(params.get("page") || "1");
+  const go = (changes) => {
+    const next = new URLSearchParams({ workspace: ws, status, page: "1", ...changes });
+    location.hash = `#/documents?${next}`;
+  };
+  const wsSelect = h("select", { onchange: () => go({ workspace: wsSelect.value }) }, list.data.map((w) => h("option", { value: w.name, selected: w.name === ws }, w.name)));
+  const statusSelect = h("select", { onchange: () => go({ status: statusSelect.value }) }, ["", "processed", "pending", "processing", "failed"].map((v) => h("option", { value: v, selected: v === status }, v || "any")));
+  const query = new URLSearchParams({ page: String(page), page_size: "50" });
+  if (status) query.set("status", status);
+  const base = `/v1/workspaces/${encodeURIComponent(ws)}/documents`;
+  const docs = await api(`${base}?${query}`);
+  const note = h("div", { "aria-live": "polite" });
+  const counts = Object.entries(docs.status_counts || {}).map(([k, v]) => `${v} ${k}`).join(", ");
+  const rows = docs.data.map((d) =>
+    h(
+      "tr",
+      {},
+      h("td", { text: d.file_path || "—" }),
+      h("td", { text: d.status }),
+      h("td", { text: d.chunks_count ?? "—" }),
+      h("td", { text: when(d.updated_at) }),
+      h("td", { class: d.error_msg ? "error" : "", text: d.error_msg || "" }),
+      h(
+        "td",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            "aria-label": `delete document ${d.file_path || d.id}`,
+            onclick: async () => {
+              if (!confirm(`Delete "${d.file_path || d.id}" from ${ws}? Its chunks, entities and relations go; the next ingest of its codebase indexes it again.`)) return;
+              try {
+                await api(`${base}/${encodeURIComponent(d.id)}`, { method: "DELETE" });
+                await documentsPage(params, view);
+              } catch (error) {
+                note.replaceChildren(problem(error));
+              }
+            },
+          },
+          "Delete",
+        ),
+      ),
+    ),
+  );
+  const reindex = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary",
+      onclick: async () => {
+        try {
+          const r = await api(`${base}/reindex`, { method: "POST" });
+          note.replaceChildren(h("p", { class: "ok", role: "status", text: r.message || "Re-indexing the failed documents." }));
+        } catch (error) {
+          note.replaceChildren(problem(error));
+        }
+      },
+    },
+    "Re-index failed documents",
+  );
+  view(
+    "Documents",
+    h("form", { onsubmit: (e) => e.preventDefault() }, field("docs-ws", "Workspace", wsSelect), field("docs-status", "Status", statusSelect), reindex),
+    h("p", { class: "muted", text: `${docs.total} document(s)${counts ? ` (${counts})` : ""}` }),
+    note,
+    h("table", {}, h("thead", {}, h("tr", {}, ["File", "Status", "Chunks", "Updated", "Error", ""].map((t) => h("th", { scope: "col", text: t })))), h("tbody", {}, rows)),
+    h(
+      "p",
+      {},
+      page > 1 ? h("a", { href: `#/documents?${new URLSearchParams({ workspace: ws, status, page: String(page - 1) })}` }, "Previous") : null,
+      " ",
+      docs.has_more ? h("a", { href: `#/documents?${new URLSearchParams({ workspace: ws, status, page: String(page + 1) })}` }, "Next") : null,
+    ),
+  );
+}
+
 // -- jobs ----------------------------------------------------------------------------------
 const JOB_STATES = ["", "queued", "parsing", "indexing", "completed", "completed_with_errors", "failed", "superseded"];
 
@@ -765,6 +850,7 @@ const PAGES = {
   "/jobs": jobsPage,
   "/ingest": ingestPage,
   "/graph": graphPage,
+  "/documents": documentsPage,
   "/retrieve": retrievePage,
   "/sessions": sessionsPage,
   "/session": sessionPage,
