@@ -523,3 +523,19 @@ def test_documents_are_listed_and_a_deleted_one_comes_back_with_the_next_ingest(
     ).json()["data"]
     assert jobs[0]["progress"]["files"]["added"] == 1, jobs[0]["progress"]
     assert jobs[0]["progress"]["files"]["unchanged"] == 1
+    # the job's own page: its documents, and the upload to download
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.login(ADMIN_KEY)
+        tab.open("/jobs?workspace=documented")
+        tab.page.get_by_role("link", name=f"job {jobs[0]['id']}").click()
+        expect(tab.page.locator("#job-summary")).to_contain_text("completed — searchable")
+        expect(tab.page.locator("tbody")).to_contain_text("omega.py")
+        with tab.page.expect_download() as download:
+            tab.page.get_by_role("button", name="Download the upload").click()
+        assert download.value.suggested_filename == "pair.tar.gz"
+        tab.accessible()
+        tab.shot("job")
+        assert tab.errors == []
+    finally:
+        tab.close()

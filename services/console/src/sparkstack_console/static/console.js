@@ -612,7 +612,7 @@ async function jobsPage(params, view) {
     h(
       "tr",
       {},
-      h("td", {}, h("code", { text: job.id.slice(0, 8) })),
+      h("td", {}, h("a", { href: `#/job?id=${job.id}`, "aria-label": `job ${job.id}` }, job.id.slice(0, 8))),
       h("td", { text: job.workspace }),
       h("td", { text: job.codebase || job.filename || job.kind }),
       h("td", { text: job.status }),
@@ -645,6 +645,50 @@ function progressText(job) {
   const files = job.progress?.files || {};
   const docs = job.progress?.documents || {};
   return `files ${files.seen ?? 0} seen, ${files.added ?? 0} added, ${files.skipped ?? 0} skipped; documents ${docs.indexed ?? 0}/${docs.sent ?? 0} indexed`;
+}
+
+async function jobPage(params, view) {
+  const id = params.get("id");
+  const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+  const summary = h("p", { id: "job-summary", role: "status" });
+  const show = (j) => {
+    summary.textContent = `${j.status}${j.status === "completed" ? " — searchable" : ""}; ${progressText(j)}`;
+  };
+  show(job);
+  const docs = await api(`/v1/jobs/${encodeURIComponent(id)}/documents?limit=500`);
+  const note = h("div", { "aria-live": "polite" });
+  const download = job.upload_id
+    ? h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: async () => {
+            // a plain link cannot carry the key: fetch it, then hand the browser a blob
+            const r = await fetch(`/v1/documents/${job.upload_id}/download`, { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` } });
+            if (!r.ok) return note.replaceChildren(problem(new Error(r.status === 404 ? "the upload is gone (its retention ended)" : `${r.status}`)));
+            const a = h("a", { href: URL.createObjectURL(await r.blob()), download: job.filename || "upload" });
+            a.click();
+            URL.revokeObjectURL(a.href);
+          },
+        },
+        "Download the upload",
+      )
+    : null;
+  view(
+    `Job ${job.id.slice(0, 8)}`,
+    h("p", { class: "muted", text: `${job.kind} · ${job.codebase || job.filename || ""} · workspace ${job.workspace} · created ${when(job.created_at)}` }),
+    summary,
+    job.error ? h("p", { class: "error", text: job.error }) : null,
+    h("p", {}, download, " ", job.status === "failed" || job.status === "completed_with_errors" ? h("button", { type: "button", class: "secondary", onclick: () => retry(job.id) }, "Retry the failed part") : null),
+    note,
+    (job.errors || []).length ? h("details", {}, h("summary", { text: `${job.errors.length} file error(s)` }), h("ul", {}, job.errors.map((e) => h("li", { text: `${e.path || ""}: ${e.reason || e.error || JSON.stringify(e)}` })))) : null,
+    h("h2", { text: `Documents (${docs.data.length})` }),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Document", "Source", "Status", "Error"].map((t) => h("th", { scope: "col", text: t })))), h("tbody", {}, docs.data.map((d) => h("tr", {}, h("td", {}, h("code", { text: (d.doc_id || d.id || "").slice(0, 16) })), h("td", { text: d.path || d.source || d.file_path || "" }), h("td", { text: d.status }), h("td", { class: "error", text: d.error || "" }))))),
+  );
+  if (!["completed", "completed_with_errors", "failed", "superseded"].includes(job.status)) {
+    followJob(job.id, show).catch(() => {});
+  }
 }
 
 async function retry(id) {
@@ -848,6 +892,7 @@ const PAGES = {
   "/login": loginPage,
   "/workspaces": workspacesPage,
   "/jobs": jobsPage,
+  "/job": jobPage,
   "/ingest": ingestPage,
   "/graph": graphPage,
   "/documents": documentsPage,
