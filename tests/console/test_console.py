@@ -387,7 +387,11 @@ def test_a_codebase_dropped_on_the_page_is_followed_until_searchable(
     orchestrator: str, browser: Any
 ) -> None:
     tab = Tab(browser, orchestrator)
+    watcher = Tab(browser, orchestrator)  # a jobs page open meanwhile: it must update itself
     try:
+        watcher.login(ADMIN_KEY)
+        watcher.open("/jobs?workspace=dropped")
+        expect(watcher.page.get_by_text("0 job(s)")).to_be_visible()
         tab.login(ADMIN_KEY)
         tab.page.get_by_role("navigation").get_by_role("link", name="Ingest").click()
         expect(tab.page.get_by_role("heading", name="Ingest")).to_be_visible()
@@ -416,9 +420,13 @@ def test_a_codebase_dropped_on_the_page_is_followed_until_searchable(
             f"{orchestrator}/v1/jobs", params={"workspace": "dropped"}, headers=bearer(ADMIN_KEY)
         ).json()["data"]
         assert [(j["codebase"], j["status"]) for j in jobs] == [("orbit", "completed")]
-        assert tab.errors == []
+        row = watcher.page.locator("tbody tr").filter(has_text="orbit")
+        expect(row).to_contain_text("completed")  # no reload: the list follows the jobs
+        watcher.shot("jobs-live")
+        assert tab.errors == [] and watcher.errors == []
     finally:
         tab.close()
+        watcher.close()
 
 
 def upload_codebase(orchestrator: str, workspace: str, name: str, files: dict[str, str]) -> None:

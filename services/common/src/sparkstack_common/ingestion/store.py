@@ -498,6 +498,23 @@ class JobStore:
         )
         return [_job(row) for row in rows]
 
+    async def jobs_changed_since(
+        self,
+        since: datetime,
+        *,
+        workspace: str | None = None,
+        workspaces: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> list[Job]:
+        """Jobs updated after ``since`` (oldest change first), within the filters."""
+        where, args = _filters(workspace, None, None, None, workspaces)
+        args += [since, limit]
+        where += (" AND " if where else " WHERE ") + f"j.updated_at > ${len(args) - 1}"
+        rows = await self.pool.fetch(
+            _JOB_SELECT + where + f" ORDER BY j.updated_at, j.id LIMIT ${len(args)}", *args
+        )
+        return [_job(row) for row in rows]
+
     async def count_jobs(
         self,
         *,

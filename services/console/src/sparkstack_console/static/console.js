@@ -7,6 +7,7 @@ const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 let me = null; // {name, admin, workspaces} of the key in use
 let generation = 0; // of the page being drawn
+let pageCleanup = null; // stops what the page left running (a live stream)
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -286,9 +287,9 @@ function send(route, form, onProgress) {
 }
 
 // Server-sent events read with fetch (EventSource cannot send the key).
-async function followJob(id, onJob) {
-  const response = await fetch(`/v1/jobs/${id}/events`, { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` } });
-  if (!response.ok || !response.body) throw new ApiError(response.status, "cannot follow the job");
+async function readEvents(url, onEvent, signal) {
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY)}` }, signal });
+  if (!response.ok || !response.body) throw new ApiError(response.status, "cannot follow");
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -301,10 +302,16 @@ async function followJob(id, onJob) {
       buffer = buffer.slice(cut + 2);
       const event = /^event: (.*)$/m.exec(frame)?.[1];
       const data = /^data: (.*)$/m.exec(frame)?.[1];
-      if (event === "job" && data) onJob(JSON.parse(data));
-      if (event === "end") return;
+      if (event && onEvent(event, data ? JSON.parse(data) : null) === false) return;
     }
   }
+}
+
+function followJob(id, onJob) {
+  return readEvents(`/v1/jobs/${id}/events`, (event, job) => {
+    if (event === "job") onJob(job);
+    return event !== "end";
+  });
 }
 
 // A ustar archive of the files, gzipped by the browser.
@@ -608,6 +615,14 @@ async function jobsPage(params, view) {
   if (workspace) query.set("workspace", workspace);
   if (status) query.set("status", status);
   const jobs = await api(`/v1/jobs?${query}`);
+  // live: any change to a job in view redraws the list (one stream for the whole page)
+  const follower = new AbortController();
+  pageCleanup = () => follower.abort();
+  let pending = null;
+  const events = `/v1/jobs/events${workspace ? `?workspace=${encodeURIComponent(workspace)}` : ""}`;
+  readEvents(events, () => {
+    pending ??= setTimeout(() => location.hash.startsWith("#/jobs") && render(), 500);
+  }, follower.signal).catch(() => {});
   const rows = jobs.data.map((job) =>
     h(
       "tr",
@@ -926,6 +941,8 @@ async function render() {
     if (link.getAttribute("href") === `#${path}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
+  pageCleanup?.();
+  pageCleanup = null;
   const page = PAGES[path] || workspacesPage;
   // a page still loading when the user moved on must not draw over the newer one
   const token = ++generation;

@@ -213,16 +213,49 @@ async def list_jobs(request: Request, store: StoreDep, principal: Caller) -> Res
     )
 
 
+# followers of jobs: how often the jobs are read, and for how long at most
+EVENTS_INTERVAL_SECONDS = 0.5
+EVENTS_MAX_SECONDS = 3600.0
+
+
+@router.get("/v1/jobs/events")
+async def jobs_events(request: Request, store: StoreDep, principal: Caller) -> StreamingResponse:
+    """Server-sent events: ``event: job`` for every job in the key's scope (``workspace`` to
+    narrow it) that changes from now on. Ends after an hour; follow again to go on."""
+    workspace, scope = filter_workspace(principal, request.query_params.get("workspace"))
+    try:
+        since = await store.pool.fetchval("SELECT now()")
+    except DB_ERRORS as exc:
+        raise db_unavailable(exc) from None
+
+    async def events() -> AsyncIterator[str]:
+        cursor = since
+        deadline = time.monotonic() + EVENTS_MAX_SECONDS
+        yield ": following\n\n"
+        while time.monotonic() < deadline and not await request.is_disconnected():
+            await asyncio.sleep(EVENTS_INTERVAL_SECONDS)
+            try:
+                changed = await store.jobs_changed_since(
+                    cursor, workspace=workspace, workspaces=scope
+                )
+            except DB_ERRORS:
+                continue
+            for job in changed:
+                yield f"event: job\ndata: {json.dumps(job.to_dict(), default=str)}\n\n"
+                cursor = max(cursor, job.updated_at)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, store: StoreDep, principal: Caller) -> Response:
     """One job: status, attempts, progress (files and documents), error(s), result."""
     job = await _scoped_job(store, principal, job_id)
     return JSONResponse(job.to_dict())
-
-
-# a follower of one job: how often the job is read, and for how long at most
-EVENTS_INTERVAL_SECONDS = 0.5
-EVENTS_MAX_SECONDS = 3600.0
 
 
 @router.get("/v1/jobs/{job_id}/events")
