@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -260,7 +261,8 @@ def test_login_refuses_a_wrong_key_and_admits_the_right_one(
         tab.login(ADMIN_KEY)
         expect(tab.page.get_by_role("heading", name="Workspaces")).to_be_visible()
         for name in KNOWLEDGE:
-            expect(tab.page.get_by_role("region", name=f"workspace {name}")).to_be_visible()
+            card = tab.page.get_by_role("region", name=f"workspace {name}")
+            expect(card).to_contain_text(re.compile(r"[1-9]\d* document\(s\), \d+ entities"))
         tab.accessible()
         tab.shot("workspaces")
         # the 401 of the wrong key is the one expected console message
@@ -488,6 +490,7 @@ def test_the_graph_finds_a_symbol_shows_its_code_and_follows_its_callers(
         expect(details).to_contain_text("return fuel * 2")  # the code itself
         expect(tab.page.locator("#graph-stats")).to_contain_text("nodes")
         assert tab.page.locator("#graph-canvas canvas").count() > 0  # drawn by WebGL
+        expect(tab.page.get_by_label("— contains")).to_be_checked()  # relation kinds filter
         details.get_by_role("button", name="Callers").click()
         callers = tab.page.get_by_role("list", name="callers")
         expect(callers.get_by_role("button", name="launch.py:launch")).to_be_visible()
@@ -545,5 +548,32 @@ def test_documents_are_listed_and_a_deleted_one_comes_back_with_the_next_ingest(
         tab.accessible()
         tab.shot("job")
         assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_the_console_works_from_the_keyboard_and_says_why_an_upload_failed(
+    orchestrator: str, browser: Any
+) -> None:
+    tab = Tab(browser, orchestrator)
+    try:
+        tab.open("/login")
+        tab.page.keyboard.type(ADMIN_KEY)  # the key field has the focus
+        tab.page.keyboard.press("Enter")
+        expect(tab.page.get_by_role("heading", name="Workspaces")).to_be_visible()
+        for _ in range(30):  # Tab through the page until the Ingest link has the focus
+            tab.page.keyboard.press("Tab")
+            if tab.page.evaluate("document.activeElement.textContent") == "Ingest":
+                break
+        tab.page.keyboard.press("Enter")
+        expect(tab.page.get_by_role("heading", name="Ingest")).to_be_visible()
+        # a workspace name the API refuses: the page says why
+        tab.page.get_by_label("Workspace", exact=True).fill("Not A Name!")
+        tab.page.get_by_label("Choose files").set_input_files(
+            [{"name": "a.md", "mimeType": "text/markdown", "buffer": b"# hi\n"}]
+        )
+        alert = tab.page.get_by_role("alert")
+        expect(alert).to_contain_text("Upload failed")
+        expect(alert).to_contain_text("workspace")
     finally:
         tab.close()

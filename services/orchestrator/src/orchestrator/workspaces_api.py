@@ -9,6 +9,7 @@ workspace is running. Within the key's scope only, like every route.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from sparkstack_common.ingestion.store import WorkspaceBusy
@@ -19,6 +20,23 @@ from .gate import Caller, scoped_workspace
 from .ingest.service import DB_ERRORS, StoreDep, db_unavailable
 
 router = APIRouter()
+
+
+@router.get("/v1/workspaces/{workspace}/stats")
+async def workspace_stats(request: Request, workspace: str, principal: Caller) -> dict[str, Any]:
+    """Documents by status, entities, relations (zeros for a workspace rag-server does not
+    hold yet)."""
+    ws = scoped_workspace(principal, workspace)
+    try:
+        r = await request.app.state.runtime.archive.rag.request(
+            "GET", f"/workspaces/{quote(ws, safe='')}/stats", missing_ok=True
+        )
+    except (RagUnavailable, RagRefused) as exc:
+        raise APIError(
+            502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable"
+        ) from None
+    found = r.json() if r is not None else {"documents": {}, "entities": 0, "relations": 0}
+    return {"object": "workspace.stats", "name": ws, **found}
 
 
 @router.delete("/v1/workspaces/{workspace}")

@@ -203,6 +203,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "workspaces": [{"name": n, "loaded": n in runtime.pool.workspaces()} for n in names]
         }
 
+    @app.get("/workspaces/{name}/stats")
+    async def workspace_stats(name: str, runtime: Runtime) -> dict[str, Any]:
+        """Documents by status, entities and relations (counted by reading the graph's labels
+        and edges: linear in the graph, meant for a dashboard, not a hot path)."""
+        if name not in await runtime.registry.names():
+            raise HTTPException(404, f"workspace {name!r} does not exist")
+        async with runtime.pool.lease(name) as rag:
+            documents = await rag.doc_status.get_all_status_counts()
+            graph = rag.chunk_entity_relation_graph
+            entities = len(await graph.get_all_labels())
+            relations = len(await graph.get_all_edges())
+        return {"documents": documents, "entities": entities, "relations": relations}
+
     @app.post("/workspaces", status_code=201)
     async def create_workspace(body: WorkspaceRequest, runtime: Runtime) -> JSONResponse:
         try:

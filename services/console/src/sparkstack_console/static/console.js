@@ -117,7 +117,11 @@ async function workspacesPage(params, view) {
   const list = await api("/v1/workspaces");
   const cards = await Promise.all(
     list.data.map(async (ws) => {
-      const jobs = await api(`/v1/jobs?workspace=${encodeURIComponent(ws.name)}&limit=500`);
+      const [jobs, stats] = await Promise.all([
+        api(`/v1/jobs?workspace=${encodeURIComponent(ws.name)}&limit=500`),
+        api(`/v1/workspaces/${encodeURIComponent(ws.name)}/stats`).catch(() => null),
+      ]);
+      const docs = stats ? Object.values(stats.documents || {}).reduce((a, b) => a + b, 0) : null;
       const states = {};
       for (const job of jobs.data) states[job.status] = (states[job.status] || 0) + 1;
       const last = jobs.data[0]?.updated_at || jobs.data[0]?.created_at;
@@ -126,6 +130,9 @@ async function workspacesPage(params, view) {
         { class: "card", "aria-label": `workspace ${ws.name}` },
         h("h2", { text: ws.name }),
         h("p", { class: "muted", text: `known from: ${ws.sources.join(", ")}` }),
+        stats
+          ? h("p", { text: `${docs} document(s), ${stats.entities} entities, ${stats.relations} relations` + (stats.documents?.failed ? ` (${stats.documents.failed} failed)` : "") })
+          : h("p", { class: "muted", text: "knowledge counts unavailable (rag-server)" }),
         h("p", { text: `jobs: ${jobs.total}` + (Object.keys(states).length ? " (" + Object.entries(states).map(([s, n]) => `${n} ${s}`).join(", ") + ")" : "") }),
         h("p", { class: "muted", text: `last activity: ${when(last)}` }),
         h("a", { href: `#/jobs?workspace=${encodeURIComponent(ws.name)}` }, "Jobs"),
@@ -405,8 +412,11 @@ async function graphPage(params, view) {
     if (!colors.has(kind)) colors.set(kind, PALETTE[colors.size % PALETTE.length]);
     return colors.get(kind);
   };
+  const hiddenEdges = new Set();
+  const edgeKinds = (attrs) => String(attrs.kinds || "related").split(/[,\s]+/).filter(Boolean);
   const renderer = new Sigma(graph, canvas, {
     nodeReducer: (node, data) => (hidden.has(data.kind) ? { ...data, hidden: true } : data),
+    edgeReducer: (edge, data) => (edgeKinds(data).every((k) => hiddenEdges.has(k)) ? { ...data, hidden: true } : data),
     labelRenderedSizeThreshold: 5,
   });
   renderer.on("clickNode", ({ node }) => open(node));
@@ -415,11 +425,21 @@ async function graphPage(params, view) {
     stats.textContent = `${graph.order} nodes, ${graph.size} edges shown`;
     const kinds = new Set();
     graph.forEachNode((_, a) => kinds.add(a.kind));
+    const relations = new Set();
+    graph.forEachEdge((_, a) => edgeKinds(a).forEach((k) => relations.add(k)));
+    const toggle = (set, key, box) => {
+      box.checked ? set.delete(key) : set.add(key);
+      renderer.refresh();
+    };
     filters.replaceChildren(
-      h("legend", { text: "Show types" }),
+      h("legend", { text: "Show types and relations" }),
       ...[...kinds].sort().map((kind) => {
-        const box = h("input", { type: "checkbox", id: `kind-${kind}`, checked: !hidden.has(kind), onchange: () => { box.checked ? hidden.delete(kind) : hidden.add(kind); renderer.refresh(); } });
+        const box = h("input", { type: "checkbox", id: `kind-${kind}`, checked: !hidden.has(kind), onchange: () => toggle(hidden, kind, box) });
         return h("div", { class: "field inline" }, box, h("label", { for: `kind-${kind}` }, swatch(colorOf(kind)), ` ${kind}`));
+      }),
+      ...[...relations].sort().map((kind) => {
+        const box = h("input", { type: "checkbox", id: `rel-${kind}`, checked: !hiddenEdges.has(kind), onchange: () => toggle(hiddenEdges, kind, box) });
+        return h("div", { class: "field inline" }, box, h("label", { for: `rel-${kind}` }, `— ${kind}`));
       }),
     );
   };
