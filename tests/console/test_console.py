@@ -395,9 +395,10 @@ def test_a_codebase_dropped_on_the_page_is_followed_until_searchable(
         watcher.open("/jobs?workspace=dropped")
         expect(watcher.page.get_by_text("0 job(s)")).to_be_visible()
         tab.login(ADMIN_KEY)
-        tab.page.get_by_role("navigation").get_by_role("link", name="Ingest").click()
+        tab.page.get_by_label("New workspace").fill("dropped")  # named here, made by the ingest
+        tab.page.get_by_role("button", name="Create and ingest…").click()
         expect(tab.page.get_by_role("heading", name="Ingest")).to_be_visible()
-        tab.page.get_by_label("Workspace", exact=True).fill("dropped")
+        expect(tab.page.get_by_label("Workspace", exact=True)).to_have_value("dropped")
         tab.page.get_by_label("Codebase name (optional)").fill("orbit")
         tab.accessible()
         # what a drop of three files from a file manager delivers

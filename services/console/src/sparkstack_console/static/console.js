@@ -144,8 +144,17 @@ async function workspacesPage(params, view) {
       );
     }),
   );
+  // a workspace comes into being with its first content: "create" is naming it for an ingest
+  const fresh = h("input", { required: true, pattern: "[A-Za-z0-9_\\-]{1,64}", placeholder: "letters, digits, - and _" });
+  const create = h(
+    "form",
+    { onsubmit: (e) => { e.preventDefault(); location.hash = `#/ingest?workspace=${encodeURIComponent(fresh.value)}`; } },
+    field("new-ws", "New workspace", fresh),
+    h("button", { type: "submit" }, "Create and ingest…"),
+  );
   view(
     "Workspaces",
+    create,
     cards.length ? h("div", { class: "cards" }, cards) : h("p", { text: "No workspace yet: ingest a codebase with `sparkstack ingest`." }),
   );
 }
