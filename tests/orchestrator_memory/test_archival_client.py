@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from memory_support import unique
-from orchestrator.archive import ArchiveClient, ArchiveError, summary_doc_id
+from orchestrator.archival import ArchivalClient, ArchivalError, summary_doc_id
 from support import RAG_KEY, bearer, free_port
 
 
@@ -57,7 +57,7 @@ async def test_search_returns_chunks_of_an_ingested_workspace(
     assert r.status_code == 200, r.text
     await wait_processed(http, rag_url, name, {"doc-sched", "doc-theme"})
 
-    archive = ArchiveClient(http, rag_url, RAG_KEY)
+    archive = ArchivalClient(http, rag_url, RAG_KEY)
     hits = await archive.search(name, "How often does the QuorvexScheduler retry exports?")
     assert hits, "no archival hits"
     assert "QuorvexScheduler retries failed payroll exports" in hits[0].text
@@ -72,7 +72,7 @@ async def test_search_returns_chunks_of_an_ingested_workspace(
 async def test_unknown_workspace_and_short_queries_are_empty(
     http: httpx.AsyncClient, rag_url: str
 ) -> None:
-    archive = ArchiveClient(http, rag_url, RAG_KEY)
+    archive = ArchivalClient(http, rag_url, RAG_KEY)
     assert await archive.search(unique("nobody"), "anything at all") == []
     assert await archive.search("default", "ab") == []
     assert await archive.search("default", "anything", top_k=0) == []
@@ -80,7 +80,7 @@ async def test_unknown_workspace_and_short_queries_are_empty(
 
 async def test_store_summary_is_idempotent(http: httpx.AsyncClient, rag_url: str) -> None:
     name, sid = unique("arch"), unique("sess")
-    archive = ArchiveClient(http, rag_url, RAG_KEY)
+    archive = ArchivalClient(http, rag_url, RAG_KEY)
     await archive.store_summary(name, sid, 12, "The user migrated the ZephyrQueue to NATS.")
     await archive.store_summary(name, sid, 12, "The user migrated the ZephyrQueue to NATS.")
     # a later summary of the same session is a document of its own
@@ -96,9 +96,9 @@ async def test_store_summary_is_idempotent(http: httpx.AsyncClient, rag_url: str
 
 
 async def test_rag_server_down_is_an_archive_error(http: httpx.AsyncClient) -> None:
-    archive = ArchiveClient(http, f"http://127.0.0.1:{free_port()}", timeout=2)
-    with pytest.raises(ArchiveError, match="unreachable"):
+    archive = ArchivalClient(http, f"http://127.0.0.1:{free_port()}", timeout=2)
+    with pytest.raises(ArchivalError, match="unreachable"):
         await archive.search("default", "anything at all")
-    with pytest.raises(ArchiveError, match="unreachable"):
+    with pytest.raises(ArchivalError, match="unreachable"):
         await archive.store_summary("default", "s", 6, "text")
     assert await archive.ping() is False

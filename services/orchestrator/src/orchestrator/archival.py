@@ -17,7 +17,7 @@ from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 MIN_QUERY_CHARS = 3  # rag-server refuses shorter queries
 
 
-class ArchiveError(RuntimeError):
+class ArchivalError(RuntimeError):
     """rag-server failed or could not be reached."""
 
 
@@ -41,7 +41,7 @@ def _clip(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
 
 
-class ArchiveClient:
+class ArchivalClient:
     def __init__(
         self,
         client: httpx.AsyncClient,
@@ -64,7 +64,7 @@ class ArchiveClient:
         try:
             answer = await self.rag.query_data(workspace, body)
         except (RagUnavailable, RagRefused) as exc:
-            raise ArchiveError(str(exc)) from exc
+            raise ArchivalError(str(exc)) from exc
         if answer is None:
             return []  # nobody wrote to this workspace: no archival memory
         return self._hits(answer.get("data") or {}, top_k)
@@ -107,9 +107,9 @@ class ArchiveClient:
                 workspace, body["texts"], body["file_sources"], body["ids"]
             )
         except (RagUnavailable, RagRefused) as exc:
-            raise ArchiveError(str(exc)) from exc
+            raise ArchivalError(str(exc)) from exc
         if answer.get("status") not in ("success", "duplicated", "partial_success"):
-            raise ArchiveError(f"rag-server refused the summary: {answer}")
+            raise ArchivalError(f"rag-server refused the summary: {answer}")
 
     async def ping(self) -> bool:
         ok, _ = await self.rag.reachable()
