@@ -361,6 +361,7 @@ def add_browse_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
+    args.action = args.action or "list"  # `sparkstack jobs` alone lists
     config = cfg.load(args)
     key = _client_key(config)
     if key is None:
