@@ -14,23 +14,16 @@ from pydantic_settings import BaseSettings
 from rag_server.settings import Settings as RagSettings
 from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTIONS = {
-    # settings class -> the README section whose text must name each of its variables
-    PreprocessorSettings: "## code-preprocessor",
-    RagSettings: "## rag-server",
-    OrchestratorSettings: "## orchestrator",
-    WorkerSettings: "## ingest-worker",
-    IngestLimits: "## ingest-worker",
-    QueueSettings: "## ingest-worker",
+SERVICES = Path(__file__).resolve().parents[1] / "services"
+READMES = {
+    # settings class -> the README that must name each of its variables
+    PreprocessorSettings: SERVICES / "code-preprocessor/README.md",
+    RagSettings: SERVICES / "rag-server/README.md",
+    OrchestratorSettings: SERVICES / "orchestrator/README.md",
+    WorkerSettings: SERVICES / "ingest-worker/README.md",
+    IngestLimits: SERVICES / "ingest-worker/README.md",
+    QueueSettings: SERVICES / "ingest-worker/README.md",
 }
-
-
-def section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n{title}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end > 0 else None]
 
 
 def documented(name: str, prefix: str, text: str) -> bool:
@@ -40,14 +33,15 @@ def documented(name: str, prefix: str, text: str) -> bool:
     return bool({prefix + name, name, "_" + name} & tokens)
 
 
-@pytest.mark.parametrize("settings", list(SECTIONS), ids=lambda s: f"{s.__module__}.{s.__name__}")
+@pytest.mark.parametrize("settings", list(READMES), ids=lambda s: f"{s.__module__}.{s.__name__}")
 def test_every_setting_is_in_its_readme_table(settings: type[BaseSettings]) -> None:
     prefix = settings.model_config.get("env_prefix", "").upper()
-    text = section(SECTIONS[settings])
+    readme = READMES[settings]
+    text = readme.read_text()
     missing = [
         prefix + name.upper()
         for name, field in settings.model_fields.items()
         if not isinstance(field.default_factory, type)  # nested groups have their own tables
         and not documented(name.upper(), prefix, text)
     ]
-    assert not missing, f"not in README's {SECTIONS[settings]!r}: {missing}"
+    assert not missing, f"not in {readme.relative_to(SERVICES.parent)}: {missing}"
