@@ -6,6 +6,8 @@ import os
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common import ports
+from sparkstack_common.ports import local_url
 
 from .pool import ParserLimits
 
@@ -24,7 +26,7 @@ class Settings(BaseSettings):
         )
 
     host: str = "127.0.0.1"
-    port: int = 8090
+    port: int = ports.CODE_PREPROCESSOR
     # chunk budget in tokens (sparkstack_common.tokens counts them the same way everywhere)
     chunk_tokens: int = Field(1500, ge=64, le=32000)
     max_file_bytes: int = Field(1 << 20, ge=1)
@@ -45,7 +47,7 @@ class Settings(BaseSettings):
     pdf_max_pages: int = Field(500, ge=1)
     # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required)
     api_key: SecretStr | None = None
-    rag_server_url: str = "http://127.0.0.1:9621"
+    rag_server_url: str = local_url(ports.RAG_SERVER)
     rag_server_api_key: SecretStr | None = None
     rag_timeout_seconds: float = 120.0
     # chunks per POST /documents/texts

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common import ports
 from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
+from sparkstack_common.ports import local_url
 
 
 class Settings(BaseSettings):
@@ -19,13 +21,13 @@ class Settings(BaseSettings):
     nats_token: SecretStr | None = None
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_password: SecretStr | None = None
-    preprocessor_url: str = "http://127.0.0.1:8090"
+    preprocessor_url: str = local_url(ports.CODE_PREPROCESSOR)
     preprocessor_api_key: SecretStr | None = None
-    rag_server_url: str = "http://127.0.0.1:9621"
+    rag_server_url: str = local_url(ports.RAG_SERVER)
     rag_server_api_key: SecretStr | None = None
     # /health, /ready and /metrics
     host: str = "127.0.0.1"
-    metrics_port: int = 9102
+    metrics_port: int = ports.INGEST_WORKER_METRICS
 
     queue: QueueSettings = Field(default_factory=QueueSettings)
     limits: IngestLimits = Field(default_factory=IngestLimits)

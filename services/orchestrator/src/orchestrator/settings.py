@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common import ports
+from sparkstack_common.catalog import Catalog
 from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
+from sparkstack_common.ports import local_url
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_")
 
     host: str = "127.0.0.1"
-    port: int = 8100
+    port: int = ports.ORCHESTRATOR
 
     # OpenAI-protocol base URLs of the backends, per catalog role (Ollama serves /v1)
     coding_url: str = "http://127.0.0.1:11434/v1"
@@ -34,7 +37,7 @@ class Settings(BaseSettings):
     postgres_timeout_seconds: float = Field(5.0, gt=0)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_token: SecretStr | None = None
-    rag_server_url: str = "http://127.0.0.1:9621"
+    rag_server_url: str = local_url(ports.RAG_SERVER)
     rag_server_api_key: SecretStr | None = None
 
     # The bootstrap admin key (the cluster's Secret, or the file `sparkstack up` generates);
@@ -68,7 +71,8 @@ class Settings(BaseSettings):
     promote_after_turns: int = Field(6, ge=1)
     archival_after_turns: int = Field(12, ge=1)
     promotion_concurrency: int = Field(2, ge=1)
-    embedding_dim: int = 1024
+    # the embed model's, from the catalog
+    embedding_dim: int = Field(default_factory=lambda: Catalog.load().role("embed").dimensions)
 
     # ingestion: the queue contract and the limits are the worker's too (SPARKSTACK_INGEST_*)
     queue: QueueSettings = Field(default_factory=QueueSettings)

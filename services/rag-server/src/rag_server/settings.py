@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sparkstack_common import ports
+from sparkstack_common.catalog import Catalog
 
 Profile = Literal["local", "postgres", "cluster"]
 
@@ -15,7 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_SERVER_")
 
     host: str = "127.0.0.1"
-    port: int = 9621
+    port: int = ports.RAG_SERVER
     # local: JSON KV, NanoVectorDB, NetworkX, JSON doc status under data_dir (embedded default)
     # postgres: PostgreSQL KV, pgvector, doc status; NetworkX graph under data_dir
     # cluster: PostgreSQL + Neo4j graph
@@ -37,7 +39,8 @@ class Settings(BaseSettings):
     embed_base_url: str = "http://127.0.0.1:11434/v1"
     embed_model: str = "qwen3-embedding:0.6b"
     embed_api_key: str | None = None
-    embed_dim: int = 1024
+    # the embed model's, from the catalog
+    embed_dim: int = Field(default_factory=lambda: Catalog.load().role("embed").dimensions)
     embed_timeout_seconds: float = 120.0
     rerank_base_url: str | None = None  # e.g. http://vllm-rerank:8000 (serves /v1/rerank)
     rerank_model: str = "BAAI/bge-reranker-v2-m3"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_data_dir, user_state_dir
+from sparkstack_common import ports
 
 ROLES = ("coding", "reasoning", "extract", "embed")
 DEFAULT_BACKEND = "http://localhost:11434/v1"  # Ollama's OpenAI API
@@ -55,10 +56,10 @@ def _running_elsewhere() -> Path | None:
 
 @dataclass
 class Ports:
-    orchestrator: int = 8100
-    rag_server: int = 9621
-    code_preprocessor: int = 8090
-    ingest_worker: int = 9102
+    orchestrator: int = ports.ORCHESTRATOR
+    rag_server: int = ports.RAG_SERVER
+    code_preprocessor: int = ports.CODE_PREPROCESSOR
+    ingest_worker: int = ports.INGEST_WORKER_METRICS
     postgres: int = 54320
     valkey: int = 63790
     nats: int = 42220
