@@ -1,0 +1,89 @@
+"""README's first session, run as written (only the model server is the fake, on its own
+port, and the stack's ports are free ones): the shell block, then the Python snippet."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_llm import FakeLLM, create_fake_llm
+from sparkstack_common.catalog import Catalog
+from support import free_port, serve_asgi
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "tests" / "code_preprocessor" / "samples"
+
+
+def blocks(language: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    session = text[text.index("## A first session") :]
+    session = session[: session.index("\n## ", 1)]
+    return re.findall(rf"```{language}\n(.*?)```", session, re.S)
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[tuple[FakeLLM, str]]:
+    catalog = Catalog.load()
+    chat = [m.tag for m in catalog.models if m.chat]
+    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    with serve_asgi(fake.app) as url:
+        yield fake, url
+
+
+@pytest.mark.timeout(600)
+def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_path: Path) -> None:
+    if shutil.which("uv") is None:
+        pytest.fail("README's commands start with `uv run`: uv must be installed")
+    home = tmp_path / "home"
+    shutil.copytree(SAMPLES, home / "src" / "myproject")
+    names = ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER")
+    ports = {n: free_port() for n in (*names, "POSTGRES", "VALKEY", "NATS")}
+    env = {
+        **os.environ,
+        "HOME": str(home),  # `~/src/myproject`
+        "SPARKSTACK_DATA_DIR": str(tmp_path / "data"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        **{f"SPARKSTACK_{n}_PORT": str(p) for n, p in ports.items()},
+    }
+    api = f"http://127.0.0.1:{ports['ORCHESTRATOR']}"
+    (shell,) = blocks("sh")
+    (python,) = blocks("python")
+    shell = shell.replace("http://localhost:11434/v1", f"{backend[1]}/v1")
+    python = python.replace("http://127.0.0.1:8100", api)
+    try:
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", shell],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "completed" in ran.stdout and "ready" in ran.stdout
+        key = subprocess.run(
+            [sys.executable, "-m", "sparkstack", "keys", "admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        chat = subprocess.run(
+            [sys.executable, "-c", python],
+            env={**env, "SPARKSTACK_API_KEY": key},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert chat.stdout.startswith("echo: Where does myproject parse its config?")
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "sparkstack", "down"], env=env, timeout=120, check=False
+        )
