@@ -212,3 +212,72 @@ def oversized_post(
             rest = rest[size + 2 :]
         body = b"".join(pieces)
     return status, body, sent
+
+
+def catalog_fake(strict_models: bool = False) -> Any:
+    """The fake model server answering for every model of the catalog (chat, tool aliases,
+    the embedding model), as the orchestrator's routes name them."""
+    from fake_llm import create_fake_llm
+    from sparkstack_common.catalog import Catalog
+
+    catalog = Catalog.load()
+    chat = [m.tag for m in catalog.models if m.chat] + [
+        m.tools_tag for m in catalog.models if m.tools_tag
+    ]
+    embed = [m.tag for m in catalog.models if m.embedding]
+    return create_fake_llm(chat_models=chat, embedding_models=embed, strict_models=strict_models)
+
+
+def index_texts(rag_url: str, texts: dict[str, str], timeout: float = 60) -> None:
+    """One text per workspace (``{workspace: text}``, source ``<workspace>.md``) into rag-server,
+    waiting until each is processed."""
+    import httpx
+
+    for workspace, text in texts.items():
+        headers = {"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)}
+        r = httpx.post(
+            f"{rag_url}/documents/texts",
+            json={"texts": [text], "file_sources": [f"{workspace}.md"]},
+            headers=headers,
+        )
+        r.raise_for_status()
+        track = r.json()["track_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            docs = httpx.get(f"{rag_url}/documents/track_status/{track}", headers=headers)
+            if all(d["status"] == "processed" for d in docs.json()["documents"]):
+                break
+            assert time.monotonic() < deadline, docs.text
+            time.sleep(0.1)
+
+
+@contextmanager
+def ingest_worker_process(
+    *,
+    nats_url: str,
+    postgres_dsn: str,
+    preprocessor_url: str,
+    rag_url: str,
+    queue: Any,
+    log_path: Any,
+    **settings: str,
+) -> Iterator[int]:
+    """An ingest-worker process on ``queue`` (a QueueSettings); yields its metrics port.
+    ``settings`` are more ``INGEST_WORKER_*`` values (``watch_interval_seconds="0.2"``)."""
+    import sys
+
+    metrics = free_port()
+    env = {
+        "INGEST_WORKER_NATS_URL": nats_url,
+        "INGEST_WORKER_POSTGRES_DSN": postgres_dsn,
+        "INGEST_WORKER_PREPROCESSOR_URL": preprocessor_url,
+        "INGEST_WORKER_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
+        "INGEST_WORKER_RAG_SERVER_URL": rag_url,
+        "INGEST_WORKER_RAG_SERVER_API_KEY": RAG_KEY,
+        "INGEST_WORKER_METRICS_PORT": str(metrics),
+        **{f"INGEST_WORKER_{k.upper()}": v for k, v in settings.items()},
+        **{f"SPARKSTACK_INGEST_{k.upper()}": str(v) for k, v in queue.model_dump().items()},
+    }
+    argv = [sys.executable, "-c", "from ingest_worker.cli import main; main()"]
+    with serve_process(argv, env, metrics, log_path):
+        yield metrics

@@ -5,7 +5,6 @@ the graph API, retrieval, re-ingest and the MCP tools through the one door."""
 from __future__ import annotations
 
 import io
-import sys
 import tarfile
 import time
 import uuid
@@ -17,24 +16,23 @@ import httpx2
 import pytest
 from code_preprocessor.app import create_app as preprocessor_app
 from code_preprocessor.settings import Settings as PreprocessorSettings
-from fake_llm import FakeLLM, create_fake_llm
+from fake_llm import FakeLLM
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
-from sparkstack_common.catalog import Catalog
 from sparkstack_common.ingestion.contract import QueueSettings
 from support import (
     ADMIN_KEY,
     PREPROCESSOR_KEY,
     RAG_KEY,
     bearer,
+    catalog_fake,
     create_database,
     drop_database,
-    free_port,
+    ingest_worker_process,
     rag_server,
     serve_asgi,
-    serve_process,
 )
 
 AUTH = bearer(ADMIN_KEY)
@@ -87,11 +85,7 @@ def stack(
 ) -> Iterator[dict[str, Any]]:
     import asyncio
 
-    catalog = Catalog.load()
-    chat = [m.tag for m in catalog.models if m.chat] + [
-        m.tools_tag for m in catalog.models if m.tools_tag
-    ]
-    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    fake = catalog_fake()
     data = tmp_path_factory.mktemp("codegraph")
     tag = uuid.uuid4().hex[:8]
     queue = QueueSettings(stream=f"CG_{tag}", subject_prefix=f"cg{tag}.ingest", consumer=f"cg{tag}")
@@ -111,20 +105,15 @@ def stack(
                 )
             ) as pre,
         ):
-            metrics = free_port()
-            env = {
-                "INGEST_WORKER_NATS_URL": nats_url,
-                "INGEST_WORKER_POSTGRES_DSN": dsn,
-                "INGEST_WORKER_PREPROCESSOR_URL": pre,
-                "INGEST_WORKER_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
-                "INGEST_WORKER_RAG_SERVER_URL": rag,
-                "INGEST_WORKER_RAG_SERVER_API_KEY": RAG_KEY,
-                "INGEST_WORKER_METRICS_PORT": str(metrics),
-                "INGEST_WORKER_WATCH_INTERVAL_SECONDS": "0.2",
-                **{f"SPARKSTACK_INGEST_{k.upper()}": str(v) for k, v in queue.model_dump().items()},
-            }
-            argv = [sys.executable, "-c", "from ingest_worker.cli import main; main()"]
-            with serve_process(argv, env, metrics, data / "worker.log"):
+            with ingest_worker_process(
+                nats_url=nats_url,
+                postgres_dsn=dsn,
+                preprocessor_url=pre,
+                rag_url=rag,
+                queue=queue,
+                log_path=data / "worker.log",
+                watch_interval_seconds="0.2",
+            ):
                 settings = Settings(
                     **{
                         f"{r}_url": f"{fake_url}/v1"

@@ -17,18 +17,20 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
+from fake_llm import FakeLLM
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
-from sparkstack_common.catalog import Catalog
 from sparkstack_common.ingestion.contract import QueueSettings
 from support import (
     ADMIN_KEY,
     PREPROCESSOR_KEY,
     RAG_KEY,
     bearer,
+    catalog_fake,
     free_port,
     fresh_database,
+    index_texts,
+    ingest_worker_process,
     rag_server,
     serve_asgi,
     serve_process,
@@ -56,9 +58,7 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[tuple[FakeLLM, str]]:
-    catalog = Catalog.load()
-    chat = [m.tag for m in catalog.models if m.chat]
-    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    fake = catalog_fake()
     with serve_asgi(fake.app) as url:
         yield fake, url
 
@@ -66,21 +66,7 @@ def backend() -> Iterator[tuple[FakeLLM, str]]:
 @pytest.fixture(scope="module")
 def rag(backend: tuple[FakeLLM, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with rag_server(backend[1], tmp_path_factory.mktemp("console-rag")) as url:
-        for workspace, text in KNOWLEDGE.items():
-            headers = {"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)}
-            r = httpx.post(
-                f"{url}/documents/texts",
-                json={"texts": [text], "file_sources": [f"{workspace}.md"]},
-                headers=headers,
-            )
-            track = r.json()["track_id"]
-            deadline = time.monotonic() + 60
-            while True:
-                docs = httpx.get(f"{url}/documents/track_status/{track}", headers=headers)
-                if all(d["status"] == "processed" for d in docs.json()["documents"]):
-                    break
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        index_texts(url, KNOWLEDGE)
         yield url
 
 
@@ -117,22 +103,13 @@ def ingestion(
         port,
         logs / "preprocessor.log",
     ) as pre:
-        metrics = free_port()
-        worker = {
-            "INGEST_WORKER_NATS_URL": nats_url,
-            "INGEST_WORKER_POSTGRES_DSN": console_dsn,
-            "INGEST_WORKER_PREPROCESSOR_URL": pre,
-            "INGEST_WORKER_PREPROCESSOR_API_KEY": PREPROCESSOR_KEY,
-            "INGEST_WORKER_RAG_SERVER_URL": rag,
-            "INGEST_WORKER_RAG_SERVER_API_KEY": RAG_KEY,
-            "INGEST_WORKER_METRICS_PORT": str(metrics),
-            **{f"SPARKSTACK_INGEST_{k.upper()}": str(v) for k, v in QUEUE.model_dump().items()},
-        }
-        with serve_process(
-            [*run, "from ingest_worker.cli import main; main()"],
-            worker,
-            metrics,
-            logs / "worker.log",
+        with ingest_worker_process(
+            nats_url=nats_url,
+            postgres_dsn=console_dsn,
+            preprocessor_url=pre,
+            rag_url=rag,
+            queue=QUEUE,
+            log_path=logs / "worker.log",
         ):
             yield
 

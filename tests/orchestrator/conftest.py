@@ -5,23 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
-from sparkstack_common.catalog import Catalog
-from support import serve_asgi
-
-
-def catalog_fake() -> FakeLLM:
-    catalog = Catalog.load()
-    chat = [m.tag for m in catalog.models if m.chat] + [
-        m.tools_tag for m in catalog.models if m.tools_tag
-    ]
-    embed = [m.tag for m in catalog.models if m.embedding]
-    return create_fake_llm(chat_models=chat, embedding_models=embed, strict_models=True)
+from fake_llm import FakeLLM
+from support import catalog_fake, serve_asgi
 
 
 @pytest.fixture(scope="session")
 def llm() -> Iterator[tuple[FakeLLM, str]]:
-    fake = catalog_fake()
+    fake = catalog_fake(strict_models=True)
     with serve_asgi(fake.app) as url:
         yield fake, url
 

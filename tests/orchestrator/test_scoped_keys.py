@@ -18,7 +18,7 @@ from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack_common.ingestion.contract import QueueSettings
-from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
+from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, index_texts, rag_server, serve_asgi
 
 ADMIN = bearer(ADMIN_KEY)
 KNOWLEDGE = {
@@ -34,21 +34,7 @@ def rag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         serve_asgi(fake.app) as fake_url,
         rag_server(fake_url, tmp_path_factory.mktemp("k")) as url,
     ):
-        for workspace, text in KNOWLEDGE.items():
-            headers = {"LIGHTRAG-WORKSPACE": workspace, **bearer(RAG_KEY)}
-            r = httpx.post(
-                f"{url}/documents/texts",
-                json={"texts": [text], "file_sources": [f"{workspace}.md"]},
-                headers=headers,
-            )
-            track = r.json()["track_id"]
-            deadline = time.monotonic() + 60
-            while True:
-                docs = httpx.get(f"{url}/documents/track_status/{track}", headers=headers)
-                if all(d["status"] == "processed" for d in docs.json()["documents"]):
-                    break
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        index_texts(url, KNOWLEDGE)
         yield url
 
 

@@ -18,21 +18,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
+from fake_llm import FakeLLM
 from sparkstack.secrets import load_existing
-from sparkstack_common.catalog import Catalog
-from support import free_port, serve_asgi
+from support import catalog_fake, free_port, serve_asgi
 
 SAMPLES = Path(__file__).resolve().parents[1] / "code_preprocessor" / "samples"
 
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[tuple[FakeLLM, str]]:
-    catalog = Catalog.load()
-    chat = [m.tag for m in catalog.models if m.chat] + [
-        m.tools_tag for m in catalog.models if m.tools_tag
-    ]
-    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    fake = catalog_fake()
     with serve_asgi(fake.app) as url:
         yield fake, url
 

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
-from sparkstack_common.catalog import Catalog
-from support import free_port, serve_asgi
+from fake_llm import FakeLLM
+from support import catalog_fake, free_port, serve_asgi
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "code_preprocessor" / "samples"
@@ -29,9 +28,7 @@ def blocks(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[tuple[FakeLLM, str]]:
-    catalog = Catalog.load()
-    chat = [m.tag for m in catalog.models if m.chat]
-    fake = create_fake_llm(chat_models=chat, embedding_models=[catalog.role("embed").tag])
+    fake = catalog_fake()
     with serve_asgi(fake.app) as url:
         yield fake, url
 

@@ -257,6 +257,15 @@ def _client_key(config: cfg.StackConfig) -> str | None:
     return os.environ.get("SPARKSTACK_API_KEY") or admin_key(config.data_dir)
 
 
+def _no_key() -> int:
+    print(
+        "sparkstack: no API key: set SPARKSTACK_API_KEY, or run `sparkstack up` once (it creates "
+        "the local admin key)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = cfg.load(args)
     return ingest(
@@ -283,12 +292,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     key = _client_key(config)
     if key is None:
-        print(
-            "sparkstack: no key to manage keys with: set SPARKSTACK_API_KEY or run "
-            "`sparkstack up` once",
-            file=sys.stderr,
-        )
-        return 1
+        return _no_key()
     return manage_keys(_api(config), key, args)
 
 
@@ -365,11 +369,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     config = cfg.load(args)
     key = _client_key(config)
     if key is None:
-        print(
-            "sparkstack: no key: set SPARKSTACK_API_KEY or run `sparkstack up` once",
-            file=sys.stderr,
-        )
-        return 1
+        return _no_key()
     return browse(_api(config), key, args)
 
 

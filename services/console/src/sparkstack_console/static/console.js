@@ -974,9 +974,9 @@ async function render() {
   pageCleanup = null;
   const page = PAGES[path] || workspacesPage;
   // a page still loading when the user moved on must not draw over the newer one
-  const token = ++generation;
+  const drawing = ++generation;
   const view = (title, ...content) => {
-    if (token === generation) show(title, ...content);
+    if (drawing === generation) show(title, ...content);
   };
   try {
     await page(params, view);
