@@ -182,8 +182,10 @@ async def test_sigkill_at_random_points_three_times_in_a_2000_file_job(
                 for target in targets:
                     job = await harness.until(
                         job_id,
+                        # a job still queued (the worker not started yet) is no end
                         lambda j, t=target: (
-                            j.status != "parsing" or j.progress["files"]["added"] >= t
+                            j.status not in ("queued", "parsing")
+                            or j.progress["files"]["added"] >= t
                         ),
                     )
                     if job.status != "parsing":
