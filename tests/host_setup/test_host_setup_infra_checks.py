@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from host_setup import checks, runner
 from host_setup.checks import INFRA_CLUSTER_CHECKS, INFRA_HOST_CHECKS, Settings
-from host_setup.scripted import ScriptedHost
 from host_setup.steps import build_steps
 from host_setup.testinfra_host import TestinfraHost
+from scripted_host import ScriptedHost
 
 
 @pytest.fixture(scope="module")

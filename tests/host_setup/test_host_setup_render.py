@@ -10,8 +10,8 @@ import pytest
 import yaml
 from host_setup import checks, render, runner, versions
 from host_setup.checks import Settings
-from host_setup.scripted import ScriptedHost
 from host_setup.steps import build_steps
+from scripted_host import ScriptedHost
 from sparkstack_common.catalog import Catalog
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from . import render, versions
+from . import facts, render, versions
+from .facts import ADMIN_CONF, HELM_BIN
 from .hosts import Host, Result
 
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 STATE_DIR = "/etc/sparkstack"
@@ -55,7 +55,6 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 CNI_MARKER = f"{CNI_BIN_DIR}/.host-setup-version"
 K8S_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 K8S_SOURCES = "/etc/apt/sources.list.d/kubernetes.list"
-HELM_BIN = "/usr/local/bin/helm"
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 STACK_NAMESPACES = ("llm-serving", "graphrag")
 
@@ -112,13 +111,7 @@ def kubectl(host: Host, *args: str, input: str | None = None, check: bool = True
 
 def kube_json(host: Host, *args: str) -> Any:
     """`kubectl get ... -o json`, or None when it fails (missing object, no cluster)."""
-    r = kubectl(host, "get", *args, "-o", "json", check=False)
-    if not r.ok:
-        return None
-    try:
-        return json.loads(r.stdout)
-    except json.JSONDecodeError:
-        return None
+    return host.fact(facts.kube(*args))
 
 
 def helm(host: Host, *args: str, check: bool = True) -> Result:
@@ -126,24 +119,12 @@ def helm(host: Host, *args: str, check: bool = True) -> Result:
 
 
 def helm_release(host: Host, name: str, namespace: str) -> dict[str, Any] | None:
-    r = helm(host, "list", "--namespace", namespace, "--all", "--output", "json", check=False)
-    if not r.ok:
-        return None
-    try:
-        releases = json.loads(r.stdout or "[]")
-    except json.JSONDecodeError:
-        return None
+    releases = host.fact(facts.helm_releases(namespace)) or []
     return next((rel for rel in releases if rel.get("name") == name), None)
 
 
 def helm_values(host: Host, name: str, namespace: str) -> dict[str, Any] | None:
-    r = helm(host, "get", "values", name, "--namespace", namespace, "--output", "json", check=False)
-    if not r.ok:
-        return None
-    try:
-        return json.loads(r.stdout or "null") or {}
-    except json.JSONDecodeError:
-        return None
+    return host.fact(facts.helm_values(name, namespace)) or {}
 
 
 def helm_release_status(
@@ -176,22 +157,11 @@ def deployment_available(host: Host, namespace: str, name: str) -> Status:
 
 def dpkg_versions(host: Host, packages: Sequence[str]) -> dict[str, str]:
     """Installed packages among `packages` → version."""
-    r = host.run(
-        ["dpkg-query", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n", *packages],
-        check=False,
-    )
-    out = {}
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[2].startswith("ii"):
-            out[parts[0]] = parts[1]
-    return out
+    return host.fact(facts.packages(packages))
 
 
 def service_state(host: Host, unit: str) -> tuple[str, str]:
-    active = host.run(["systemctl", "is-active", unit], check=False).stdout.strip()
-    enabled = host.run(["systemctl", "is-enabled", unit], check=False).stdout.strip()
-    return active, enabled
+    return host.fact(facts.unit(unit))
 
 
 def service_running(host: Host, unit: str) -> Status:
@@ -251,9 +221,7 @@ def preflight(host: Host, s: Settings) -> Status:
 
 
 def loaded_modules(host: Host) -> set[str]:
-    return {
-        line.split()[0] for line in (host.read_file("/proc/modules") or "").splitlines() if line
-    }
+    return set(host.fact(facts.MODULES))
 
 
 def modules_loaded(host: Host, s: Settings) -> Status:
@@ -296,9 +264,9 @@ def fstab_swap_entries(text: str | None) -> list[str]:
 
 
 def swap_off(host: Host, s: Settings) -> Status:
-    active = [line for line in (host.read_file("/proc/swaps") or "").splitlines()[1:] if line]
+    active = host.fact(facts.SWAPS)
     if active:
-        return fail(f"swap active: {active[0].split()[0]}")
+        return fail(f"swap active: {active[0]}")
     if fstab_swap_entries(host.read_file("/etc/fstab")):
         return fail("swap still listed in /etc/fstab")
     _, enabled = service_state(host, "swap.target")
@@ -316,26 +284,20 @@ def base_packages(host: Host, s: Settings) -> Status:
 
 
 def containerd_installed(host: Host) -> tuple[int, int, int] | None:
-    r = host.run(["containerd", "--version"], check=False)
-    if not r.ok:
-        return None
-    try:
-        return render.parse_containerd_version(r.stdout)
-    except ValueError:
-        return None
+    return host.fact(facts.CONTAINERD_VERSION)
 
 
 def containerd_config(host: Host) -> dict[str, Any] | None:
     """Facts of the containerd config on the host (main file plus imported drop-ins)."""
-    main = host.read_file(render.CONTAINERD_CONFIG)
+    main = host.fact(facts.file(render.CONTAINERD_CONFIG))
     if main is None:
         return None
     try:
         imports = render.containerd_facts(main)["imports"]
         dropins = []
         for pattern in imports:
-            for path in host.glob(pattern):
-                dropins.append(host.read_file(path) or "")
+            for path in host.fact(facts.glob(pattern)):
+                dropins.append(host.fact(facts.file(path)) or "")
         return render.containerd_facts(main, dropins)
     except (tomllib.TOMLDecodeError, ValueError, TypeError):
         return None
@@ -400,7 +362,7 @@ def kubernetes_repo(host: Host, s: Settings) -> Status:
 
 
 def held_packages(host: Host) -> set[str]:
-    return set(host.run(["apt-mark", "showhold"], check=False).stdout.split())
+    return set(host.fact(facts.HELD))
 
 
 def kubernetes_packages(host: Host, s: Settings) -> Status:

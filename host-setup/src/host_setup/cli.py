@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -126,6 +127,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
+    try:
+        code = run(argv, host)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader left (`host-setup plan | head`): stop quietly, and keep Python's own
+        # flush at exit from failing on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    return code
+
+
+def run(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = lambda line: print(line, flush=True)  # noqa: E731
 
@@ -152,6 +165,11 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
         reports = runner.plan(target, chosen, out)
         todo = sum(r.outcome == "planned" for r in reports)
         out(f"{todo} step(s) to apply" if todo else "nothing to do")
+        if todo:
+            out(
+                "apply decides each step again from the facts just before it runs it (so it "
+                "sees what earlier steps did) and prints each operation as it runs it"
+            )
         return 0
 
     if args.command == "apply":
@@ -182,7 +200,8 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
             f"model/data directories {', '.join(settings.data_dirs)} are {keep}"
         )
         if args.dry_run:
-            out("dry run: nothing removed")
+            out("dry run: nothing is removed; reset would run:")
+            runner.reset(target, settings, purge=args.purge, dry_run=True, out=out)
             return 0
         if not args.yes:
             if not sys.stdin.isatty() or input("type 'reset' to continue: ").strip() != "reset":

@@ -12,6 +12,12 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+from . import facts
+from .facts import Fact
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,17 @@ class Host:
             raise CommandError(result, self.name)
         return result
 
+    def fact(self, fact: Fact[T]) -> T:
+        """Run a fact's read-only command and parse what it printed."""
+        return fact.parse(self.run(fact.argv, check=False))
+
     # files -----------------------------------------------------------------------------
     def read_file(self, path: str) -> str | None:
         """The file's text, or None when it does not exist (or is not readable)."""
-        r = self.run(["cat", "--", path], check=False)
-        return r.stdout if r.ok else None
+        return self.fact(facts.file(path))
 
     def exists(self, path: str) -> bool:
-        return self.run(["test", "-e", path], check=False).ok
+        return self.fact(facts.exists(path))
 
     def write_file(
         self, path: str, content: str, *, mode: int = 0o644, owner: str | None = None
@@ -106,11 +115,7 @@ class Host:
 
     def glob(self, pattern: str) -> list[str]:
         """Paths matching a shell glob on the host, sorted."""
-        r = self.run(
-            ["sh", "-c", 'for f in $1; do [ -e "$f" ] && echo "$f"; done; true', "sh", pattern],
-            check=False,
-        )
-        return sorted(line for line in r.stdout.splitlines() if line)
+        return list(self.fact(facts.glob(pattern)))
 
     # users -----------------------------------------------------------------------------
     def invoking_user(self) -> str:
@@ -118,10 +123,8 @@ class Host:
         raise NotImplementedError
 
     def user_home(self, user: str) -> str:
-        r = self.run(["getent", "passwd", user], check=False)
-        if r.ok and r.stdout.count(":") >= 6:
-            return r.stdout.strip().split(":")[5]
-        return "/root" if user == "root" else f"/home/{user}"
+        home = self.fact(facts.user_home(user))
+        return home or ("/root" if user == "root" else f"/home/{user}")
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -396,22 +396,38 @@ def dump_objects(objs: Iterable[dict[str, Any]]) -> str:
 
 # OpenCode -------------------------------------------------------------------------------
 OPENCODE_MIN_CONTEXT = 65536
-# the orchestrator is the one door; the direct model ports exist only with the opt-in
-# manifests/components/direct-models (unauthenticated)
-NODEPORTS = {"coding": 31434, "reasoning": 31435, "orchestrator": 31800}
+CATALOG_FILE = "services/common/src/sparkstack_common/catalog.toml"
+SERVICES_FILE = "services.json"
+
+
+def checkout_file(relative: str) -> str:
+    """A data file of the repository: packaged into host-setup's wheel under `data/` (see its
+    pyproject), or read from the checkout it runs from. The host CLI runs as root on the
+    Spark, so it takes these files rather than depending on the services' libraries."""
+    packaged = resources.files(__package__).joinpath("data", Path(relative).name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / relative
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"{relative} not found: run host-setup from a sparkstack checkout")
 
 
 def catalog_text() -> str:
-    """The model catalog, `services/common/src/sparkstack_common/catalog.toml`."""
-    try:
-        return resources.files("sparkstack_common").joinpath("catalog.toml").read_text()
-    except ModuleNotFoundError:  # host-setup installed without the workspace
-        here = Path(__file__).resolve()
-        for parent in here.parents:
-            candidate = parent / "services/common/src/sparkstack_common/catalog.toml"
-            if candidate.is_file():
-                return candidate.read_text()
-        raise
+    """The model catalog (one source: sparkstack_common's catalog.toml)."""
+    return checkout_file(CATALOG_FILE)
+
+
+def orchestrator_node_port() -> int:
+    """The orchestrator's NodePort, from services.json (one source with Nix and the Tiltfile)."""
+    services = json.loads(checkout_file(SERVICES_FILE))["services"]
+    return int(services["orchestrator"]["node_port"])
+
+
+# the orchestrator is the one door; the direct model ports exist only with the opt-in
+# manifests/components/direct-models (unauthenticated; a manifests test holds them together)
+NODEPORTS = {"coding": 31434, "reasoning": 31435, "orchestrator": orchestrator_node_port()}
 
 
 def render_opencode_providers(

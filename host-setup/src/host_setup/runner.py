@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import checks, render
+from . import checks, facts, render
 from .checks import Settings, Status
 from .hosts import CommandError, Host
-from .steps import Step, StepError, build_worker_steps
+from .ops import Op, Remove, StepError, run
+from .steps import Step, build_worker_steps
 
 Out = Callable[[str], None]
 
@@ -16,8 +17,9 @@ Out = Callable[[str], None]
 @dataclass
 class StepReport:
     name: str
-    outcome: str  # ok (already satisfied), changed, failed, planned, skipped
+    outcome: str  # ok (already satisfied), changed, failed, planned
     detail: str = ""
+    operations: list[str] = field(default_factory=list)  # describe() of each, in order
 
 
 class ApplyFailed(RuntimeError):
@@ -39,46 +41,92 @@ def select(steps: Sequence[Step], only: str | None = None, start: str | None = N
     return list(steps)
 
 
+CHECK_ERRORS = (CommandError, StepError, OSError, ValueError, KeyError, TypeError)
+
+
 def safe_status(step: Step, host: Host) -> Status:
     """A check that crashes (tool missing, cluster down) counts as not satisfied."""
     try:
         return step.status(host)
-    except (CommandError, StepError, OSError, ValueError, KeyError, TypeError) as exc:
+    except CHECK_ERRORS as exc:
         return checks.fail(f"check could not run: {exc}".splitlines()[0])
 
 
+def decide(step: Step, host: Host) -> tuple[Status, list[Op], list[Op]]:
+    """The one code path plan and apply share: the step's status and, when it is not
+    satisfied, its operations and cleanup, all decided from facts before anything runs."""
+    st = safe_status(step, host)
+    if st:
+        return st, [], []
+    return st, step.operations(host), step.cleanup(host)
+
+
+INDENT = " " * 8
+
+
+def describe(ops: Sequence[Op], cleanup: Sequence[Op] = ()) -> list[str]:
+    """The lines plan prints and apply prints as it runs: one per operation."""
+    return [op.describe() for op in ops] + [f"finally: {op.describe()}" for op in cleanup]
+
+
 def plan(host: Host, steps: Sequence[Step], out: Out = print) -> list[StepReport]:
-    """What apply would change. Runs checks only."""
+    """What apply would run, operation by operation. Reads facts only."""
     reports = []
     width = len(steps)
     for i, step in enumerate(steps, 1):
-        st = safe_status(step, host)
+        prefix = f"[{i:2}/{width}] {step.name:<20}"
+        try:
+            st, ops, cleanup = decide(step, host)
+        except (StepError, CommandError) as exc:
+            reports.append(StepReport(step.name, "planned", f"cannot plan: {exc}"))
+            out(f"{prefix} change  cannot plan: {exc}")
+            continue
         if st:
             reports.append(StepReport(step.name, "ok", st.detail))
-            out(f"[{i:2}/{width}] {step.name:<20} ok      {st.detail}")
-        else:
-            reports.append(StepReport(step.name, "planned", st.detail))
-            out(f"[{i:2}/{width}] {step.name:<20} change  {step.action} (now: {st.detail})")
+            out(f"{prefix} ok      {st.detail}")
+            continue
+        lines = describe(ops, cleanup)
+        reports.append(StepReport(step.name, "planned", st.detail, lines))
+        out(f"{prefix} change  (now: {st.detail})")
+        for line in lines:
+            out(INDENT + line)
     return reports
+
+
+def execute(host: Host, ops: Sequence[Op], cleanup: Sequence[Op], out: Out) -> None:
+    try:
+        for op in ops:
+            out(INDENT + op.describe())
+            op.execute(host)
+    finally:
+        for op in cleanup:
+            out(INDENT + f"finally: {op.describe()}")
+            try:
+                op.execute(host)
+            except CHECK_ERRORS as exc:  # a failed cleanup must not hide the real error
+                out(INDENT + f"  (cleanup failed: {str(exc).splitlines()[0]})")
 
 
 def apply(host: Host, steps: Sequence[Step], out: Out = print) -> list[StepReport]:
     """Apply each unsatisfied step in order; stop at the first failure (raise ApplyFailed).
 
+    Each step's operations are decided from facts right before it runs (so they see what the
+    steps before it did) and printed as they run: the lines `plan` printed for that state.
     Re-running resumes: satisfied steps are only checked, never re-applied.
     """
     reports: list[StepReport] = []
     width = len(steps)
     for i, step in enumerate(steps, 1):
         prefix = f"[{i:2}/{width}] {step.name:<20}"
-        st = safe_status(step, host)
-        if st:
-            reports.append(StepReport(step.name, "ok", st.detail))
-            out(f"{prefix} ok      {st.detail}")
-            continue
-        out(f"{prefix} apply   {step.action}")
+        ops: list[Op] = []
         try:
-            step.apply(host)
+            st, ops, cleanup = decide(step, host)
+            if st:
+                reports.append(StepReport(step.name, "ok", st.detail))
+                out(f"{prefix} ok      {st.detail}")
+                continue
+            out(f"{prefix} apply   (now: {st.detail})")
+            execute(host, ops, cleanup, out)
             after = safe_status(step, host)
             if not after:
                 raise StepError(f"applied, but the check still fails: {after.detail}")
@@ -87,10 +135,10 @@ def apply(host: Host, steps: Sequence[Step], out: Out = print) -> list[StepRepor
         except StepError as exc:
             msg = str(exc)
         else:
-            reports.append(StepReport(step.name, "changed", after.detail))
+            reports.append(StepReport(step.name, "changed", after.detail, describe(ops, cleanup)))
             out(f"{prefix} done    {after.detail}")
             continue
-        reports.append(StepReport(step.name, "failed", msg))
+        reports.append(StepReport(step.name, "failed", msg, describe(ops)))
         out(f"{prefix} FAILED")
         out(msg)
         out(
@@ -125,29 +173,38 @@ CLUSTER_PATHS = (
 # volumes first: removing them ourselves could reach into a still-mounted Longhorn volume.
 
 
-def reset(host: Host, settings: Settings, *, purge: bool = False, out: Out = print) -> None:
-    if host.run(["kubeadm", "version", "-o", "short"], check=False).ok:
-        out("kubeadm reset")
-        host.run(["kubeadm", "reset", "--force", "--cri-socket", render.CONTAINERD_SOCKET])
-    for path in CLUSTER_PATHS:
-        if host.exists(path):
-            out(f"remove {path}")
-            host.remove(path)
+KUBEADM_VERSION = facts.Fact(("kubeadm", "version", "-o", "short"), lambda r: r.ok)
+
+
+def reset_operations(host: Host, settings: Settings, *, purge: bool = False) -> list[Op]:
+    """What `reset` runs, decided from facts (so `reset --dry-run` prints exactly this)."""
+    ops: list[Op] = []
+    if host.fact(KUBEADM_VERSION):
+        ops.append(run("kubeadm", "reset", "--force", "--cri-socket", render.CONTAINERD_SOCKET))
     _, kubeconfig = checks.user_kubeconfig_path(host, settings)
-    if host.exists(kubeconfig):
-        out(f"remove {kubeconfig}")
-        host.remove(kubeconfig)
-    for link in ("cni0", "flannel.1"):
-        host.run(["ip", "link", "delete", link], check=False)
+    ops += [Remove(p) for p in (*CLUSTER_PATHS, kubeconfig) if host.fact(facts.exists(p))]
+    ops += [run("ip", "link", "delete", link, check=False) for link in ("cni0", "flannel.1")]
     # kube-network-policies' rules live in the host's nftables, not in a pod
-    host.run(["nft", "delete", "table", "inet", "kube-network-policies"], check=False)
-    for d in settings.data_dirs:
-        if purge and host.exists(d):
-            out(f"purge {d}")
-            host.remove(d)
-        elif host.exists(d):
-            out(f"keep {d} (model weights and data; --purge deletes it)")
+    ops.append(run("nft", "delete", "table", "inet", "kube-network-policies", check=False))
+    if purge:
+        ops += [Remove(d) for d in settings.data_dirs if host.fact(facts.exists(d))]
+    return ops
+
+
+def reset(
+    host: Host, settings: Settings, *, purge: bool = False, dry_run: bool = False, out: Out = print
+) -> list[Op]:
+    ops = reset_operations(host, settings, purge=purge)
+    if dry_run:
+        for op in ops:
+            out(INDENT + op.describe())
+    else:
+        execute(host, ops, [], out)
+    kept = [d for d in settings.data_dirs if not purge and host.fact(facts.exists(d))]
+    for d in kept:
+        out(f"kept {d} (model weights and data; --purge deletes it)")
     out("kept: containerd and its config, the NVIDIA runtime, packages, host settings")
+    return ops
 
 
 # join ------------------------------------------------------------------------------------

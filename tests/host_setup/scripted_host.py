@@ -24,10 +24,9 @@ from typing import Any
 
 import tomli_w
 import yaml
-
-from . import render, versions
-from .checks import ADMIN_CONF, HELM_BIN
-from .hosts import Host, Result
+from host_setup import facts, render, versions
+from host_setup.checks import ADMIN_CONF, HELM_BIN
+from host_setup.hosts import Host, Result
 
 Matcher = str | Callable[[Sequence[str]], bool]
 
@@ -296,7 +295,14 @@ class ScriptedHost(Host):
             raise _Fail(
                 "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver", 9
             )
+        if "--query-gpu=uuid" in args:
+            return 0, self.cluster.gpu_uuid + "\n", ""
         return 0, "NVIDIA GB10, 580.95.05\n", ""
+
+    def _cmd_sh(self, args, _):
+        if args[:2] != ["-c", facts.GLOB_SCRIPT]:
+            raise _Fail(f"sh -c {args[1:2]}: not modelled", 127)
+        return 0, "".join(p + "\n" for p in self.glob(args[3])), ""
 
     def _cmd_df(self, args, _):
         return 0, f"      Avail\n{self.free_bytes}\n", ""
@@ -361,6 +367,16 @@ class ScriptedHost(Host):
         return 0, "", ""
 
     def _cmd_sysctl(self, args, _):
+        if args[0] == "-p":
+            text = self.files.get(args[1])
+            if text is None:
+                raise _Fail(f'sysctl: cannot open "{args[1]}": No such file or directory', 255)
+            out = ""
+            for line in text.splitlines():
+                key, sep, value = line.partition("=")
+                if sep and not line.lstrip().startswith("#"):
+                    out += self._cmd_sysctl(["-w", f"{key.strip()}={value.strip()}"], "")[1]
+            return 0, out, ""
         key, _, value = args[-1].partition("=")
         if key not in self.sysctls:
             raise _Fail(
@@ -383,6 +399,9 @@ class ScriptedHost(Host):
             return 0, "", ""
         unit = units[0]
         svc = self.services.get(unit)
+        if verb == "show":  # --property=ActiveState,UnitFileState
+            active = "active" if svc and svc["active"] else "inactive"
+            return 0, f"ActiveState={active}\nUnitFileState={svc['enabled'] if svc else ''}\n", ""
         if verb == "is-active":
             state = "active" if svc and svc["active"] else "inactive"
             return (0 if state == "active" else 3), state + "\n", ""
@@ -435,6 +454,12 @@ class ScriptedHost(Host):
         ):
             return K8S_AVAILABLE
         return ()
+
+    def _cmd_apt_cache(self, args, _):
+        name = args[-1]
+        candidate = (self._available(name) or ("(none)",))[-1]
+        installed = self.packages.get(name, "(none)")
+        return 0, f"{name}:\n  Installed: {installed}\n  Candidate: {candidate}\n", ""
 
     def _cmd_dpkg_query(self, args, _):
         pkgs = [a for a in args if not a.startswith("-")]
