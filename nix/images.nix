@@ -75,7 +75,7 @@ let
       };
     };
 
-  # The service's and sparkstack-common's sources, laid out as in the repository.
+  # The service's and its workspace libraries' sources, laid out as in the repository.
   devSources =
     name:
     lib.fileset.toSource {

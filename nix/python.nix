@@ -33,9 +33,9 @@ let
 
   servicePackages = map (name: services.services.${name}.package) services.names;
 
-  # Dev images install the services and sparkstack-common in editable mode, pointing at
-  # /app/services/<dir>/src inside the image (where Tilt syncs the sources).
-  editableMembers = [ "sparkstack-common" ] ++ servicePackages;
+  # Dev images install the services and the workspace libraries (services.json) in editable
+  # mode, pointing at /app/services/<dir>/src inside the image (where Tilt syncs the sources).
+  editableMembers = builtins.attrNames services.libraries ++ servicePackages;
   editableOverlay = workspace.mkEditablePyprojectOverlay {
     root = services.appRoot;
     members = editableMembers;

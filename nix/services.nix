@@ -9,7 +9,8 @@ let
   # Where the dev images keep the workspace sources (editable installs point here, and
   # Tilt's live update syncs into it). Owned by the image's user, so it is writable.
   appRoot = "/app";
-  commonDir = "services/common";
+  # workspace library package -> its directory (sparkstack-common, sparkstack-console)
+  libraries = spec.libraries;
 
   user = {
     uid = 1000;
@@ -33,23 +34,18 @@ let
       dir = "services/${name}";
       image = imageOf name spec.tag;
       devImage = imageOf name devTag;
-      # local source directory -> directory in the dev image, for each synced tree
-      devSync = [
-        {
-          local = "services/${name}/src";
-          remote = "${appRoot}/services/${name}/src";
-        }
-        {
-          local = "${commonDir}/src";
-          remote = "${appRoot}/${commonDir}/src";
-        }
-      ];
+      # local source directory -> directory in the dev image, for each synced tree: the
+      # service's own and those of the workspace libraries it runs
+      devSync = map (dir: {
+        local = "${dir}/src";
+        remote = "${appRoot}/${dir}/src";
+      }) ([ "services/${name}" ] ++ map (l: libraries.${l}) s.libraries);
     };
 
   devTag = "dev";
 in
 {
-  inherit appRoot commonDir devTag user;
+  inherit appRoot libraries devTag user;
   imagePrefix = spec.image_prefix;
   tag = spec.tag;
   systems = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,9 @@ def test_services_nix_reads_services_json() -> None:
         assert svc["script"] == name
         assert svc["port"] == json_svc["port"]
         assert svc["package"] == json_svc["package"]
-        # the dev image's editable sources: the service's and sparkstack-common's src trees
-        assert svc["devSync"] == [
-            {"local": f"services/{name}/src", "remote": f"/app/services/{name}/src"},
-            {"local": "services/common/src", "remote": "/app/services/common/src"},
-        ]
+        # the dev image's editable sources: the service's and its libraries' src trees
+        dirs = [f"services/{name}", *(spec["libraries"][lib] for lib in json_svc["libraries"])]
+        assert svc["devSync"] == [{"local": f"{d}/src", "remote": f"/app/{d}/src"} for d in dirs]
         for sync in svc["devSync"]:
             assert (ROOT / sync["local"]).is_dir()
 
@@ -155,3 +154,29 @@ def test_dev_image_entrypoint_script_is_in_nix() -> None:
     # images.nix puts nix/dev-reload.py into the dev images; keep the reference honest
     assert "./dev-reload.py" in (ROOT / "nix" / "images.nix").read_text()
     assert (ROOT / "nix" / "dev-reload.py").is_file()
+
+
+def test_each_service_lists_the_workspace_libraries_it_runs() -> None:
+    """services.json names the libraries a service's dev image installs editable and Tilt
+    syncs; they are exactly the workspace libraries its package depends on (transitively),
+    so editing the console's files reaches the orchestrator's pod."""
+    spec = load_services()
+    libraries = spec["libraries"]
+
+    def deps(directory: str) -> set[str]:
+        project = tomllib.loads((ROOT / directory / "pyproject.toml").read_text())["project"]
+        direct = {d.split(">")[0].split("=")[0].strip() for d in project["dependencies"]}
+        found = direct & set(libraries)
+        for lib in list(found):
+            found |= deps(libraries[lib])
+        return found
+
+    for name, svc in spec["services"].items():
+        assert set(svc["libraries"]) == deps(f"services/{name}"), name
+        assert len(svc["libraries"]) == len(set(svc["libraries"]))
+    # every entry names the package that lives in its directory
+    for lib, directory in libraries.items():
+        assert (
+            tomllib.loads((ROOT / directory / "pyproject.toml").read_text())["project"]["name"]
+            == lib
+        )
