@@ -16,18 +16,14 @@ import argparse
 import asyncio
 import hashlib
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import asyncpg
 import httpx
 from code_preprocessor.graph import code_document
 from code_preprocessor.preprocess import Preprocessor
-from fake_llm import create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from playwright.sync_api import sync_playwright
@@ -36,7 +32,9 @@ from sparkstack_common.catalog import Catalog
 from sparkstack_common.ingestion.contract import QueueSettings
 from sparkstack_common.ingestion.store import JobStore
 from sparkstack_common.rag_client import RagClient
-from support import ADMIN_KEY, RAG_KEY, rag_server, serve_asgi
+from sparkstack_testing.fake_llm import create_fake_llm
+from sparkstack_testing.keys import ADMIN_KEY, RAG_KEY
+from sparkstack_testing.serve import rag_server, serve_asgi
 
 WORKSPACE = "big"
 

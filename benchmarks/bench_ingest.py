@@ -40,30 +40,21 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import asyncpg  # noqa: E402
-import nats  # noqa: E402
-from fake_llm import create_fake_llm  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from sparkstack.infra import EmbeddedInfra  # noqa: E402
-from sparkstack_common.ingestion.contract import (  # noqa: E402
+import asyncpg
+import nats
+from fastapi import FastAPI, Request
+from sparkstack.infra import EmbeddedInfra
+from sparkstack_common.ingestion.contract import (
     MSG_ID_HEADER,
     QueueSettings,
     encode_payload,
 )
-from sparkstack_common.ingestion.nats import ensure_stream  # noqa: E402
-from sparkstack_common.ingestion.spool import CompressedSpool  # noqa: E402
-from sparkstack_common.ingestion.store import FINISHED_STATUSES, JobStore  # noqa: E402
-from support import (  # noqa: E402
-    PREPROCESSOR_KEY,
-    RAG_KEY,
-    free_port,
-    rag_server,
-    serve_asgi,
-    serve_process,
-)
+from sparkstack_common.ingestion.nats import ensure_stream
+from sparkstack_common.ingestion.spool import CompressedSpool
+from sparkstack_common.ingestion.store import FINISHED_STATUSES, JobStore
+from sparkstack_testing.fake_llm import create_fake_llm
+from sparkstack_testing.keys import PREPROCESSOR_KEY, RAG_KEY
+from sparkstack_testing.serve import free_port, rag_server, serve_asgi, serve_process
 
 QUEUE = QueueSettings(stream="BENCH", subject_prefix="bench.ingest", consumer="bench-worker")
 

@@ -20,12 +20,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
+from sparkstack_testing.keys import ADMIN_KEY, RAG_KEY, bearer
+from sparkstack_testing.serve import free_port, serve_process
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import httpx  # noqa: E402
-from support import ADMIN_KEY, RAG_KEY, bearer, free_port, serve_process  # noqa: E402
-
 AUTH = bearer(ADMIN_KEY)
 
 BODY = {"model": "qwen3-coder", "messages": [{"role": "user", "content": "say ok"}]}
@@ -171,9 +170,9 @@ def memory_stack(data: Path, argv: list[str], urls: dict[str, str], backend: str
     orchestrator does: the figures are about the orchestrator, not about the fake."""
     from contextlib import contextmanager
 
-    from fake_llm import create_fake_llm
     from sparkstack.infra import EmbeddedInfra
-    from support import rag_server, serve_asgi
+    from sparkstack_testing.fake_llm import create_fake_llm
+    from sparkstack_testing.serve import rag_server, serve_asgi
 
     @contextmanager
     def run():

@@ -17,16 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import httpx  # noqa: E402
-from fake_llm import create_fake_llm  # noqa: E402
-from rag_server.backends import ChatBackend, EmbeddingBackend  # noqa: E402
-from rag_server.instances import InstanceFactory, export_storage_environment, initialize_limits  # noqa: E402
-from rag_server.settings import Settings  # noqa: E402
-from sparkstack.infra import EmbeddedInfra  # noqa: E402
-from support import RAG_KEY, bearer, free_port, serve_asgi, serve_process  # noqa: E402
+import httpx
+from rag_server.backends import ChatBackend, EmbeddingBackend
+from rag_server.instances import InstanceFactory, export_storage_environment, initialize_limits
+from rag_server.settings import Settings
+from sparkstack.infra import EmbeddedInfra
+from sparkstack_testing.fake_llm import create_fake_llm
+from sparkstack_testing.keys import RAG_KEY, bearer
+from sparkstack_testing.serve import free_port, serve_asgi, serve_process
 
 WORDS = [
     "Atlas",

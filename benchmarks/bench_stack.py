@@ -14,10 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support import free_port  # noqa: E402
+from sparkstack_testing.serve import free_port
 
 
 def run(data: Path, env: dict[str, str], *args: str) -> float:

@@ -2,114 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import uvicorn
-
-# Keys of this test session, made up at import (never in the repository); a test that greps
-# logs and responses for secrets looks for these.
-ADMIN_KEY = "sk-ss-" + secrets.token_urlsafe(24)
-RAG_KEY = secrets.token_urlsafe(24)
-PREPROCESSOR_KEY = secrets.token_urlsafe(24)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_asgi(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` over real HTTP on loopback, lifespan included; yields its base URL."""
-    port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server on port {port} did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-@contextmanager
-def serve_process(
-    argv: list[str],
-    env: dict[str, str],
-    port: int,
-    log_path: Any,
-    timeout: float = 60.0,
-    health_path: str = "/health",
-) -> Iterator[str]:
-    """Run a service as its own process (as it runs in production: one process, one event
-    loop, its own process-wide state), wait for /health, stop it with SIGTERM."""
-    import os
-    import subprocess
-
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{url}{health_path}", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = open(log_path, "rb").read()[-4000:].decode(errors="replace")
-                raise RuntimeError(f"{argv[0]} did not become healthy:\n{tail}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def rag_server(fake_url: str, data_dir: Any, **settings: Any) -> Iterator[str]:
-    """A rag-server process backed by the fake LLM, configured through its environment."""
-    import sys
-
-    port = free_port()
-    values = {
-        "port": port,
-        "api_key": RAG_KEY,
-        "data_dir": data_dir,
-        "llm_base_url": f"{fake_url}/v1",
-        "embed_base_url": f"{fake_url}/v1",
-        **settings,
-    }
-    env = {f"RAG_SERVER_{k.upper()}": str(v) for k, v in values.items()}
-    argv = [sys.executable, "-c", "from rag_server.cli import main; main()"]
-    with serve_process(argv, env, port, f"{data_dir}/rag-server.log") as url:
-        yield url
+# Defined in sparkstack_testing (the benchmarks use them too), importable from here as before.
+from sparkstack_testing.keys import ADMIN_KEY, PREPROCESSOR_KEY, RAG_KEY, bearer  # noqa: F401
+from sparkstack_testing.serve import free_port, rag_server, serve_asgi, serve_process  # noqa: F401
 
 
 async def create_database(admin_dsn: str, prefix: str) -> str:
@@ -217,8 +117,8 @@ def oversized_post(
 def catalog_fake(strict_models: bool = False) -> Any:
     """The fake model server answering for every model of the catalog (chat, tool aliases,
     the embedding model), as the orchestrator's routes name them."""
-    from fake_llm import create_fake_llm
     from sparkstack_common.catalog import Catalog
+    from sparkstack_testing.fake_llm import create_fake_llm
 
     catalog = Catalog.load()
     chat = [m.tag for m in catalog.models if m.chat] + [

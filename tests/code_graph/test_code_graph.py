@@ -16,12 +16,12 @@ import httpx2
 import pytest
 from code_preprocessor.app import create_app as preprocessor_app
 from code_preprocessor.settings import Settings as PreprocessorSettings
-from fake_llm import FakeLLM
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack_common.ingestion.contract import QueueSettings
+from sparkstack_testing.fake_llm import FakeLLM
 from support import (
     ADMIN_KEY,
     PREPROCESSOR_KEY,

@@ -263,7 +263,7 @@ def test_service_routes(client: httpx.Client) -> None:
 
 
 def test_ingest_reaches_the_real_rag_server(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from fake_llm import create_fake_llm
+    from sparkstack_testing.fake_llm import create_fake_llm
     from support import rag_server
 
     fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=["qwen3-embedding:0.6b"])

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_llm import FakeLLM
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack_common.ingestion.contract import QueueSettings
+from sparkstack_testing.fake_llm import FakeLLM
 from support import (
     ADMIN_KEY,
     PREPROCESSOR_KEY,

@@ -1,4 +1,5 @@
-"""The deterministic fake LLM backend (tests/fake_llm.py) against real clients over HTTP."""
+"""The deterministic fake model server (sparkstack_testing.fake_llm) against real clients over
+HTTP."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from fake_llm import (
+from lightrag.operate import (
+    _parse_keywords_payload,
+    _process_extraction_result,
+    _process_json_extraction_result,
+)
+from lightrag.prompt import PROMPTS, get_default_entity_extraction_prompt_profile
+from sparkstack_testing.fake_llm import (
     LR_COMPLETE,
     FakeLLM,
     cosine,
@@ -22,13 +29,7 @@ from fake_llm import (
     prompt_text,
     serve_fake_llm,
 )
-from lightrag.operate import (
-    _parse_keywords_payload,
-    _process_extraction_result,
-    _process_json_extraction_result,
-)
-from lightrag.prompt import PROMPTS, get_default_entity_extraction_prompt_profile
-from support import serve_asgi
+from sparkstack_testing.serve import serve_asgi
 
 CHUNK_TEXT = (
     "Alice Smith works at Acme Corporation in Berlin. She maintains the LightRAG service.\n"
@@ -362,79 +363,9 @@ def test_rerank_orders_by_relevance(fake: FakeLLM, url: str) -> None:
     assert scores == sorted(scores, reverse=True)
     assert all(0.0 <= s <= 1.0 for s in scores) and scores[0] > 0.5
 
-    alias = httpx.post(f"{url}/rerank", json={**body, "top_n": 2, "return_documents": True})
-    top = alias.json()["results"]
-    assert [x["index"] for x in top] == [2, 1]
-    assert top[0]["document"]["text"] == docs[2]
-    # Cohere-style document objects give the same scores.
-    cohere = httpx.post(
-        f"{url}/v2/rerank", json={**body, "documents": [{"text": d} for d in docs]}
-    ).json()
-    assert cohere["results"] == results
-
-    score = httpx.post(
-        f"{url}/v1/score", json={"model": "fake-rerank", "text_1": query, "text_2": docs}
-    ).json()
-    assert [d["score"] for d in score["data"]] == [
-        next(x["relevance_score"] for x in results if x["index"] == i) for i in range(4)
-    ]
-    assert fake.count("rerank") == 4
-
-
-# ---- Ollama -------------------------------------------------------------------------------
-
-
-def test_ollama_chat_generate_embed_and_meta(fake: FakeLLM, url: str) -> None:
-    msgs = [{"role": "user", "content": "ping from ollama"}]
-    r = httpx.post(
-        f"{url}/api/chat",
-        json={"model": "fake-chat", "messages": msgs, "stream": False, "think": True},
-    )
-    data = r.json()
-    assert data["done"] is True and data["done_reason"] == "stop"
-    assert data["message"]["role"] == "assistant"
-    assert data["message"]["content"].startswith("echo: ping from ollama [")
-    assert data["prompt_eval_count"] == 3
-
-    # Streaming is the Ollama default: NDJSON, the last line carries done and counts.
-    with httpx.stream(
-        "POST", f"{url}/api/chat", json={"model": "fake-chat", "messages": msgs}
-    ) as s:
-        lines = [json.loads(line) for line in s.iter_lines() if line]
-    assert all(not x["done"] for x in lines[:-1]) and lines[-1]["done"] is True
-    assert "".join(x["message"]["content"] for x in lines) == data["message"]["content"]
-    assert lines[-1]["eval_count"] == len(data["message"]["content"].split())
-
-    tools = httpx.post(
-        f"{url}/api/chat",
-        json={"model": "fake-chat", "messages": msgs, "tools": TOOLS, "stream": False},
-    ).json()
-    (call,) = tools["message"]["tool_calls"]
-    assert call["function"]["name"] == "get_weather"
-    assert call["function"]["arguments"] == {"city": "city-1", "unit": "celsius"}
-
-    gen = httpx.post(
-        f"{url}/api/generate",
-        json={"model": "fake-chat", "prompt": "say hi", "system": "be nice", "stream": False},
-    ).json()
-    assert gen["response"].startswith("echo: say hi [") and gen["done"] is True
-
-    emb = httpx.post(
-        f"{url}/api/embed", json={"model": "fake-embed", "input": ["alpha beta", "alpha beta"]}
-    ).json()
-    assert len(emb["embeddings"]) == 2 and len(emb["embeddings"][0]) == 1024
-    assert emb["embeddings"][0] == emb["embeddings"][1]
-    legacy = httpx.post(
-        f"{url}/api/embeddings", json={"model": "fake-embed", "prompt": "alpha beta"}
-    ).json()
-    assert np.allclose(legacy["embedding"], emb["embeddings"][0])
-
-    assert httpx.get(f"{url}/api/version").json()["version"]
-    names = [m["name"] for m in httpx.get(f"{url}/api/tags").json()["models"]]
-    assert "fake-chat" in names and "fake-embed" in names
-    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{url}/").text == "Ollama is running"
-    assert fake.counts["/api/chat"] == 3
+    top = httpx.post(f"{url}/v1/rerank", json={**body, "top_n": 2}).json()["results"]
+    assert top == results[:2]
+    assert fake.count("rerank") == 2
 
 
 # ---- LightRAG prompts ---------------------------------------------------------------------
@@ -655,8 +586,8 @@ def test_fail_next_and_fail_always(fake: FakeLLM, client: openai.OpenAI, url: st
 
     fake.fail_always(503)
     for _ in range(3):
-        r = httpx.post(f"{url}/api/chat", json={"model": "m", "messages": msgs, "stream": False})
-        assert r.status_code == 503 and "down" in r.json()["error"]
+        r = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": msgs})
+        assert r.status_code == 503 and "down" in r.json()["error"]["message"]
     # Other kinds are unaffected; then the backend recovers.
     assert client.embeddings.create(model="fake-embed", input="x").data
     fake.recover()
@@ -765,9 +696,10 @@ async def test_async_client_and_async_wait(fake: FakeLLM, url: str) -> None:
     assert fake.max_concurrent_chat == 3
 
 
-def test_serve_helper_bad_requests_and_generate_stream() -> None:
+def test_serve_helper_and_bad_requests() -> None:
     with serve_fake_llm(embedding_dim=64) as fake:
         url = fake.url
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
         bad = httpx.post(
             f"{url}/v1/chat/completions",
             content=b"{not json",
@@ -776,22 +708,17 @@ def test_serve_helper_bad_requests_and_generate_stream() -> None:
         assert bad.status_code == 400 and "message" in bad.json()["error"]
         bad = httpx.post(f"{url}/v1/embeddings", json={"model": "e", "input": [{"a": 1}]})
         assert bad.status_code == 400
-        emb = httpx.post(f"{url}/api/embed", json={"model": "e", "input": "x"}).json()
-        assert len(emb["embeddings"][0]) == 64
-        with httpx.stream(
-            "POST", f"{url}/api/generate", json={"model": "m", "prompt": "stream me please"}
-        ) as r:
-            assert r.headers["content-type"].startswith("application/x-ndjson")
-            lines = [json.loads(line) for line in r.iter_lines() if line]
-        assert "".join(x["response"] for x in lines).startswith("echo: stream me please")
-        assert lines[-1]["done"] is True and lines[-1]["prompt_eval_count"] == 3
-        assert fake.prompts() == ["", "stream me please"]
-        assert [r["status"] for r in fake.requests] == [400, 400, 200, 200]
+        bad = httpx.post(f"{url}/v1/rerank", json={"model": "r", "query": "q", "documents": [1]})
+        assert bad.status_code == 400
+        emb = httpx.post(f"{url}/v1/embeddings", json={"model": "e", "input": "x"}).json()
+        assert len(emb["data"][0]["embedding"]) == 64
+        assert fake.prompts() == [""]
+        assert [r["status"] for r in fake.requests] == [200, 400, 400, 400, 200]
     assert fake.url is None
 
 
 def test_entity_candidates_shapes() -> None:
-    from fake_llm import entity_candidates
+    from sparkstack_testing.fake_llm import entity_candidates
 
     text = (
         "The Unit0Alpha talks to Unit0Beta via HTTP_TIMEOUT.\n"

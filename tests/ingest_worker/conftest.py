@@ -20,10 +20,10 @@ import nats
 import pytest
 from code_preprocessor.app import create_app as preprocessor_app
 from code_preprocessor.settings import Settings as PreprocessorSettings
-from fake_llm import FakeLLM, create_fake_llm
 from sparkstack_common.ingestion.contract import MSG_ID_HEADER, QueueSettings, encode_payload
 from sparkstack_common.ingestion.nats import ensure_stream
 from sparkstack_common.ingestion.store import FINISHED_STATUSES, JobStore, OutboxEntry
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import PREPROCESSOR_KEY, RAG_KEY, free_port, fresh_database, rag_server, serve_asgi
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_llm import FakeLLM
+from sparkstack_testing.fake_llm import FakeLLM
 from support import catalog_fake, serve_asgi
 
 

@@ -16,11 +16,11 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack.infra import EmbeddedInfra
 from sparkstack_common.tokens import count_tokens
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
 
 AUTH = bearer(ADMIN_KEY)

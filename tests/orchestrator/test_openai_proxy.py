@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
+from sparkstack_testing.fake_llm import FakeLLM
 from support import ADMIN_KEY, bearer, free_port, oversized_post, serve_asgi
 
 HI = [{"role": "user", "content": "x"}]

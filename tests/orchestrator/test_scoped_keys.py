@@ -14,10 +14,10 @@ import asyncpg
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
 from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from sparkstack_common.ingestion.contract import QueueSettings
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import ADMIN_KEY, RAG_KEY, bearer, fresh_database, index_texts, rag_server, serve_asgi
 
 ADMIN = bearer(ADMIN_KEY)

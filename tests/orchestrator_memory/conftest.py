@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import httpx
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, summary_responder
 from orchestrator.recall import RecallStore
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import fresh_database, rag_server, serve_asgi
 
 

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any
 
-from fake_llm import content_text
+from sparkstack_testing.fake_llm import content_text
 
 DIM = 1024
 EXTRACT_MODEL = "qwen3:8b"

@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fake_llm import FakeLLM, fake_embedding
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, unique
 from orchestrator.archival import ArchivalClient, summary_doc_id
 from orchestrator.promotion import Promoter, Summarizer, SummaryError
 from orchestrator.recall import RecallStore
 from sparkstack_common.embeddings import Embedder, EmbeddingError
+from sparkstack_testing.fake_llm import FakeLLM, fake_embedding
 from support import RAG_KEY, bearer, free_port
 
 

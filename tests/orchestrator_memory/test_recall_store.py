@@ -6,9 +6,9 @@ import asyncio
 
 import asyncpg
 import pytest
-from fake_llm import fake_embedding
 from memory_support import DIM, unique
 from orchestrator.recall import RecallError, RecallStore, SessionWorkspaceConflict
+from sparkstack_testing.fake_llm import fake_embedding
 
 
 def msg(role: str, text: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import RAG_KEY, bearer, rag_server, serve_asgi
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
 from rag_server.settings import Settings
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import RAG_KEY, bearer, oversized_post, rag_server, serve_asgi
 
 LLM_CONCURRENCY = 2

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_llm import FakeLLM, create_fake_llm
 from rag_server.app import create_app
 from rag_server.settings import Settings
+from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import RAG_KEY, bearer, serve_asgi
 
 WS = "leases"

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from fake_llm import FakeLLM
 from sparkstack.secrets import load_existing
+from sparkstack_testing.fake_llm import FakeLLM
 from support import catalog_fake, free_port, serve_asgi
 
 SAMPLES = Path(__file__).resolve().parents[1] / "code_preprocessor" / "samples"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_llm import FakeLLM
+from sparkstack_testing.fake_llm import FakeLLM
 from support import catalog_fake, free_port, serve_asgi
 
 ROOT = Path(__file__).resolve().parents[2]

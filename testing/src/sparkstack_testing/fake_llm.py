@@ -1,8 +1,9 @@
-"""A deterministic fake LLM backend speaking the OpenAI and Ollama HTTP protocols.
+"""A deterministic fake model server speaking the OpenAI HTTP protocol, as the services do.
 
-Test-only: nothing in the product may default to it. Build one with :func:`create_fake_llm`,
-serve ``fake.app`` with ``support.serve_asgi`` and point clients at the yielded URL (OpenAI
-clients at ``f"{url}/v1"``, Ollama clients at ``url``)::
+Test-only: part of ``sparkstack-testing``, a dev dependency of the workspace that nothing in
+the product may depend on or default to. Build one with :func:`create_fake_llm`, serve
+``fake.app`` with :func:`sparkstack_testing.serve.serve_asgi` (or use :func:`serve_fake_llm`)
+and point OpenAI clients at ``f"{url}/v1"``::
 
     fake = create_fake_llm()
     with serve_asgi(fake.app) as url:
@@ -10,15 +11,11 @@ clients at ``f"{url}/v1"``, Ollama clients at ``url``)::
         ...
     assert fake.chat_requests[-1]["body"]["messages"][-1]["content"] == "hi"
 
-Endpoints
-    OpenAI  ``POST /v1/chat/completions`` (plain and SSE streaming, tools, usage),
-            ``GET /v1/models``, ``POST /v1/embeddings`` (float or base64),
-            ``POST /v1/rerank``, ``/rerank``, ``/v2/rerank`` (Jina/Cohere/vLLM, Aliyun body),
-            ``POST /v1/score``, ``/score`` (vLLM score API).
-    Ollama  ``POST /api/chat``, ``/api/generate`` (NDJSON streaming by default),
-            ``POST /api/embed``, ``/api/embeddings`` (legacy), ``GET /api/tags``,
-            ``GET /api/version``, ``POST /api/show``, ``GET /api/ps``, ``GET /``.
-    Misc    ``GET /health``.
+Endpoints (what the services call on a model backend)
+    ``POST /v1/chat/completions`` (plain and SSE streaming, tools, usage),
+    ``GET /v1/models``, ``POST /v1/embeddings`` (float; base64 when asked, as the ``openai``
+    client does by default), ``POST /v1/rerank`` (``query``, ``documents``, ``top_n``),
+    ``GET /health``.
 
 Chat behaviour (first rule that applies):
     1. a reply queued with :meth:`FakeLLM.queue_reply`;
@@ -54,8 +51,10 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
+
+from sparkstack_testing.serve import serve_asgi
 
 __all__ = [
     "FakeLLM",
@@ -69,12 +68,6 @@ __all__ = [
 ]
 
 CREATED = 1_700_000_000
-CREATED_AT = "2023-11-14T22:13:20Z"
-OLLAMA_VERSION = "0.12.6"
-
-CHAT_PATHS = ("/v1/chat/completions", "/api/chat", "/api/generate")
-EMBED_PATHS = ("/v1/embeddings", "/api/embed", "/api/embeddings")
-RERANK_PATHS = ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score")
 KINDS = ("chat", "embed", "rerank")
 
 # LightRAG (1.5.x) prompt fingerprints; see lightrag/prompt.py.
@@ -117,7 +110,7 @@ _QUERY_ARG_NAMES = frozenset(
 
 
 def content_text(content: Any) -> str:
-    """Flatten an OpenAI/Ollama message ``content`` (str, list of parts, None) to text."""
+    """Flatten an OpenAI message ``content`` (str, list of parts, None) to text."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -621,7 +614,6 @@ class Reply:
     content: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
-    reasoning: str | None = None
 
 
 @dataclass
@@ -673,10 +665,6 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def _ndjson(obj: Any) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
-
-
 def _split_pieces(text: str, words_per_piece: int) -> list[str]:
     if not text:
         return []
@@ -716,8 +704,6 @@ class FakeLLM:
         tool_arg_fragments: int = 3,
         interleave_tool_calls: bool = True,
         extraction_max_entities: int = 8,
-        emit_reasoning: bool = False,
-        context_length: int = 65536,
         responder: Callable[[list[dict[str, Any]], dict[str, Any]], Any] | None = None,
         disconnect_poll_interval: float = 0.01,
     ) -> None:
@@ -735,8 +721,6 @@ class FakeLLM:
         self.tool_arg_fragments = tool_arg_fragments
         self.interleave_tool_calls = interleave_tool_calls
         self.extraction_max_entities = extraction_max_entities
-        self.emit_reasoning = emit_reasoning
-        self.context_length = context_length
         self.responder = responder
         self.disconnect_poll_interval = disconnect_poll_interval
         self.stream_chunk_delay = 0.0
@@ -775,7 +759,7 @@ class FakeLLM:
         Each is a dict with ``seq``, ``method``, ``path``, ``kind`` (chat/embed/rerank/meta),
         ``headers`` (all of them, lower-case names), ``query``, ``body`` (parsed JSON, None if
         unparseable), ``t`` (time.monotonic() on arrival) and ``status``; chat records add
-        ``messages`` (normalised; /api/generate becomes system+user), ``reply_kind``,
+        ``messages`` (the body's message dicts), ``reply_kind``,
         ``reply`` (answer text), ``tool_calls`` and ``usage``; ``disconnected`` (phase) is
         set when the client went away.
         """
@@ -922,7 +906,7 @@ class FakeLLM:
                 self._delays[k] = max(0.0, float(seconds))
 
     def set_stream_chunk_delay(self, seconds: float) -> None:
-        """Pause between streamed chunks (OpenAI SSE and Ollama NDJSON)."""
+        """Pause between streamed SSE chunks."""
         self.stream_chunk_delay = max(0.0, float(seconds))
 
     def break_next_stream(self, after_chunks: int = 2, n: int = 1, mode: str = "abort") -> None:
@@ -1178,25 +1162,18 @@ class FakeLLM:
             return Reply(kind="lightrag_answer", content=rag_answer(last_user, context))
         return None
 
-    def _finalize(self, reply: Reply, body: dict[str, Any], messages: list[dict]) -> Reply:
-        """Apply ``stop``/``max_tokens`` and optional reasoning to a plain-text reply."""
+    def _finalize(self, reply: Reply, body: dict[str, Any]) -> Reply:
+        """Apply ``stop`` and ``max_tokens`` to a plain-text reply."""
         if reply.content and not reply.tool_calls:
             stops = body.get("stop")
-            if isinstance(body.get("options"), dict):
-                stops = stops or body["options"].get("stop")
             for stop in [stops] if isinstance(stops, str) else stops or []:
                 if stop and stop in reply.content:
                     reply.content = reply.content[: reply.content.index(stop)]
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            if isinstance(body.get("options"), dict):
-                limit = limit or body["options"].get("num_predict")
             if isinstance(limit, int) and limit > 0 and count_words(reply.content) > limit:
                 pieces = _split_pieces(reply.content, 1)[:limit]
                 reply.content = "".join(pieces).rstrip()
                 reply.finish_reason = "length"
-        if self.emit_reasoning and reply.reasoning is None:
-            last = content_text(messages[-1].get("content")) if messages else ""
-            reply.reasoning = f"thinking about: {last[:80]}"
         return reply
 
     # ---- app --------------------------------------------------------------------------------
@@ -1219,11 +1196,6 @@ class FakeLLM:
             fake._record(request, None, "meta")
             return {"status": "ok"}
 
-        @app.get("/")
-        async def root(request: Request) -> PlainTextResponse:
-            fake._record(request, None, "meta")
-            return PlainTextResponse("Ollama is running")
-
         @app.get("/v1/models")
         async def openai_models(request: Request) -> dict[str, Any]:
             fake._record(request, None, "meta")
@@ -1235,96 +1207,25 @@ class FakeLLM:
                 ],
             }
 
-        @app.get("/api/tags")
-        async def ollama_tags(request: Request) -> dict[str, Any]:
-            fake._record(request, None, "meta")
-            return {"models": [fake._ollama_model(m) for m in fake._all_models()]}
-
-        @app.get("/api/ps")
-        async def ollama_ps(request: Request) -> dict[str, Any]:
-            fake._record(request, None, "meta")
-            return {"models": []}
-
-        @app.get("/api/version")
-        async def ollama_version(request: Request) -> dict[str, Any]:
-            fake._record(request, None, "meta")
-            return {"version": OLLAMA_VERSION}
-
-        @app.post("/api/show")
-        async def ollama_show(request: Request) -> Response:
-            body = await read_json(request)
-            fake._record(request, body, "meta")
-            name = (body or {}).get("model") or (body or {}).get("name") or ""
-            if fake.strict_models and name not in fake._all_models():
-                return JSONResponse({"error": f"model '{name}' not found"}, status_code=404)
-            is_embed = name in fake.embedding_models
-            return JSONResponse(
-                {
-                    "modelfile": "",
-                    "parameters": f"num_ctx {fake.context_length}",
-                    "template": "{{ .Prompt }}",
-                    "details": fake._ollama_model(name)["details"],
-                    "model_info": {
-                        "general.architecture": "fake",
-                        "fake.context_length": fake.context_length,
-                        "fake.embedding_length": fake.embedding_dim,
-                    },
-                    "capabilities": ["embedding"] if is_embed else ["completion", "tools"],
-                }
-            )
-
         @app.post("/v1/chat/completions")
         async def openai_chat(request: Request) -> Response:
-            return await fake._chat(request, await read_json(request), "openai")
+            return await fake._chat(request, await read_json(request))
 
-        @app.post("/api/chat")
-        async def ollama_chat(request: Request) -> Response:
-            return await fake._chat(request, await read_json(request), "ollama_chat")
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> Response:
+            return await fake._embeddings(request, await read_json(request))
 
-        @app.post("/api/generate")
-        async def ollama_generate(request: Request) -> Response:
-            return await fake._chat(request, await read_json(request), "ollama_generate")
-
-        for path in EMBED_PATHS:
-
-            async def embeddings(request: Request) -> Response:
-                return await fake._embeddings(request, await read_json(request))
-
-            app.add_api_route(path, embeddings, methods=["POST"])
-
-        for path in RERANK_PATHS:
-
-            async def rerank(request: Request) -> Response:
-                return await fake._rerank(request, await read_json(request))
-
-            app.add_api_route(path, rerank, methods=["POST"])
+        @app.post("/v1/rerank")
+        async def rerank(request: Request) -> Response:
+            return await fake._rerank(request, await read_json(request))
 
         return app
 
     def _all_models(self) -> list[str]:
         return list(dict.fromkeys(self.chat_models + self.embedding_models + self.rerank_models))
 
-    def _ollama_model(self, name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "model": name,
-            "modified_at": CREATED_AT,
-            "size": 1_000_000,
-            "digest": hashlib.sha256(name.encode()).hexdigest(),
-            "details": {
-                "parent_model": "",
-                "format": "gguf",
-                "family": "fake",
-                "families": ["fake"],
-                "parameter_size": "1B",
-                "quantization_level": "Q4_K_M",
-            },
-        }
-
     @staticmethod
-    def _error(protocol: str, status: int, message: str, headers: dict | None = None) -> Response:
-        if protocol.startswith("ollama"):
-            return JSONResponse({"error": message}, status_code=status, headers=headers)
+    def _error(status: int, message: str, headers: dict | None = None) -> Response:
         err_type = {
             400: "invalid_request_error",
             404: "not_found_error",
@@ -1337,51 +1238,40 @@ class FakeLLM:
             headers=headers,
         )
 
-    def _precheck(
-        self, rec: dict, body: Any, kind: str, protocol: str, models: list[str]
-    ) -> Response | None:
+    def _precheck(self, rec: dict, body: Any, kind: str, models: list[str]) -> Response | None:
         if not isinstance(body, dict):
             rec["status"] = 400
-            return self._error(protocol, 400, "request body must be a JSON object")
+            return self._error(400, "request body must be a JSON object")
         marker = self._content_fault(kind, body)
         if marker is not None:
             rec["status"] = 500
-            return self._error(protocol, 500, f"fake LLM refuses requests mentioning {marker!r}")
+            return self._error(500, f"fake LLM refuses requests mentioning {marker!r}")
         fault = self._take_fault(kind)
         if fault is not None:
             rec["status"] = fault.status
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
-            return self._error(protocol, fault.status, fault.message, headers)
+            return self._error(fault.status, fault.message, headers)
         model = body.get("model")
         if self.strict_models and model not in models:
             rec["status"] = 404
             msg = f"model '{model}' not found"
-            return self._error(protocol, 404, msg)
+            return self._error(404, msg)
         return None
 
     # ---- chat -------------------------------------------------------------------------------
 
-    async def _chat(self, request: Request, body: Any, protocol: str) -> Response:
+    async def _chat(self, request: Request, body: Any) -> Response:
         rec = self._record(request, body, "chat")
         messages: list[dict[str, Any]] = []
-        if isinstance(body, dict) and protocol == "ollama_generate":
-            if body.get("system"):
-                messages.append({"role": "system", "content": body["system"]})
-            messages.append({"role": "user", "content": body.get("prompt") or ""})
-        elif isinstance(body, dict):
+        if isinstance(body, dict):
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         rec["messages"] = messages
-        error = self._precheck(rec, body, "chat", protocol, self.chat_models)
+        error = self._precheck(rec, body, "chat", self.chat_models)
         if error is not None:
             return error
-        if protocol == "openai":
-            fmt = body.get("response_format") or {}
-            json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-            stream = bool(body.get("stream"))
-        else:
-            fmt = body.get("format")
-            json_mode = fmt == "json" or isinstance(fmt, dict)
-            stream = body.get("stream", True) is not False
+        fmt = body.get("response_format") or {}
+        json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+        stream = bool(body.get("stream"))
 
         self._enter_chat()
         handed_off = False
@@ -1391,7 +1281,7 @@ class FakeLLM:
             if await self._wait_or_disconnect(request, delay, rec):
                 rec["status"] = 499
                 return Response(status_code=499)
-            reply = self._finalize(self.plan_reply(messages, body, json_mode), body, messages)
+            reply = self._finalize(self.plan_reply(messages, body, json_mode), body)
             rec["reply_kind"] = reply.kind
             rec["reply"] = reply.content
             rec["tool_calls"] = [c.__dict__.copy() for c in reply.tool_calls]
@@ -1409,11 +1299,8 @@ class FakeLLM:
             }
             rec["usage"] = usage
             if not stream:
-                if protocol == "openai":
-                    return JSONResponse(self._openai_completion(reply, model, usage))
-                return JSONResponse(self._ollama_final(reply, model, usage, protocol, full=True))
-            gen, state = self._stream_gen(reply, model, usage, protocol, body, rec)
-            media = "text/event-stream" if protocol == "openai" else "application/x-ndjson"
+                return JSONResponse(self._openai_completion(reply, model, usage))
+            gen, state = self._stream_gen(reply, model, usage, body)
 
             def on_finish() -> None:
                 if not state["completed"]:
@@ -1432,7 +1319,7 @@ class FakeLLM:
                 self._exit_chat()
 
             handed_off = True
-            return _TrackedStream(gen, media_type=media, on_finish=on_finish)
+            return _TrackedStream(gen, media_type="text/event-stream", on_finish=on_finish)
         finally:
             if not handed_off:
                 self._exit_chat()
@@ -1448,8 +1335,6 @@ class FakeLLM:
                 }
                 for c in reply.tool_calls
             ]
-        if reply.reasoning:
-            message["reasoning_content"] = reply.reasoning
         return {
             "id": f"chatcmpl-fake-{self._next_resp_id()}",
             "object": "chat.completion",
@@ -1467,68 +1352,13 @@ class FakeLLM:
             "usage": usage,
         }
 
-    @staticmethod
-    def _ollama_tool_calls(reply: Reply) -> list[dict[str, Any]]:
-        calls = []
-        for i, c in enumerate(reply.tool_calls):
-            try:
-                args = json.loads(c.arguments) if c.arguments else {}
-            except json.JSONDecodeError:
-                args = {"raw": c.arguments}
-            calls.append({"id": c.id, "function": {"index": i, "name": c.name, "arguments": args}})
-        return calls
-
-    def _ollama_final(
-        self, reply: Reply, model: str, usage: dict, protocol: str, *, full: bool
-    ) -> dict[str, Any]:
-        done_reason = "length" if reply.finish_reason == "length" else "stop"
-        out: dict[str, Any] = {"model": model, "created_at": CREATED_AT}
-        if protocol == "ollama_chat":
-            message: dict[str, Any] = {
-                "role": "assistant",
-                "content": (reply.content or "") if full else "",
-            }
-            if full and reply.tool_calls:
-                message["tool_calls"] = self._ollama_tool_calls(reply)
-            if full and reply.reasoning:
-                message["thinking"] = reply.reasoning
-            out["message"] = message
-        else:
-            out["response"] = (reply.content or "") if full else ""
-            if full and reply.reasoning:
-                out["thinking"] = reply.reasoning
-        out.update(
-            {
-                "done": True,
-                "done_reason": done_reason,
-                "total_duration": 1_000_000,
-                "load_duration": 1_000,
-                "prompt_eval_count": usage["prompt_tokens"],
-                "prompt_eval_duration": 1_000,
-                "eval_count": usage["completion_tokens"],
-                "eval_duration": 1_000,
-            }
-        )
-        if protocol == "ollama_generate":
-            out["context"] = []
-        return out
-
     def _stream_gen(
-        self,
-        reply: Reply,
-        model: str,
-        usage: dict,
-        protocol: str,
-        body: dict[str, Any],
-        rec: dict,
+        self, reply: Reply, model: str, usage: dict, body: dict[str, Any]
     ) -> tuple[AsyncIterator[bytes], dict[str, Any]]:
         state: dict[str, Any] = {"completed": False, "aborted": False, "chunks": 0}
-        if protocol == "openai":
-            opts = body.get("stream_options") or {}
-            include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-            frames = self._openai_frames(reply, model, usage, include_usage)
-        else:
-            frames = self._ollama_frames(reply, model, usage, protocol)
+        opts = body.get("stream_options") or {}
+        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        frames = self._openai_frames(reply, model, usage, include_usage)
         brk = self._take_stream_break()
         state["break_mode"] = brk.mode if brk else None
 
@@ -1604,8 +1434,6 @@ class FakeLLM:
             frames += [chunk(d) for d in deltas]
         else:
             frames.append(chunk({"role": "assistant", "content": ""}))
-            for piece in _split_pieces(reply.reasoning or "", self.stream_words_per_chunk):
-                frames.append(chunk({"reasoning_content": piece}))
             for piece in _split_pieces(reply.content or "", self.stream_words_per_chunk):
                 frames.append(chunk({"content": piece}))
         frames.append(chunk({}, reply.finish_reason))
@@ -1614,51 +1442,11 @@ class FakeLLM:
         frames.append(b"data: [DONE]\n\n")
         return frames
 
-    def _ollama_frames(self, reply: Reply, model: str, usage: dict, protocol: str) -> list[bytes]:
-        frames = []
-
-        def partial(text: str, key: str = "content") -> bytes:
-            obj: dict[str, Any] = {"model": model, "created_at": CREATED_AT}
-            if protocol == "ollama_chat":
-                obj["message"] = {"role": "assistant", "content": text if key == "content" else ""}
-                if key == "thinking":
-                    obj["message"]["thinking"] = text
-            else:
-                obj["response"] = text if key == "content" else ""
-                if key == "thinking":
-                    obj["thinking"] = text
-            obj["done"] = False
-            return _ndjson(obj)
-
-        for piece in _split_pieces(reply.reasoning or "", self.stream_words_per_chunk):
-            frames.append(partial(piece, "thinking"))
-        if reply.tool_calls and protocol == "ollama_chat":
-            frames.append(
-                _ndjson(
-                    {
-                        "model": model,
-                        "created_at": CREATED_AT,
-                        "message": {
-                            "role": "assistant",
-                            "content": "",
-                            "tool_calls": self._ollama_tool_calls(reply),
-                        },
-                        "done": False,
-                    }
-                )
-            )
-        for piece in _split_pieces(reply.content or "", self.stream_words_per_chunk):
-            frames.append(partial(piece))
-        frames.append(_ndjson(self._ollama_final(reply, model, usage, protocol, full=False)))
-        return frames
-
     # ---- embeddings -------------------------------------------------------------------------
 
     async def _embeddings(self, request: Request, body: Any) -> Response:
-        path = request.url.path
-        protocol = "openai" if path.startswith("/v1") else "ollama"
         rec = self._record(request, body, "embed")
-        error = self._precheck(rec, body, "embed", protocol, self.embedding_models)
+        error = self._precheck(rec, body, "embed", self.embedding_models)
         if error is not None:
             return error
         with self._lock:
@@ -1669,44 +1457,18 @@ class FakeLLM:
         dim = body.get("dimensions") or self.embedding_dim
         if not isinstance(dim, int) or dim <= 0:
             rec["status"] = 400
-            return self._error(protocol, 400, "dimensions must be a positive integer")
+            return self._error(400, "dimensions must be a positive integer")
         model = str(body.get("model") or self.embedding_models[0])
-        if path == "/api/embeddings":
-            prompt = body.get("prompt")
-            if not isinstance(prompt, str):
-                rec["status"] = 400
-                return self._error(protocol, 400, "prompt must be a string")
-            return JSONResponse({"embedding": fake_embedding(prompt, dim)})
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
-        # Token-id input (list[int] or list[list[int]]): embed the ids as words.
-        if isinstance(texts, list) and texts and all(isinstance(t, int) for t in texts):
-            texts = [texts]
-        if isinstance(texts, list):
-            texts = [
-                " ".join(map(str, t))
-                if isinstance(t, list) and all(isinstance(x, int) for x in t)
-                else t
-                for t in texts
-            ]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             rec["status"] = 400
-            return self._error(protocol, 400, "input must be a string or a list of strings")
-        if protocol == "openai" and any(t == "" for t in texts):
+            return self._error(400, "input must be a string or a list of strings")
+        if any(t == "" for t in texts):
             rec["status"] = 400
-            return self._error(protocol, 400, "input must not contain empty strings")
+            return self._error(400, "input must not contain empty strings")
         vectors = [fake_embedding(t, dim) for t in texts]
         tokens = sum(count_words(t) for t in texts)
-        if protocol == "ollama":
-            return JSONResponse(
-                {
-                    "model": model,
-                    "embeddings": vectors,
-                    "total_duration": 1_000_000,
-                    "load_duration": 1_000,
-                    "prompt_eval_count": tokens,
-                }
-            )
         b64 = body.get("encoding_format") == "base64"
         data = []
         for i, vec in enumerate(vectors):
@@ -1726,9 +1488,8 @@ class FakeLLM:
     # ---- rerank -----------------------------------------------------------------------------
 
     async def _rerank(self, request: Request, body: Any) -> Response:
-        path = request.url.path
         rec = self._record(request, body, "rerank")
-        error = self._precheck(rec, body, "rerank", "openai", self.rerank_models)
+        error = self._precheck(rec, body, "rerank", self.rerank_models)
         if error is not None:
             return error
         with self._lock:
@@ -1737,69 +1498,29 @@ class FakeLLM:
             rec["status"] = 499
             return Response(status_code=499)
         model = str(body.get("model") or self.rerank_models[0])
-        if path.endswith("/score"):
-            return self._score(rec, body, model)
-        aliyun = isinstance(body.get("input"), dict)
-        src = body["input"] if aliyun else body
-        params = (body.get("parameters") or {}) if aliyun else body
-        query = src.get("query")
-        docs_raw = src.get("documents")
-        if not isinstance(query, str) or not isinstance(docs_raw, list):
+        query = body.get("query")
+        docs = body.get("documents")
+        if (
+            not isinstance(query, str)
+            or not isinstance(docs, list)
+            or not all(isinstance(d, str) for d in docs)
+        ):
             rec["status"] = 400
-            return self._error("openai", 400, "query (str) and documents (list) are required")
-        docs = [str(d.get("text", "")) if isinstance(d, dict) else str(d) for d in docs_raw]
+            return self._error(400, "query (str) and documents (list of str) are required")
         scored = sorted(
             ((i, rerank_score(query, d, self.embedding_dim)) for i, d in enumerate(docs)),
             key=lambda x: (-x[1], x[0]),
         )
-        top_n = params.get("top_n")
+        top_n = body.get("top_n")
         if isinstance(top_n, int) and top_n >= 0:
             scored = scored[:top_n]
-        return_docs = bool(params.get("return_documents"))
-        results = []
-        for i, score in scored:
-            item: dict[str, Any] = {"index": i, "relevance_score": score}
-            if return_docs:
-                item["document"] = {"text": docs[i]}
-            results.append(item)
         tokens = count_words(query) + sum(count_words(d) for d in docs)
-        out: dict[str, Any] = {
-            "id": f"rerank-fake-{self._next_resp_id()}",
-            "model": model,
-            "results": results,
-            "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
-            "meta": {"billed_units": {"search_units": 1}},
-        }
-        if aliyun:
-            out["output"] = {"results": results}
-        return JSONResponse(out)
-
-    def _score(self, rec: dict, body: dict[str, Any], model: str) -> Response:
-        # vLLM score API: text_1 (str | [str]) vs text_2 (str | [str]).
-        t1, t2 = body.get("text_1", body.get("queries")), body.get("text_2", body.get("documents"))
-        t1s = [t1] if isinstance(t1, str) else t1
-        t2s = [t2] if isinstance(t2, str) else t2
-        if not isinstance(t1s, list) or not isinstance(t2s, list) or not t1s or not t2s:
-            rec["status"] = 400
-            return self._error("openai", 400, "text_1 and text_2 are required")
-        if len(t1s) == 1:
-            t1s = t1s * len(t2s)
-        if len(t1s) != len(t2s):
-            rec["status"] = 400
-            return self._error("openai", 400, "text_1 and text_2 lengths differ")
-        data = [
-            {"index": i, "object": "score", "score": rerank_score(a, b, self.embedding_dim)}
-            for i, (a, b) in enumerate(zip(t1s, t2s, strict=True))
-        ]
-        tokens = sum(count_words(a) + count_words(b) for a, b in zip(t1s, t2s, strict=True))
         return JSONResponse(
             {
-                "id": f"score-fake-{self._next_resp_id()}",
-                "object": "list",
-                "created": CREATED,
+                "id": f"rerank-fake-{self._next_resp_id()}",
                 "model": model,
-                "data": data,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "results": [{"index": i, "relevance_score": score} for i, score in scored],
+                "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
             }
         )
 
@@ -1813,10 +1534,8 @@ def create_fake_llm(**options: Any) -> FakeLLM:
 def serve_fake_llm(port: int | None = None, **options: Any) -> Iterator[FakeLLM]:
     """Create and serve a fake on loopback; yields it with ``.url`` (base URL) set.
 
-    OpenAI clients want ``f"{fake.url}/v1"``, Ollama clients ``fake.url``.
+    OpenAI clients want ``f"{fake.url}/v1"``.
     """
-    from support import serve_asgi
-
     fake = create_fake_llm(**options)
     with serve_asgi(fake.app, port=port) as url:
         fake.url = url
