@@ -1,5 +1,6 @@
-"""README's first session, run as written (only the model server is the fake, on its own
-port, and the stack's ports are free ones): the shell block, then the Python snippet."""
+"""README's first session, run as written in a fresh clone of the repository (only the model
+server is the fake, on its own port, and the stack's ports are free ones): the shell block,
+then the Python snippet. The clone has no virtualenv: `uv run` makes one, as for a newcomer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,14 +35,20 @@ def backend() -> Iterator[tuple[FakeLLM, str]]:
 
 @pytest.mark.timeout(600)
 def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_path: Path) -> None:
-    if shutil.which("uv") is None:
+    uv = shutil.which("uv")
+    if uv is None:
         pytest.fail("README's commands start with `uv run`: uv must be installed")
+    clone = tmp_path / "sparkstack"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     home = tmp_path / "home"
     shutil.copytree(SAMPLES, home / "src" / "myproject")
     names = ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER")
     ports = {n: free_port() for n in (*names, "POSTGRES", "VALKEY", "NATS")}
+    outer = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
     env = {
-        **os.environ,
+        **outer,
         "HOME": str(home),  # `~/src/myproject`
         "SPARKSTACK_DATA_DIR": str(tmp_path / "data"),
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -56,7 +62,7 @@ def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_pat
     try:
         ran = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", shell],
-            cwd=ROOT,
+            cwd=clone,
             env=env,
             capture_output=True,
             text=True,
@@ -65,14 +71,16 @@ def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_pat
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "completed" in ran.stdout and "ready" in ran.stdout
         key = subprocess.run(
-            [sys.executable, "-m", "sparkstack", "keys", "admin"],
+            [uv, "run", "sparkstack", "keys", "admin"],
+            cwd=clone,
             env=env,
             capture_output=True,
             text=True,
             timeout=60,
         ).stdout.strip()
         chat = subprocess.run(
-            [sys.executable, "-c", python],
+            [uv, "run", "python", "-c", python],
+            cwd=clone,
             env={**env, "SPARKSTACK_API_KEY": key},
             capture_output=True,
             text=True,
@@ -81,6 +89,4 @@ def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_pat
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.startswith("echo: Where does myproject parse its config?")
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "sparkstack", "down"], env=env, timeout=120, check=False
-        )
+        subprocess.run([uv, "run", "sparkstack", "down"], cwd=clone, env=env, timeout=120)
