@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, summary_responder
-from orchestrator.recall import RecallStore
+from orchestrator.recall import SERVER_SETTINGS, RecallStore
 from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import fresh_database, rag_server, serve_asgi
 
@@ -55,7 +55,9 @@ async def memory_dsn(postgres_dsn: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def pg_pool(memory_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(memory_dsn, min_size=1, max_size=8)
+    pool = await asyncpg.create_pool(
+        memory_dsn, min_size=1, max_size=8, server_settings=SERVER_SETTINGS
+    )
     yield pool
     await pool.close()
 

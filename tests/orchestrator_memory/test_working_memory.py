@@ -146,3 +146,22 @@ async def test_unresponsive_redis_times_out() -> None:
     finally:
         await client.aclose()
         server.close()
+
+
+async def test_a_burst_beyond_the_pool_queues_instead_of_failing(redis_url: str) -> None:
+    """More requests at once than the pool has connections: they wait their turn (and the
+    waits are reported), none fails for want of a connection."""
+    waits: list[float] = []
+    client = redis_client(redis_url, timeout=2.0, max_connections=4, observe_wait=waits.append)
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
+    ws = unique("ws")
+    try:
+        sessions = [unique("s") for _ in range(200)]
+        await asyncio.gather(*(wm.append(ws, s, [msg("user", s)]) for s in sessions))
+        found = await asyncio.gather(*(wm.recent(ws, s, 1) for s in sessions))
+        assert [f[0]["content"] for f in found] == sessions
+        assert len(waits) >= 400 and max(waits) > 0
+        pool = client.connection_pool
+        assert len(pool._in_use_connections) + len(pool._available_connections) <= 4
+    finally:
+        await client.aclose()

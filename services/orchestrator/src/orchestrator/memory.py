@@ -26,6 +26,7 @@ from .memory_types import ChatCall, MemoryContext
 from .metrics import Metrics
 from .recall import RecallStore
 from .settings import Settings
+from .turn_writer import TurnWriter
 from .working_memory import WorkingMemory
 
 log = logging.getLogger("orchestrator.memory")
@@ -43,6 +44,7 @@ class Memory:
         archive: ArchivalClient,
         embedder: Embedder,
         metrics: Metrics,
+        writer: TurnWriter,
         promote: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -51,6 +53,7 @@ class Memory:
         self.archive = archive
         self.embedder = embedder
         self.metrics = metrics
+        self.writer = writer
         self.promote = promote
         self.tasks: set[asyncio.Task[None]] = set()
         # Embeddings never change for a text; archival answers may lag an ingest by the TTL.
@@ -210,20 +213,23 @@ class Memory:
         # the durable record keeps what memory the answer was given (the sessions API and the
         # console show it); working memory needs only the text
         recorded = [*turn_messages[:-1], {**turn_messages[-1], "memory": call.memory}]
-        turn = 0
-        try:
-            turn = await self.recall.add_turn(
+        stored = self.writer.submit(
+            (
                 call.workspace,
                 call.session_id,
                 recorded if call.memory else turn_messages,
-                model=call.model,
+                call.model,
             )
-        except Exception as exc:
-            log.warning("recall could not store a turn: %s: %s", type(exc).__name__, exc)
-        try:
+        )
+        turn = 0
+        try:  # working memory is written meanwhile: both stores in one round trip each
             await self.working.append(call.workspace, call.session_id, turn_messages)
         except Exception as exc:
             log.warning("working memory could not store a turn: %s: %s", type(exc).__name__, exc)
+        try:
+            turn = await stored
+        except Exception as exc:
+            log.warning("recall could not store a turn: %s: %s", type(exc).__name__, exc)
         if turn and self.promote is not None:
             self.promote(call.workspace, call.session_id, turn)
 
@@ -232,8 +238,10 @@ class Memory:
         self._archival_cache.clear()
 
     async def drain(self, grace: float = 10.0) -> None:
+        """Finish recording the answered turns: every one of them reaches PostgreSQL."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=grace)
+        await self.writer.close()
 
 
 def _new_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -41,6 +41,19 @@ class Metrics:
         self.memory_seconds = Histogram(
             "orchestrator_memory_seconds", "Time to fetch a memory tier", ["tier"], registry=r
         )
+        self.pool_wait = Histogram(
+            "orchestrator_pool_wait_seconds",
+            "Time a request waited for a pooled connection (redis, postgres)",
+            ["pool"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.turn_batch = Histogram(
+            "orchestrator_turn_batch_size",
+            "Turns written to PostgreSQL in one statement",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.promotions = Counter(
             "orchestrator_promotions", "Background promotions", ["kind", "outcome"], registry=r
         )

@@ -22,11 +22,16 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from sparkstack_common.migrations import MIGRATION_LOCK, migrate
 
 from .identity import text_of
 
 TITLE_CHARS = 200
+# Settings every connection of a pool that recall uses starts with (asyncpg's
+# server_settings: no round trip): the HNSW index is scanned iteratively (pgvector 0.8), so
+# the workspace and session filters cannot starve a search the way one ef_search pass would.
+SERVER_SETTINGS = {"hnsw.iterative_scan": "strict_order"}
 # Sessions and messages are migration 6 of the stack's one history; the summaries table is
 # created here because its vector size is the embedding model's (``{dim}``).
 SCHEMA = """
@@ -157,6 +162,37 @@ WHERE s.workspace = EXCLUDED.workspace
 RETURNING turn_count
 """
 
+# One round trip for a batch of turns (at most one per session): count each turn on its
+# session (created on first use, titled by its first user message; not when the session
+# belongs to another workspace) and store its messages under that number, in their order.
+_ADD_TURNS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        AS i(id, workspace, title, model)
+), counted AS (
+    INSERT INTO sessions AS s (id, workspace, title, model, turn_count)
+    SELECT id, workspace, title, model, 1 FROM input
+    ON CONFLICT (id) DO UPDATE SET
+        last_seen_at = now(),
+        title = COALESCE(s.title, EXCLUDED.title),
+        model = COALESCE(EXCLUDED.model, s.model),
+        turn_count = s.turn_count + 1
+    WHERE s.workspace = EXCLUDED.workspace
+    RETURNING s.id, s.workspace, s.turn_count
+), stored AS (
+    INSERT INTO messages (workspace, session_id, turn, role, content, extra)
+    SELECT c.workspace, c.id, c.turn_count, m.role, m.content, m.extra::jsonb
+    FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY
+        AS m(session_id, role, content, extra, n)
+    JOIN counted c ON c.id = m.session_id
+    ORDER BY m.n
+)
+SELECT id, turn_count FROM counted
+"""
+
+# What memory hands the turn writer: one request's new messages in one session.
+TurnInput = tuple[str, str, Sequence[dict[str, Any]], str | None]  # workspace, session, msgs, model
+
 _INSERT_MESSAGES = """
 INSERT INTO messages (workspace, session_id, turn, role, content, extra)
 SELECT $1, $2, $3, m.role, m.content, m.extra::jsonb
@@ -212,12 +248,49 @@ class RecallStore:
         model: str | None = None,
     ) -> int:
         """Store one turn: count it on the session (created on first use, titled by its first
-        user message) and store its messages under that turn number, in one transaction.
+        user message) and store its messages under that turn number, in one statement.
         Returns the turn number (1 for the first). PostgreSQL's count is the durable one."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            turn = await self._upsert(conn, workspace, session_id, _title(messages), model, 1, True)
-            await self._insert_messages(conn, workspace, session_id, turn, messages)
-        return turn
+        [result] = await self.add_turns([(workspace, session_id, messages, model)])
+        if isinstance(result, SessionWorkspaceConflict):
+            raise result
+        return result
+
+    async def add_turns(self, turns: Sequence[TurnInput]) -> list[int | SessionWorkspaceConflict]:
+        """Store several turns in one round trip (each session at most once): per turn its
+        number, or the conflict when its session belongs to another workspace."""
+        sessions = [t[1] for t in turns]
+        if len(set(sessions)) != len(sessions):
+            raise ValueError("one turn per session in a batch")
+        ids, workspaces, titles, models = [], [], [], []
+        m_sessions, roles, contents, extras = [], [], [], []
+        for workspace, session_id, messages, model in turns:
+            ids.append(session_id)
+            workspaces.append(workspace)
+            titles.append(_title(messages))
+            models.append(model)
+            for role, content, extra in _message_rows(messages):
+                m_sessions.append(session_id)
+                roles.append(role)
+                contents.append(content)
+                extras.append(extra)
+        rows = await self.pool.fetch(
+            _ADD_TURNS, ids, workspaces, titles, models, m_sessions, roles, contents, extras
+        )
+        counted = {r["id"]: int(r["turn_count"]) for r in rows}
+        out: list[int | SessionWorkspaceConflict] = []
+        for workspace, session_id, _, _ in turns:
+            if session_id in counted:
+                out.append(counted[session_id])
+            else:
+                owner = await self.pool.fetchval(
+                    "SELECT workspace FROM sessions WHERE id = $1", session_id
+                )
+                out.append(
+                    SessionWorkspaceConflict(
+                        f"session {session_id!r} belongs to workspace {owner!r}, not {workspace!r}"
+                    )
+                )
+        return out
 
     async def add_messages(
         self,
@@ -396,33 +469,32 @@ class RecallStore:
         if top_k <= 0:
             return []
         literal = vector_literal(embedding, self.dim)
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            rows = await conn.fetch(
-                """
-                WITH nearest AS MATERIALIZED (
-                    SELECT session_id, upto_turn, text, embedding <=> $1::vector AS distance
-                    FROM summaries
-                    WHERE workspace = $2 AND ($3::text IS NULL OR session_id <> $3)
-                    ORDER BY embedding <=> $1::vector
-                    LIMIT $4
-                ),
-                best AS (
-                    SELECT DISTINCT ON (session_id) session_id, upto_turn, text, distance
-                    FROM nearest
-                    WHERE 1 - distance >= $5
-                    ORDER BY session_id, distance, upto_turn DESC
-                )
-                SELECT session_id, upto_turn, text, 1 - distance AS similarity
-                FROM best ORDER BY distance, session_id LIMIT $6
-                """,
-                literal,
-                workspace,
-                exclude_session,
-                top_k * 4,  # a session may own several summaries; one hit per session
-                min_similarity,
-                top_k,
+        # hnsw.iterative_scan comes with every pooled connection (SERVER_SETTINGS)
+        rows = await self.pool.fetch(
+            """
+            WITH nearest AS MATERIALIZED (
+                SELECT session_id, upto_turn, text, embedding <=> $1::vector AS distance
+                FROM summaries
+                WHERE workspace = $2 AND ($3::text IS NULL OR session_id <> $3)
+                ORDER BY embedding <=> $1::vector
+                LIMIT $4
+            ),
+            best AS (
+                SELECT DISTINCT ON (session_id) session_id, upto_turn, text, distance
+                FROM nearest
+                WHERE 1 - distance >= $5
+                ORDER BY session_id, distance, upto_turn DESC
             )
+            SELECT session_id, upto_turn, text, 1 - distance AS similarity
+            FROM best ORDER BY distance, session_id LIMIT $6
+            """,
+            literal,
+            workspace,
+            exclude_session,
+            top_k * 4,  # a session may own several summaries; one hit per session
+            min_similarity,
+            top_k,
+        )
         return [
             RecallHit(
                 session_id=r["session_id"],
@@ -464,12 +536,19 @@ class RecallStore:
     ) -> None:
         if not messages:
             return
-        roles, contents, extras = [], [], []
-        for m in messages:
-            roles.append(str(m.get("role") or "user"))
-            contents.append(text_of(m.get("content")))
-            rest = {k: v for k, v in m.items() if k not in ("role", "content")}
-            if not isinstance(m.get("content"), str | None):
-                rest["content_parts"] = m["content"]  # keep images and other parts
-            extras.append(json.dumps(rest, ensure_ascii=False) if rest else None)
-        await conn.execute(_INSERT_MESSAGES, workspace, session_id, turn, roles, contents, extras)
+        roles, contents, extras = zip(*_message_rows(messages), strict=True)
+        await conn.execute(
+            _INSERT_MESSAGES, workspace, session_id, turn, list(roles), list(contents), list(extras)
+        )
+
+
+def _message_rows(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    """(role, text, extra JSON) per message: what the messages table keeps of it."""
+    rows = []
+    for m in messages:
+        rest = {k: v for k, v in m.items() if k not in ("role", "content")}
+        if not isinstance(m.get("content"), str | None):
+            rest["content_parts"] = m["content"]  # keep images and other parts
+        extra = orjson.dumps(rest).decode() if rest else None
+        rows.append((str(m.get("role") or "user"), text_of(m.get("content")), extra))
+    return rows

@@ -22,8 +22,10 @@ from .keys import Keyring, KeyStore
 from .memory import Memory
 from .metrics import Metrics
 from .promotion import Promoter, Summarizer
+from .recall import SERVER_SETTINGS as recall_settings
 from .recall import RecallStore
 from .settings import Settings
+from .turn_writer import TurnWriter
 from .working_memory import WorkingMemory, redis_client
 
 log = logging.getLogger("orchestrator")
@@ -64,6 +66,7 @@ class Runtime:
             max_size=s.postgres_pool_size,
             command_timeout=10,
             timeout=s.postgres_timeout_seconds,
+            server_settings=recall_settings,
         )
         self.keyring = Keyring(
             KeyStore(self.pool), secret_value(s.admin_key), cache_seconds=s.key_cache_seconds
@@ -76,7 +79,12 @@ class Runtime:
     def _start_memory(self) -> None:
         s = self.settings
         assert self.pool is not None and self.archive is not None
-        self.redis = redis_client(s.redis_url, password=secret_value(s.redis_password))
+        self.redis = redis_client(
+            s.redis_url,
+            password=secret_value(s.redis_password),
+            max_connections=s.redis_pool_size,
+            observe_wait=self.metrics.pool_wait.labels("redis").observe,
+        )
         self.working = WorkingMemory(self.redis, s.working_ttl_seconds, s.working_max_messages)
         self.recall = RecallStore(self.pool, s.embedding_dim)
         embed_model = self.catalog.role("embed").tag
@@ -99,6 +107,12 @@ class Runtime:
             archival_after_turns=s.archival_after_turns,
             concurrency=s.promotion_concurrency,
         )
+        writer = TurnWriter(
+            self.recall,
+            window=s.turn_batch_window_ms / 1000,
+            observe_batch=self.metrics.turn_batch.observe,
+        )
+        writer.start()
         self.memory = Memory(
             s,
             self.working,
@@ -106,6 +120,7 @@ class Runtime:
             self.archive,
             embedder,
             self.metrics,
+            writer,
             promote=self.promoter.maybe_promote,
         )
 

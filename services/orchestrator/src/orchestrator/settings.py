@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # or a readiness detail without giving anything away.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr | None = None
+    # connections to Redis; a burst beyond them queues (within the working-memory deadline)
+    redis_pool_size: int = Field(64, ge=1)
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_password: SecretStr | None = None
     # one pool serves keys, recall and ingestion
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
     promote_after_turns: int = Field(6, ge=1)
     archival_after_turns: int = Field(12, ge=1)
     promotion_concurrency: int = Field(2, ge=1)
+    # answered turns gather this long before they go to PostgreSQL in one statement (off the
+    # request path; a shutdown writes what is queued at once)
+    turn_batch_window_ms: int = Field(10, ge=0, le=10_000)
     # the embed model's, from the catalog
     embedding_dim: int = Field(default_factory=lambda: Catalog.load().role("embed").dimensions)
 

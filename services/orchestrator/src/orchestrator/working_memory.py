@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -28,18 +30,45 @@ class WorkingMemoryUnavailable(RuntimeError):
     """Redis could not be reached or did not answer in time (the tier is skipped)."""
 
 
-def redis_client(url: str, timeout: float = 1.0, password: str | None = None) -> aioredis.Redis:
+class QueueingPool(BlockingConnectionPool):
+    """A connection pool that queues when all its connections are busy (redis-py's default
+    pool refuses with ``MaxConnectionsError`` instead) and reports how long each wait took."""
+
+    def __init__(self, *, observe_wait: Callable[[float], None] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.observe_wait = observe_wait
+
+    async def get_connection(self, *args, **kwargs):  # type: ignore[override]
+        started = time.perf_counter()
+        connection = await super().get_connection(*args, **kwargs)
+        if self.observe_wait is not None:
+            self.observe_wait(time.perf_counter() - started)
+        return connection
+
+
+def redis_client(
+    url: str,
+    timeout: float = 1.0,
+    password: str | None = None,
+    max_connections: int = 64,
+    observe_wait: Callable[[float], None] | None = None,
+) -> aioredis.Redis:
     """A Redis client that fails fast: connect and socket timeouts of ``timeout`` seconds and
     one immediate retry (it replaces a connection that a Redis restart broke), instead of
-    redis-py's default of ten retries with back-off."""
-    return aioredis.Redis.from_url(
+    redis-py's default of ten retries with back-off. A burst beyond ``max_connections`` waits
+    for a free connection (up to ``timeout``) rather than failing."""
+    pool = QueueingPool.from_url(
         url,
         password=password,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
+        observe_wait=observe_wait,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class WorkingMemory:
