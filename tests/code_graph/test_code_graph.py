@@ -149,7 +149,7 @@ def ingest(api: str, ws: str, files: dict[str, Any], name: str = "proj") -> dict
     while True:
         job = httpx.get(f"{api}/v1/jobs/{r.json()['job_id']}", headers=AUTH).json()
         if job["status"] in ("completed", "completed_with_errors", "failed", "superseded"):
-            assert job["status"] == "completed", job
+            assert job["status"] == "completed", repr(job)[:3000]
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.2)

@@ -70,7 +70,8 @@ async def test_turns_answered_before_sigterm_are_all_stored(
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(timeout=60, headers=AUTH, limits=limits) as client:
             burst = [asyncio.create_task(ask(client, s)) for s in sessions]
-            await asyncio.sleep(0.3)
+            # the signal comes while at least half of the burst waits on the backend
+            assert await fake.wait_until_async(lambda: fake.in_flight_chat >= 40, within=30)
             proc.send_signal(signal.SIGTERM)
             answered = [s for s in await asyncio.gather(*burst) if s]
         # uvicorn finishes the answers in flight, runs the shutdown, then exits by the signal

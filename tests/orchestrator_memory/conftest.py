@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
-import httpx
 import pytest
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, summary_responder
 from orchestrator.recall import SERVER_SETTINGS, RecallStore
+from sparkstack_common.http import HTTP
 from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import fresh_database, rag_server, serve_asgi
 
@@ -70,6 +70,6 @@ async def recall(pg_pool: asyncpg.Pool) -> RecallStore:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
+async def http() -> AsyncIterator[HTTP]:
+    async with HTTP(timeout=60) as client:
         yield client

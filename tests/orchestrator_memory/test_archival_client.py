@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import pytest
 from memory_support import unique
 from orchestrator.archival import ArchivalClient, ArchivalError, summary_doc_id
+from sparkstack_common.http import HTTP
 from support import RAG_KEY, bearer, free_port
 
 
@@ -17,7 +17,7 @@ def ws(name: str) -> dict[str, str]:
     return {"LIGHTRAG-WORKSPACE": name, **bearer(RAG_KEY)}
 
 
-async def documents(http: httpx.AsyncClient, rag_url: str, workspace: str) -> list[dict[str, Any]]:
+async def documents(http: HTTP, rag_url: str, workspace: str) -> list[dict[str, Any]]:
     r = await http.post(
         f"{rag_url}/documents/paginated", json={"page_size": 200}, headers=ws(workspace)
     )
@@ -26,7 +26,7 @@ async def documents(http: httpx.AsyncClient, rag_url: str, workspace: str) -> li
 
 
 async def wait_processed(
-    http: httpx.AsyncClient, rag_url: str, workspace: str, ids: set[str], within: float = 60
+    http: HTTP, rag_url: str, workspace: str, ids: set[str], within: float = 60
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + within
     while True:
@@ -38,9 +38,7 @@ async def wait_processed(
         await asyncio.sleep(0.1)
 
 
-async def test_search_returns_chunks_of_an_ingested_workspace(
-    http: httpx.AsyncClient, rag_url: str
-) -> None:
+async def test_search_returns_chunks_of_an_ingested_workspace(http: HTTP, rag_url: str) -> None:
     name = unique("arch")
     r = await http.post(
         f"{rag_url}/documents/texts",
@@ -69,16 +67,14 @@ async def test_search_returns_chunks_of_an_ingested_workspace(
     assert await archive.search(name, "QuorvexScheduler payroll exports", mode="hybrid")
 
 
-async def test_unknown_workspace_and_short_queries_are_empty(
-    http: httpx.AsyncClient, rag_url: str
-) -> None:
+async def test_unknown_workspace_and_short_queries_are_empty(http: HTTP, rag_url: str) -> None:
     archive = ArchivalClient(http, rag_url, RAG_KEY)
     assert await archive.search(unique("nobody"), "anything at all") == []
     assert await archive.search("default", "ab") == []
     assert await archive.search("default", "anything", top_k=0) == []
 
 
-async def test_store_summary_is_idempotent(http: httpx.AsyncClient, rag_url: str) -> None:
+async def test_store_summary_is_idempotent(http: HTTP, rag_url: str) -> None:
     name, sid = unique("arch"), unique("sess")
     archive = ArchivalClient(http, rag_url, RAG_KEY)
     await archive.store_summary(name, sid, 12, "The user migrated the ZephyrQueue to NATS.")
@@ -95,7 +91,7 @@ async def test_store_summary_is_idempotent(http: httpx.AsyncClient, rag_url: str
         await archive.store_summary(name, sid, 36, "   ")
 
 
-async def test_rag_server_down_is_an_archive_error(http: httpx.AsyncClient) -> None:
+async def test_rag_server_down_is_an_archive_error(http: HTTP) -> None:
     archive = ArchivalClient(http, f"http://127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(ArchivalError, match="unreachable"):
         await archive.search("default", "anything at all")

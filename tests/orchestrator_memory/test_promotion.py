@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from memory_support import DIM, EMBED_MODEL, EXTRACT_MODEL, unique
 from orchestrator.archival import ArchivalClient, summary_doc_id
 from orchestrator.promotion import Promoter, Summarizer, SummaryError
 from orchestrator.recall import RecallStore
 from sparkstack_common.embeddings import Embedder, EmbeddingError
+from sparkstack_common.http import HTTP
 from sparkstack_testing.fake_llm import FakeLLM, fake_embedding
 from support import RAG_KEY, bearer, free_port
 
@@ -23,17 +23,17 @@ def msg(role: str, text: str) -> dict[str, str]:
     return {"role": role, "content": text}
 
 
-def embedder(http: httpx.AsyncClient, llm: FakeLLM, dim: int = DIM) -> Embedder:
+def embedder(http: HTTP, llm: FakeLLM, dim: int = DIM) -> Embedder:
     return Embedder(http, f"{llm.url}/v1", EMBED_MODEL, dim)
 
 
-def summarizer(http: httpx.AsyncClient, llm: FakeLLM) -> Summarizer:
+def summarizer(http: HTTP, llm: FakeLLM) -> Summarizer:
     return Summarizer(http, f"{llm.url}/v1", EXTRACT_MODEL)
 
 
 def promoter(
     recall: RecallStore,
-    http: httpx.AsyncClient,
+    http: HTTP,
     llm: FakeLLM,
     rag_url: str,
     *,
@@ -64,7 +64,7 @@ async def talk(
     await promo.drain(close=False)
 
 
-async def rag_documents(http: httpx.AsyncClient, rag_url: str, workspace: str) -> dict[str, Any]:
+async def rag_documents(http: HTTP, rag_url: str, workspace: str) -> dict[str, Any]:
     r = await http.post(
         f"{rag_url}/documents/paginated",
         json={"page_size": 200},
@@ -77,7 +77,7 @@ async def rag_documents(http: httpx.AsyncClient, rag_url: str, workspace: str) -
 
 
 async def wait_processed(
-    http: httpx.AsyncClient, rag_url: str, workspace: str, doc_id: str, within: float = 60
+    http: HTTP, rag_url: str, workspace: str, doc_id: str, within: float = 60
 ) -> None:
     deadline = time.monotonic() + within
     while (await rag_documents(http, rag_url, workspace)).get(doc_id, {}).get(
@@ -90,7 +90,7 @@ async def wait_processed(
 # -- embeddings and summaries -------------------------------------------------------------
 
 
-async def test_embedder(http: httpx.AsyncClient, llm: FakeLLM) -> None:
+async def test_embedder(http: HTTP, llm: FakeLLM) -> None:
     vectors = await embedder(http, llm).embed(["alpha beta", "gamma"])
     assert len(vectors) == 2 and all(len(v) == DIM for v in vectors)
     assert vectors[0] == pytest.approx(fake_embedding("alpha beta", DIM))
@@ -106,7 +106,7 @@ async def test_embedder(http: httpx.AsyncClient, llm: FakeLLM) -> None:
         await Embedder(http, f"http://127.0.0.1:{free_port()}/v1", EMBED_MODEL, DIM).embed(["x"])
 
 
-async def test_summarizer_request(http: httpx.AsyncClient, llm: FakeLLM) -> None:
+async def test_summarizer_request(http: HTTP, llm: FakeLLM) -> None:
     s = summarizer(http, llm)
     text = await s.summarize("Earlier: set up NATS.", [msg("user", "Add a JetStream consumer")])
     assert text == "Summary: Earlier: set up NATS. | Add a JetStream consumer"
@@ -126,7 +126,7 @@ async def test_summarizer_request(http: httpx.AsyncClient, llm: FakeLLM) -> None
 
 
 def test_summarizer_keeps_the_newest_messages_within_budget() -> None:
-    s = Summarizer(httpx.AsyncClient(), "http://unused/v1", EXTRACT_MODEL, max_input_tokens=60)
+    s = Summarizer(None, "http://unused/v1", EXTRACT_MODEL, max_input_tokens=60)
     messages = [msg("user", f"message number {i} " + "word " * 10) for i in range(20)]
     prompt = s.prompt(None, messages)
     assert "message number 19" in prompt and "message number 0 " not in prompt
@@ -137,7 +137,7 @@ def test_summarizer_keeps_the_newest_messages_within_budget() -> None:
 
 
 async def test_summary_after_threshold_is_recalled_by_a_later_session(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws, first = unique("ws"), unique("first")
     promo = promoter(recall, http, llm, rag_url, promote=2, archival=4)
@@ -172,7 +172,7 @@ async def test_summary_after_threshold_is_recalled_by_a_later_session(
 
 
 async def test_archival_promotion_reaches_rag_server(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws, sid = unique("ws"), unique("s")
     promo = promoter(recall, http, llm, rag_url, promote=2, archival=4)
@@ -204,7 +204,7 @@ async def test_archival_promotion_reaches_rag_server(
 
 async def test_failing_summarizer_leaves_nothing_and_the_next_threshold_catches_up(
     recall: RecallStore,
-    http: httpx.AsyncClient,
+    http: HTTP,
     llm: FakeLLM,
     rag_url: str,
     pg_pool: asyncpg.Pool,
@@ -247,7 +247,7 @@ async def test_failing_summarizer_leaves_nothing_and_the_next_threshold_catches_
 
 
 async def test_failed_archive_is_retried_at_the_next_threshold(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws, sid = unique("ws"), unique("s")
     down = promoter(recall, http, llm, f"http://127.0.0.1:{free_port()}", promote=2, archival=4)
@@ -274,7 +274,7 @@ async def test_failed_archive_is_retried_at_the_next_threshold(
 
 
 async def test_promotions_run_off_the_caller_with_bounded_concurrency(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws = unique("ws")
     promo = promoter(recall, http, llm, rag_url, promote=1, archival=100, concurrency=2)
@@ -294,7 +294,7 @@ async def test_promotions_run_off_the_caller_with_bounded_concurrency(
 
 
 async def test_promotions_of_one_session_run_in_order(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws, sid = unique("ws"), unique("s")
     promo = promoter(recall, http, llm, rag_url, promote=1, archival=100, concurrency=4)
@@ -310,7 +310,7 @@ async def test_promotions_of_one_session_run_in_order(
 
 
 async def test_drain_cancels_after_timeout(
-    recall: RecallStore, http: httpx.AsyncClient, llm: FakeLLM, rag_url: str
+    recall: RecallStore, http: HTTP, llm: FakeLLM, rag_url: str
 ) -> None:
     ws, sid = unique("ws"), unique("s")
     promo = promoter(recall, http, llm, rag_url, promote=1, archival=100)

@@ -152,8 +152,10 @@ async def test_a_burst_beyond_the_pool_queues_instead_of_failing(redis_url: str)
     """More requests at once than the pool has connections: they wait their turn (and the
     waits are reported), none fails for want of a connection."""
     waits: list[float] = []
-    client = redis_client(redis_url, timeout=2.0, max_connections=4, observe_wait=waits.append)
-    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
+    client = redis_client(redis_url, timeout=2.0, max_connections=4)
+    wm = WorkingMemory(
+        client, ttl_seconds=600, max_messages=10, max_concurrency=4, observe_wait=waits.append
+    )
     ws = unique("ws")
     try:
         sessions = [unique("s") for _ in range(200)]

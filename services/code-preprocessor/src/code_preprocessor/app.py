@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.body_limit import BodyLimit
+from sparkstack_common.http import HTTP
 from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await pool.start()
         app.state.liveness = pool.liveness
         metrics.workers_replaced.set_function(lambda: pool.replaced)
-        async with httpx.AsyncClient(timeout=settings.rag_timeout_seconds) as client:
+        async with HTTP(timeout=settings.rag_timeout_seconds) as client:
             app.state.pool = pool
             app.state.rag = RagClient(
                 client,

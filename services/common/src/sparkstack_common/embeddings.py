@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-import httpx
+from sparkstack_common.http import HTTP, HTTPError
 
 
 class EmbeddingError(RuntimeError):
@@ -18,7 +18,7 @@ class EmbeddingError(RuntimeError):
 class Embedder:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         base_url: str,
         model: str,
         dim: int,
@@ -47,7 +47,7 @@ class Embedder:
                 headers=self.headers,
                 timeout=self.timeout,
             )
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise EmbeddingError(
                 f"embedding backend {self.url} unreachable: {type(exc).__name__}: {exc}"
             ) from exc
@@ -57,7 +57,7 @@ class Embedder:
             )
         try:
             data = sorted(r.json()["data"], key=lambda d: d["index"])
-            vectors = [[float(v) for v in d["embedding"]] for d in data]
+            vectors = [d["embedding"] for d in data]
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbeddingError(f"embedding backend {self.url} answered no embeddings") from exc
         if len(vectors) != len(texts):
@@ -71,7 +71,11 @@ class Embedder:
                     f"model {self.model!r} returned {len(vector)} dimensions, expected "
                     f"{self.dim}: check {self.dim_setting} and the embedding model"
                 )
-            if not all(math.isfinite(v) for v in vector):
+            try:  # one pass in C: a NaN or an infinity anywhere makes the sum non-finite
+                finite = math.isfinite(math.fsum(vector))
+            except TypeError:
+                finite = False
+            if not finite:
                 raise EmbeddingError(f"model {self.model!r} returned a non-finite embedding")
         return vectors
 

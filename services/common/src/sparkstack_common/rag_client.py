@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from sparkstack_common.auth import auth_headers, redact_url
+from sparkstack_common.http import HTTP, HTTPError, Response
 from sparkstack_common.retry import Unavailable
 
 WORKSPACE_HEADER = "LIGHTRAG-WORKSPACE"
@@ -29,7 +28,7 @@ class RagRefused(RuntimeError):
 class RagClient:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: HTTP,
         base_url: str,
         api_key: str | None = None,
         timeout: float = 120.0,
@@ -53,7 +52,7 @@ class RagClient:
         params: dict[str, Any] | None = None,
         wait_seconds: float | None = None,
         missing_ok: bool = False,
-    ) -> httpx.Response | None:
+    ) -> Response | None:
         """The response, or None for a 404 when ``missing_ok`` (a workspace nobody wrote to).
         Raises RagUnavailable for an outage, RagRefused for any other error answer."""
         try:
@@ -65,7 +64,7 @@ class RagClient:
                 headers=self._headers(workspace),
                 timeout=wait_seconds or self.timeout,
             )
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise RagUnavailable(
                 f"rag-server unreachable at {self.shown_url}: {type(exc).__name__}"
             ) from exc
@@ -157,6 +156,6 @@ class RagClient:
     async def reachable(self) -> tuple[bool, str]:
         try:
             r = await self.http.get(f"{self.base_url}/health", timeout=2.0)
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             return False, f"unreachable at {self.shown_url}: {type(exc).__name__}"
         return r.status_code == 200, f"{self.shown_url} answered {r.status_code}"

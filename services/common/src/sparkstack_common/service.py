@@ -126,4 +126,12 @@ def serve_cli(
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    uvicorn.run(app_factory, factory=True, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app_factory,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        loop="uvloop",
+        http="httptools",
+    )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sparkstack_common.auth import auth_headers, redact_url
+from sparkstack_common.http import HTTP, HTTPError
 from sparkstack_common.retry import Unavailable
 
 
 class Preprocessor:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(self, client: HTTP, base_url: str, api_key: str | None) -> None:
         self.client = client
         self.url = f"{base_url.rstrip('/')}/ingest"
         self.shown = redact_url(self.url)
@@ -24,7 +24,7 @@ class Preprocessor:
             r = await self.client.post(
                 self.url, files=multipart, headers={**self.headers, "X-Workspace": workspace}
             )
-        except httpx.TransportError as exc:
+        except HTTPError as exc:
             raise Unavailable(f"code-preprocessor at {self.shown}: {type(exc).__name__}") from exc
         if r.status_code >= 500:
             raise Unavailable(f"code-preprocessor answered {r.status_code}: {r.text[:300]}")

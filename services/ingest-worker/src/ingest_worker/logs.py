@@ -34,5 +34,3 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # one line per HTTP call (the watcher polls every second) would drown the job's own lines
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

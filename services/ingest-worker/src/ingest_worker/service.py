@@ -10,11 +10,11 @@ import signal
 from typing import Any
 
 import asyncpg
-import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from sparkstack_common.auth import secret_value
 from sparkstack_common.body_limit import BodyLimit
+from sparkstack_common.http import HTTP
 from sparkstack_common.ingestion.nats import NatsLink
 from sparkstack_common.ingestion.outbox import OutboxRelay
 from sparkstack_common.ingestion.store import JobStore
@@ -66,11 +66,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     if pool is None:
         return
-    timeout = httpx.Timeout(settings.call_timeout_seconds, connect=5.0)
     link = NatsLink(
         settings.nats_url, token=secret_value(settings.nats_token), name="ingest-worker"
     )
-    async with pool, httpx.AsyncClient(timeout=timeout) as client:
+    async with pool, HTTP(timeout=settings.call_timeout_seconds) as client:
         store = JobStore(pool, settings.queue)
         await _until(stop, "database schema", store.ensure_schema)
         rag = RagClient(client, settings.rag_server_url, secret_value(settings.rag_server_api_key))

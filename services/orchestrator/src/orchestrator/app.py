@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sparkstack_common.auth import secret_value
 from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.catalog import Catalog
+from sparkstack_common.http import HTTP
 from sparkstack_common.service import add_standard_routes
 from sparkstack_console import console_routes
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -67,14 +67,9 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(
-            connect=settings.backend_connect_timeout,
-            read=settings.backend_timeout,
-            write=30.0,
-            pool=settings.backend_connect_timeout,
-        )
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        async with HTTP(
+            timeout=settings.backend_timeout, connect_timeout=settings.backend_connect_timeout
+        ) as client:
             runtime = Runtime(settings, catalog, metrics, client)
             await runtime.start()
             assert runtime.pool is not None

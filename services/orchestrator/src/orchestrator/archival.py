@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from sparkstack_common.http import HTTP
 from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 
 MIN_QUERY_CHARS = 3  # rag-server refuses shorter queries
@@ -44,7 +44,7 @@ def _clip(text: str, max_chars: int) -> str:
 class ArchivalClient:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         rag_server_url: str,
         api_key: str | None = None,
         timeout: float = 30.0,

@@ -56,6 +56,11 @@ class Memory:
         self.writer = writer
         self.promote = promote
         self.tasks: set[asyncio.Task[None]] = set()
+        # Memory is fetched for this many requests at once; the others wait their turn before
+        # their tiers' deadlines start. Under a burst the event loop is the bottleneck: with
+        # every request's lookups in flight at once, each waits behind all the others and
+        # misses its deadline; in turns, they finish within it.
+        self._fetching = asyncio.Semaphore(settings.memory_concurrency)
         # Embeddings never change for a text; archival answers may lag an ingest by the TTL.
         self._embedding_cache: SingleFlightCache[list[float]] = SingleFlightCache(3600.0, 4096)
         self._archival_cache: SingleFlightCache[list[Any]] = SingleFlightCache(
@@ -64,6 +69,12 @@ class Memory:
 
     # -- before the call --------------------------------------------------------------------
     async def context(self, call: ChatCall) -> MemoryContext:
+        started = time.perf_counter()
+        async with self._fetching:
+            self.metrics.pool_wait.labels("memory").observe(time.perf_counter() - started)
+            return await self._context(call)
+
+    async def _context(self, call: ChatCall) -> MemoryContext:
         s = self.settings
         tiers: dict[str, tuple[Awaitable[list[str]], float]] = {}
         if call.client_history:

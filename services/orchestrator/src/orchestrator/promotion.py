@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from sparkstack_common.embeddings import Embedder
+from sparkstack_common.http import HTTP, HTTPError
 from sparkstack_common.tokens import count_tokens
 
 from orchestrator.archival import ArchivalClient
@@ -54,7 +54,7 @@ class Summarizer:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         base_url: str,
         model: str,
         api_key: str | None = None,
@@ -117,7 +117,7 @@ class Summarizer:
             r = await self.client.post(
                 self.url, json=body, headers=self.headers, timeout=self.timeout
             )
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise SummaryError(
                 f"extract model at {self.url} unreachable: {type(exc).__name__}: {exc}"
             ) from exc

@@ -12,8 +12,8 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import orjson
+from sparkstack_common.http import HTTP, HTTPError, HTTPTimeout, StreamedResponse
 from starlette.types import Receive, Scope, Send
 
 from .asgi import header, read_body, send_response, wait_for_disconnect
@@ -35,7 +35,7 @@ class Proxy:
     def __init__(
         self,
         router: Router,
-        client: httpx.AsyncClient,
+        client: HTTP,
         metrics: Metrics,
         memory: MemoryService | None = None,
         backend_api_key: str | None = None,
@@ -105,17 +105,15 @@ class Proxy:
             (b"x-workspace", workspace.encode()),
             (b"x-memory", memory.header().encode()),
         ]
-        request = self.client.build_request(
-            "POST",
-            f"{route.base_url}/chat/completions",
-            content=orjson.dumps(data),
-            headers=self.backend_headers,
+        url = f"{route.base_url}/chat/completions"
+        await self._forward(
+            url, orjson.dumps(data), route, stream, started, headers, receive, send, call
         )
-        await self._forward(request, route, stream, started, headers, receive, send, call)
 
     async def _forward(
         self,
-        request: httpx.Request,
+        url: str,
+        body: bytes,
         route: Route,
         stream: bool,
         started: float,
@@ -125,19 +123,20 @@ class Proxy:
         call: ChatCall | None,
     ) -> None:
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        upstream: httpx.Response | None = None
+        upstream: StreamedResponse | None = None
         try:
             before = time.perf_counter()
-            upstream = await self._race(self.client.send(request, stream=True), watcher, route)
+            opening = self.client.open("POST", url, content=body, headers=self.backend_headers)
+            upstream = await self._race(opening, watcher, route)
             arrived = time.perf_counter()
             pre = before - started
             if upstream.status_code >= 400:
-                raw = await self._race(upstream.aread(), watcher, route)
+                raw = await self._race(upstream.read(), watcher, route)
                 await self._backend_error(send, upstream, raw, route, headers)
                 return
             rename = _renamer(route.upstream_model, route.requested)
             if not stream:
-                raw = await self._race(upstream.aread(), watcher, route)
+                raw = await self._race(upstream.read(), watcher, route)
                 answer, out = _rewrite_json(raw, route.requested)
                 overhead = pre + (time.perf_counter() - arrived)
                 await send_response(send, 200, out, [*headers, _overhead(overhead)])
@@ -166,7 +165,7 @@ class Proxy:
                 return
             try:
                 pump.result()
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 # the status line is gone: end the stream with an error event OpenAI clients
                 # raise on, rather than a connection cut without a word
                 self.metrics.backend_errors.labels(route.model.role, "stream").inc()
@@ -196,7 +195,7 @@ class Proxy:
         finally:
             watcher.cancel()
             if upstream is not None:
-                await upstream.aclose()
+                upstream.close()
 
     async def _race(self, work: Any, watcher: asyncio.Future[None], route: Route) -> Any:
         task = asyncio.ensure_future(work)
@@ -206,7 +205,7 @@ class Proxy:
             raise Disconnected
         try:
             return task.result()
-        except httpx.TimeoutException as exc:
+        except HTTPTimeout as exc:
             raise APIError(
                 504,
                 f"the backend of model '{route.requested}' at {route.base_url} did not answer "
@@ -214,7 +213,7 @@ class Proxy:
                 "backend_timeout",
                 "backend_timeout",
             ) from exc
-        except httpx.TransportError as exc:
+        except HTTPError as exc:
             raise APIError(
                 502,
                 f"the backend of model '{route.requested}' at {route.base_url} is unreachable "
@@ -225,7 +224,7 @@ class Proxy:
 
     async def _pump(
         self,
-        upstream: httpx.Response,
+        upstream: StreamedResponse,
         send: Send,
         rename: tuple[bytes, bytes, bytes, bytes] | None,
         collected: list[bytes] | None,
@@ -233,7 +232,7 @@ class Proxy:
         # A network read can end in the middle of a line, and so in the middle of the model
         # name: only whole lines are renamed and sent; the rest waits for the next read.
         carry = b""
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.iter_chunks():
             if rename is not None:
                 chunk = carry + chunk
                 cut = chunk.rfind(b"\n") + 1
@@ -254,7 +253,7 @@ class Proxy:
     async def _backend_error(
         self,
         send: Send,
-        upstream: httpx.Response,
+        upstream: StreamedResponse,
         raw: bytes,
         route: Route,
         headers: list[tuple[bytes, bytes]],
@@ -297,13 +296,8 @@ class Proxy:
         except asyncio.CancelledError:
             return
         data["model"] = route.upstream_model
-        request = self.client.build_request(
-            "POST",
-            f"{route.base_url}/embeddings",
-            content=orjson.dumps(data),
-            headers=self.backend_headers,
-        )
-        await self._forward(request, route, False, started, [], receive, send, None)
+        url = f"{route.base_url}/embeddings"
+        await self._forward(url, orjson.dumps(data), route, False, started, [], receive, send, None)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = orjson.dumps({"object": "list", "data": self.router.listing()})

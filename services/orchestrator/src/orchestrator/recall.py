@@ -117,13 +117,17 @@ class Summary:
 
 
 def vector_literal(embedding: Sequence[float], dim: int) -> str:
-    """pgvector's text form of ``embedding``; checks its length and that it is finite."""
+    """pgvector's text form of ``embedding`` (which is JSON's: ``[0.1,0.2]``); checks its
+    length and that it is finite."""
     if len(embedding) != dim:
         raise ValueError(f"embedding has {len(embedding)} dimensions, expected {dim}")
-    values = [float(v) for v in embedding]
-    if not all(math.isfinite(v) for v in values):
+    try:
+        finite = math.isfinite(math.fsum(embedding))
+    except TypeError as exc:
+        raise ValueError("embedding contains something other than numbers") from exc
+    if not finite:
         raise ValueError("embedding contains NaN or infinity")
-    return "[" + ",".join(repr(v) for v in values) + "]"
+    return orjson.dumps(list(embedding), option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _session(row: asyncpg.Record) -> SessionInfo:

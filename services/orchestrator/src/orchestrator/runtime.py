@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import httpx
 import redis.asyncio as aioredis
 from sparkstack_common.auth import redact_url, secret_value
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.embeddings import Embedder
+from sparkstack_common.http import HTTP, HTTPError
 from sparkstack_common.migrations import migrate
 from sparkstack_common.rag_client import RagRefused, RagUnavailable
 from sparkstack_common.retry import until_done
@@ -36,7 +36,7 @@ class Runtime:
     settings: Settings
     catalog: Catalog
     metrics: Metrics
-    http: httpx.AsyncClient
+    http: HTTP
     redis: aioredis.Redis | None = None
     pool: asyncpg.Pool | None = None
     keyring: Keyring | None = None
@@ -80,12 +80,15 @@ class Runtime:
         s = self.settings
         assert self.pool is not None and self.archive is not None
         self.redis = redis_client(
-            s.redis_url,
-            password=secret_value(s.redis_password),
-            max_connections=s.redis_pool_size,
+            s.redis_url, password=secret_value(s.redis_password), max_connections=s.redis_pool_size
+        )
+        self.working = WorkingMemory(
+            self.redis,
+            s.working_ttl_seconds,
+            s.working_max_messages,
+            max_concurrency=s.redis_pool_size,
             observe_wait=self.metrics.pool_wait.labels("redis").observe,
         )
-        self.working = WorkingMemory(self.redis, s.working_ttl_seconds, s.working_max_messages)
         self.recall = RecallStore(self.pool, s.embedding_dim)
         embed_model = self.catalog.role("embed").tag
         extract_model = self.catalog.role("extract").tag
@@ -199,5 +202,5 @@ class Runtime:
         try:
             r = await self.http.get(f"{url}/models", timeout=2)
             return r.status_code < 500, f"{redact_url(url)} answered {r.status_code}"
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             return False, f"{redact_url(url)} unreachable: {type(exc).__name__}"

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     archival_top_k: int = Field(4, ge=0)
     # identical archival lookups within this many seconds share one rag-server query
     archival_cache_seconds: float = Field(10.0, ge=0)
+    # requests whose memory is fetched at once (the others queue before their deadlines start)
+    memory_concurrency: int = Field(32, ge=1)
     working_deadline_ms: int = Field(100, ge=1)
     recall_deadline_ms: int = Field(250, ge=1)
     archival_deadline_ms: int = Field(400, ge=1)

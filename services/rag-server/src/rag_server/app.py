@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -21,6 +20,7 @@ from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.body_limit import BodyLimit
+from sparkstack_common.http import HTTP
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.getLogger("lightrag").setLevel(settings.lightrag_log_level.upper())
         export_storage_environment(settings)
         initialize_limits(settings)
-        async with httpx.AsyncClient() as client:
+        async with HTTP() as client:
             llm = ChatBackend(
                 client,
                 settings.llm_base_url,

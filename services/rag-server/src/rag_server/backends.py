@@ -1,7 +1,7 @@
 """The LLM, embedding and rerank callables LightRAG gets, all over the OpenAI protocol.
 
 Ollama, vLLM and KServe all serve ``/v1/chat/completions``, ``/v1/embeddings`` and (vLLM)
-``/v1/rerank``, so any of them can be swapped in by URL. One ``httpx.AsyncClient`` serves
+``/v1/rerank``, so any of them can be swapped in by URL. One ``HTTP`` client serves
 every workspace's instance.
 """
 
@@ -11,9 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import numpy as np
 from sparkstack_common.embeddings import Embedder
+from sparkstack_common.http import HTTP, HTTPError, Response
 
 
 class BackendError(RuntimeError):
@@ -33,8 +33,8 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _error(name: str, url: str, exc: Exception | httpx.Response) -> BackendError:
-    if isinstance(exc, httpx.Response):
+def _error(name: str, url: str, exc: Exception | Response) -> BackendError:
+    if isinstance(exc, Response):
         return BackendError(f"{name} at {url} answered {exc.status_code}: {exc.text[:300]}")
     return BackendError(f"{name} at {url} unreachable: {type(exc).__name__}: {exc}")
 
@@ -42,7 +42,7 @@ def _error(name: str, url: str, exc: Exception | httpx.Response) -> BackendError
 class ChatBackend(_Shared):
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         base_url: str,
         model: str,
         api_key: str | None = None,
@@ -90,9 +90,9 @@ class ChatBackend(_Shared):
                 "POST", url, json=body, headers=_headers(self.api_key), timeout=self.timeout
             ) as r:
                 if r.status_code >= 400:
-                    await r.aread()
-                    raise _error("LLM", self.base_url, r)
-                async for line in r.aiter_lines():
+                    raw = await r.read()
+                    raise _error("LLM", self.base_url, Response(r.status_code, r.headers, raw, url))
+                async for line in _lines(r.iter_chunks()):
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -102,7 +102,7 @@ class ChatBackend(_Shared):
                         piece = (choice.get("delta") or {}).get("content")
                         if piece:
                             yield piece
-        except httpx.TransportError as exc:
+        except HTTPError as exc:
             raise _error("LLM", self.base_url, exc) from exc
 
     async def reachable(self) -> tuple[bool, str]:
@@ -114,7 +114,7 @@ class EmbeddingBackend(_Shared):
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         base_url: str,
         model: str,
         dim: int,
@@ -138,7 +138,7 @@ class EmbeddingBackend(_Shared):
 class RerankBackend(_Shared):
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HTTP,
         base_url: str,
         model: str,
         api_key: str | None = None,
@@ -171,28 +171,40 @@ class RerankBackend(_Shared):
 
 
 async def _post(
-    client: httpx.AsyncClient,
+    client: HTTP,
     url: str,
     body: dict[str, Any],
     api_key: str | None,
     seconds: float,
     name: str,
     base_url: str,
-) -> httpx.Response:
+) -> Response:
     """POST JSON; a transport failure or an error status becomes a BackendError naming it."""
     try:
         r = await client.post(url, json=body, headers=_headers(api_key), timeout=seconds)
-    except httpx.TransportError as exc:
+    except HTTPError as exc:
         raise _error(name, base_url, exc) from exc
     if r.status_code >= 400:
         raise _error(name, base_url, r)
     return r
 
 
-async def _probe(client: httpx.AsyncClient, base_url: str, api_key: str | None) -> tuple[bool, str]:
+async def _probe(client: HTTP, base_url: str, api_key: str | None) -> tuple[bool, str]:
     url = f"{base_url.rstrip('/')}/models"
     try:
         r = await client.get(url, headers=_headers(api_key), timeout=3.0)
-    except httpx.TransportError as exc:
+    except HTTPError as exc:
         return False, f"{base_url} unreachable: {type(exc).__name__}"
     return r.status_code < 400, f"{base_url} answered {r.status_code}"
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """Whole lines of a streamed body (a read may end in the middle of one)."""
+    carry = b""
+    async for chunk in chunks:
+        carry += chunk
+        *lines, carry = carry.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if carry:
+        yield carry.decode("utf-8", "replace").rstrip("\r")
