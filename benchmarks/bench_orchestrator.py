@@ -153,7 +153,8 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
         before_tiers = tier_outcomes(url)
         mark = functools.partial(lambda into: into.append(cpu_ms(pid)), marks)
         chat = f"{url}/v1/chat/completions"
-        rate, times = asyncio.run(burst(chat, body, n, distinct=True, run=run, at_start=mark))
+        # run numbers from 1: the same-question burst before used the sessions of run 0
+        rate, times = asyncio.run(burst(chat, body, n, distinct=True, run=run + 1, at_start=mark))
         before_cpu = marks[0]
         time.sleep(0.5)  # what it records after answering counts too
         cpu = (cpu_ms(pid) - before_cpu) / n
