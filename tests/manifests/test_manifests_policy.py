@@ -20,6 +20,7 @@ from manifests_support import (
     STORAGE_CLASSES,
     Pod,
     app_images,
+    env_map,
     flag_value,
     image_repository,
     image_tag,
@@ -432,3 +433,45 @@ def test_every_empty_dir_is_bounded_and_every_pod_limits_its_local_disk(
         ]
         assert all(limits), f"{pod}: a container without an ephemeral-storage limit"
         assert sum(limits) > disk, f"{pod}: ephemeral-storage {sum(limits)} < emptyDirs {disk}"
+
+
+# --- what an expert review found would break on the Spark ------------------------------------
+
+
+def test_no_service_links_for_images_that_read_their_environment_as_config(
+    objs: list[dict[str, Any]],
+) -> None:
+    """Neo4j's entrypoint turns every NEO4J_* variable into a config line: the service links
+    of the Services named neo4j* (NEO4J_PORT=tcp://...) make it refuse to start."""
+    for pod in pods(objs):
+        if any(image_repository(c["image"]) == "neo4j" for c in pod.all_containers):
+            assert pod.spec.get("enableServiceLinks") is False, f"{pod}: service links on"
+
+
+def test_inference_services_state_cpu_and_memory_limits(objs: list[dict[str, Any]]) -> None:
+    """KServe's defaulting webhook fills a missing limit from its chart default (cpu: 1): a
+    predictor requesting 2 CPUs is rejected, every other one throttled to one core."""
+    for pod in pods(objs):
+        if pod.kind != "InferenceService":
+            continue
+        for c in pod.all_containers:
+            resources = c.get("resources", {})
+            for key in ("cpu", "memory"):
+                limit = resources.get("limits", {}).get(key)
+                assert limit is not None, f"{pod} {c['name']}: no {key} limit"
+                request = resources.get("requests", {}).get(key, limit)
+                assert quantity(request) <= quantity(limit), f"{pod} {c['name']}: {key}"
+
+
+def test_model_downloads_fit_their_memory(objs: list[dict[str, Any]]) -> None:
+    """huggingface_hub downloads through hf_xet by default, whose buffers start at 2 GB."""
+    for pod in pods(objs):
+        if pod.kind != "Job":
+            continue
+        for c in pod.all_containers:
+            run = " ".join([*c.get("command", []), *c.get("args", [])])
+            if "hf-download" not in run and "huggingface" not in run:
+                continue
+            xet_off = env_map(c).get("HF_HUB_DISABLE_XET", {}).get("value") == "1"
+            memory = quantity(c["resources"]["limits"]["memory"])
+            assert xet_off or memory >= quantity("3Gi"), f"{pod}: hf_xet needs 2 GB+"

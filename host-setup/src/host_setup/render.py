@@ -233,7 +233,6 @@ def gpu_operator_values() -> dict[str, Any]:
         # DGX OS ships the driver and the container toolkit
         "driver": {"enabled": False},
         "toolkit": {"enabled": False},
-        "operator": {"defaultRuntime": "containerd"},
         "devicePlugin": {
             "config": {"name": TIME_SLICING_CONFIGMAP, "default": TIME_SLICING_KEY},
         },
