@@ -154,6 +154,7 @@ class ScriptedHost(Host):
         self.apt_lists_fresh = False  # apt-get update ran after the last sources change
         self.services: dict[str, dict[str, Any]] = {
             "swap.target": {"active": True, "enabled": "static"},
+            "multipathd": {"active": True, "enabled": "enabled"},  # Ubuntu server ships it
         }
         self.links: set[str] = set()
         self.repos: dict[str, str] = {}

@@ -12,7 +12,7 @@ from host_setup.steps import STEP_NAMES, build_steps
 from scripted_host import ScriptedHost
 
 STEPS_IN_ORDER = [
-    "preflight", "kernel-modules", "sysctls", "swap", "base-packages", "containerd",
+    "preflight", "kernel-modules", "sysctls", "swap", "base-packages", "multipath", "containerd",
     "nvidia-runtime", "cni-plugins", "kubernetes-repo", "kubernetes-packages", "kubeadm-init",
     "kubeconfig", "flannel", "network-policies", "untaint", "helm", "gpu-operator", "storage",
     "cert-manager", "kserve", "app-secret", "gpu-sharing", "opencode",
@@ -52,7 +52,8 @@ def test_apply_on_a_fresh_host_runs_every_step_in_order() -> None:
     cmds = host.commands()
     first = [
         "modprobe overlay", "sysctl -p", "swapoff -a", "apt-get install",
-        "systemctl restart containerd", "nvidia-ctk runtime configure", "cni-plugins-linux-arm64",
+        "systemctl restart multipathd", "systemctl restart containerd",
+        "nvidia-ctk runtime configure", "cni-plugins-linux-arm64",
         "gpg --dearmor", "kubelet=1.34.2-1.1", "kubeadm init", "kube-flannel.yml",
         "admin.conf taint", "helm-v3.19.0-linux-arm64", "nvidia/gpu-operator", "longhorn/longhorn",
         "jetstack/cert-manager", "oci://ghcr.io/kserve/charts/kserve", "bash -s",
@@ -165,7 +166,7 @@ def test_containerd_config_for_the_installed_version(
     installed: str | None, config_version: int
 ) -> None:
     host = ScriptedHost(containerd=installed)
-    runner.apply(host, build_steps(Settings())[:7], quiet)  # preflight .. nvidia-runtime
+    runner.apply(host, build_steps(Settings())[:8], quiet)  # preflight .. nvidia-runtime
     if installed is None:
         assert "containerd" in host.packages  # installed from apt, then configured
     main = tomllib.loads(host.files[render.CONTAINERD_CONFIG])
@@ -318,7 +319,7 @@ def test_join_adds_a_worker_to_the_control_planes_cluster() -> None:
     cp, settings = applied()
     worker = ScriptedHost(name="spark-2", cluster=cp.cluster)
     reports = runner.join(worker, cp, settings, quiet)
-    assert [r.name for r in reports] == [*STEPS_IN_ORDER[:10], "join"]
+    assert [r.name for r in reports] == [*STEPS_IN_ORDER[:11], "join"]
     assert reports[-1].outcome == "changed"
     assert any(c.startswith("kubeadm token create") for c in cp.commands())
     assert any(c.startswith("kubeadm join --config") for c in worker.commands())
@@ -336,7 +337,7 @@ def test_cli_plan_apply_verify_reset(capsys) -> None:
     host = ScriptedHost()
     assert cli.main(["plan"], host=host) == 0
     assert host.changes == []
-    assert "22 step(s) to apply" in capsys.readouterr().out
+    assert "23 step(s) to apply" in capsys.readouterr().out
     assert cli.main(["apply", "--dry-run"], host=host) == 0 and host.changes == []
 
     assert cli.main(["verify"], host=host) == 1

@@ -320,7 +320,7 @@ def is_subsequence(part: list[str], whole: list[str]) -> bool:
 
 def half_done() -> ScriptedHost:
     host = ScriptedHost()
-    runner.apply(host, build_steps(Settings())[:9], lambda _l: None)
+    runner.apply(host, build_steps(Settings())[:10], lambda _l: None)
     host.modules.discard("iscsi_tcp")
     host.sysctls["net.ipv4.ip_forward"] = "0"
     return host
@@ -411,3 +411,48 @@ def test_plan_piped_into_head_exits_quietly() -> None:
     )
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout.startswith("plan for spark-1")
+
+
+def test_kserve_installs_once_more_after_its_webhook_race() -> None:
+    """kserve/kserve#5037: the first install fails while the chart's webhook is not up."""
+    answers = {
+        F.helm_releases("kserve"): [],
+        F.helm_values("kserve-crd", "kserve"): None,
+        F.helm_values("kserve", "kserve"): None,
+    }
+    lines = decided("kserve", answers)
+    assert "upgrade --install kserve-crd" in lines[0] and "if it fails" not in lines[0]
+    assert lines[-1].endswith(
+        "(if it fails: kubectl --kubeconfig /etc/kubernetes/admin.conf rollout status "
+        "deployment/kserve-controller-manager --namespace kserve --timeout=300s; then once more)"
+    )
+    # on the scripted host: the first install is refused by the webhook, apply still passes
+    host = ScriptedHost()
+    host.fail_on(
+        lambda argv: "upgrade" in argv and "oci://ghcr.io/kserve/charts/kserve" in argv,
+        stderr='Error: failed calling webhook "clusterservingruntime.serving.kserve.io": '
+        "connect: connection refused",
+    )
+    reports = runner.apply(host, build_steps(Settings()), lambda _l: None)
+    assert {r.outcome for r in reports} <= {"ok", "changed"}
+    tries = [c for c in host.commands() if "oci://ghcr.io/kserve/charts/kserve " in c + " "]
+    assert len(tries) == 2
+
+
+def test_multipath_blacklist_only_where_multipathd_runs() -> None:
+    drop_in = "# host-setup (sparkstack)\n" + checks.MULTIPATH_BLACKLIST
+    assert decided("multipath", {}) == [
+        write(checks.MULTIPATH_DROPIN, drop_in),
+        "systemctl restart multipathd",
+    ]
+    without = ScriptedHost()
+    del without.services["multipathd"]
+    assert checks.multipath_blacklist(without, Settings())  # nothing to do
+    host = ScriptedHost()
+    assert not checks.multipath_blacklist(host, Settings())
+    step = next(s for s in build_steps(Settings()) if s.name == "multipath")
+    [report] = runner.apply(host, [step], lambda _l: None)
+    assert (
+        report.outcome == "changed"
+        and 'devnode "^sd[a-z0-9]+"' in host.files[checks.MULTIPATH_DROPIN]
+    )

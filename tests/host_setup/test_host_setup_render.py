@@ -42,7 +42,7 @@ def test_rendered_containerd_config_has_systemd_cgroup_and_cri(config_version: i
 def test_containerd_config_after_nvidia_ctk(containerd: str, config_version: int) -> None:
     """The files on the host after the containerd and nvidia-runtime steps, parsed."""
     host = ScriptedHost(containerd=containerd)
-    runner.apply(host, build_steps(Settings())[:7], quiet)
+    runner.apply(host, build_steps(Settings())[:8], quiet)
     main = tomllib.loads(host.files[render.CONTAINERD_CONFIG])
     assert main["version"] == config_version
     merged = main
@@ -154,7 +154,7 @@ def test_kubeadm_config() -> None:
 
 def test_kubeadm_config_written_on_the_host_and_kubelet_reads_it() -> None:
     host = ScriptedHost()
-    runner.apply(host, build_steps(Settings())[:11], quiet)
+    runner.apply(host, build_steps(Settings())[:12], quiet)
     kinds = [d["kind"] for d in yaml.safe_load_all(host.files[checks.KUBEADM_CONFIG])]
     assert kinds == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"]
     assert yaml.safe_load(host.files[checks.KUBELET_CONFIG])["cgroupDriver"] == "systemd"

@@ -50,6 +50,10 @@ BASE_PACKAGES = (
     "nfs-common",  # Longhorn RWX volumes
     "jq",
 )
+# Longhorn's iSCSI disks must not be claimed by multipathd ("already mounted or mount point
+# busy"); a drop-in keeps the host's own multipath.conf as it is
+MULTIPATH_DROPIN = "/etc/multipath/conf.d/sparkstack-longhorn.conf"
+MULTIPATH_BLACKLIST = 'blacklist {\n    devnode "^sd[a-z0-9]+"\n}\n'
 CNI_BIN_DIR = "/opt/cni/bin"
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 CNI_MARKER = f"{CNI_BIN_DIR}/.host-setup-version"
@@ -281,6 +285,17 @@ def base_packages(host: Host, s: Settings) -> Status:
     if missing:
         return fail(f"packages missing: {', '.join(missing)}")
     return all_of(ok("base packages installed"), service_running(host, "iscsid"))
+
+
+def multipath_blacklist(host: Host, s: Settings) -> Status:
+    """Where multipathd runs, it leaves Longhorn's block devices alone."""
+    active, enabled = service_state(host, "multipathd")
+    if not enabled and active != "active":
+        return ok("multipathd not installed")
+    text = host.fact(facts.file(MULTIPATH_DROPIN)) or ""
+    if '"^sd[a-z0-9]+"' not in text or "blacklist" not in text:
+        return fail(f"multipathd runs without the Longhorn blacklist ({MULTIPATH_DROPIN})")
+    return ok("multipathd leaves Longhorn's devices alone")
 
 
 def containerd_installed(host: Host) -> tuple[int, int, int] | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .hosts import Host
+from .hosts import CommandError, Host
 
 
 class StepError(RuntimeError):
@@ -31,21 +31,36 @@ class Run:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
     check: bool = True  # False: a failure is expected and harmless (cleanup)
+    # when it fails: run these, then the command once more (a known race upstream)
+    on_failure: tuple[Run, ...] = ()
 
     def describe(self) -> str:
         env = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
         line = env + shlex.join(self.argv)
         if self.stdin is not None:
             line += f" < {self.stdin_label or f'{len(self.stdin)} bytes'}"
+        if self.on_failure:
+            then = "; ".join(op.describe() for op in self.on_failure)
+            line += f"  (if it fails: {then}; then once more)"
         return line if self.check else line + "  (failure ignored)"
 
     def execute(self, host: Host) -> None:
+        try:
+            self._run(host, check=self.check or bool(self.on_failure))
+        except CommandError:
+            if not self.on_failure:
+                raise
+            for op in self.on_failure:
+                op.execute(host)
+            self._run(host, check=self.check)
+
+    def _run(self, host: Host, *, check: bool) -> None:
         host.run(
             self.argv,
             input=self.stdin,
             env=dict(self.env) or None,
             timeout=self.timeout,
-            check=self.check,
+            check=check,
         )
 
 

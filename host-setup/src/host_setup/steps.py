@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 
 from . import checks, render, versions
 from . import facts as F
@@ -250,6 +251,20 @@ class BasePackages(Step, probe=checks.base_packages):
         have = host.fact(F.packages(checks.BASE_PACKAGES))
         missing = [p for p in checks.BASE_PACKAGES if p not in have]
         return (apt_install(missing) if missing else []) + unit_running(host, "iscsid")
+
+
+class Multipath(Step, probe=checks.multipath_blacklist):
+    name = "multipath"
+    summary = "multipathd (where it runs) leaves Longhorn's iSCSI devices alone"
+
+    def operations(self, host):
+        # the check passed unless multipathd is there and the drop-in is missing
+        return [
+            Write(
+                checks.MULTIPATH_DROPIN, "# host-setup (sparkstack)\n" + checks.MULTIPATH_BLACKLIST
+            ),
+            run("systemctl", "restart", "multipathd"),
+        ]
 
 
 class Containerd(Step, probe=checks.containerd_ready):
@@ -546,7 +561,13 @@ class KServe(Step, probe=checks.kserve):
         if not helm_release(host, "kserve-crd", versions.KSERVE_CRD_CHART, v, "kserve", {}):
             ops += helm_install("kserve-crd", versions.KSERVE_CRD_CHART, v, "kserve", {})
         if not helm_release(host, "kserve", versions.KSERVE_CHART, v, "kserve", values):
-            ops += helm_install("kserve", versions.KSERVE_CHART, v, "kserve", values)
+            *prepare, install = helm_install("kserve", versions.KSERVE_CHART, v, "kserve", values)
+            # kserve/kserve#5037: a first install creates ClusterServingRuntimes before the
+            # chart's own validating webhook (failurePolicy Fail) serves, and fails with
+            # "connection refused"; once the controller is up, the same install passes.
+            assert isinstance(install, Run)
+            wait = rollout_status("deployment/kserve-controller-manager", "kserve")
+            ops += [*prepare, replace(install, on_failure=(wait,))]
         return ops
 
 
@@ -695,6 +716,7 @@ HOST_STEPS = (
     Sysctls,
     Swap,
     BasePackages,
+    Multipath,
     Containerd,
     NvidiaRuntime,
     CniPlugins,
