@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from archive_builders import gzip_bomb, symlink, tar_bytes, zip_bomb, zip_bytes
-from conftest import Harness, preprocessor_for, worker_process
 from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm
 from support import RAG_KEY, bearer, fresh_database, rag_server, serve_asgi
+from worker_support import Harness, preprocessor_for, worker_process
 
 
 def codebase(n: int, tag: str = "") -> dict[str, bytes]:
