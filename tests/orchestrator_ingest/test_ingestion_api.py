@@ -1209,3 +1209,59 @@ def test_v7_tar_header_is_recognized_by_checksum() -> None:
     assert not looks_like_tar(bytes(header))
     assert looks_like_tar(bytes(1024))  # an empty archive
     assert not looks_like_tar(bytes(512))
+
+
+async def test_jobs_feed_sends_a_change_that_commits_after_a_newer_one(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, ingest_dsn: str
+) -> None:
+    """A job's updated_at is its transaction's start: a transaction that began first but
+    commits after another job's change must still reach the feed."""
+    ws = f"feed_{SUFFIX}"
+    ids = []
+    for name in ("a.md", "b.md"):
+        r = await client.post(
+            "/v1/documents/ingest",
+            files={"file": (name, f"# notes of {name}\n".encode(), "text/markdown")},
+            data={"workspace": ws},
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["job_id"])
+    first, second = ids
+    seen: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async with client.stream("GET", "/v1/jobs/events", params={"workspace": ws}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+
+    feed = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.8)  # following
+        slow = await asyncpg.connect(ingest_dsn)
+        try:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute(
+                "UPDATE ingest_jobs SET status = 'parsing', updated_at = now() WHERE id = $1",
+                first,
+            )
+            await asyncio.sleep(0.1)
+            await pool.execute(
+                "UPDATE ingest_jobs SET status = 'parsing', updated_at = now() WHERE id = $1",
+                second,
+            )
+            deadline = time.monotonic() + 10
+            while not any(e["id"] == second for e in seen):  # the feed moved past it
+                assert time.monotonic() < deadline, seen
+                await asyncio.sleep(0.1)
+            await tx.commit()  # an older updated_at, committed last
+        finally:
+            await slow.close()
+        deadline = time.monotonic() + 10
+        while not any(e["id"] == first and e["status"] == "parsing" for e in seen):
+            assert time.monotonic() < deadline, f"the late commit never reached the feed: {seen}"
+            await asyncio.sleep(0.1)
+        assert [e["id"] for e in seen].count(second) == 1  # and nothing twice
+    finally:
+        feed.cancel()

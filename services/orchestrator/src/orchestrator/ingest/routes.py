@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -216,6 +217,10 @@ async def list_jobs(request: Request, store: StoreDep, principal: Caller) -> Res
 # followers of jobs: how often the jobs are read, and for how long at most
 EVENTS_INTERVAL_SECONDS = 0.5
 EVENTS_MAX_SECONDS = 3600.0
+# A job's updated_at is its transaction's start (now()); the transaction may commit later,
+# after the feed has read newer changes. Each read looks this far back behind the newest
+# change seen, and sends what differs from what it sent: a late commit is not lost.
+EVENTS_OVERLAP = timedelta(seconds=30)
 
 
 @router.get("/v1/jobs/events")
@@ -223,26 +228,38 @@ async def jobs_events(request: Request, store: StoreDep, principal: Caller) -> S
     """Server-sent events: ``event: job`` for every job in the key's scope (``workspace`` to
     narrow it) that changes from now on. Ends after an hour; follow again to go on."""
     workspace, scope = filter_workspace(principal, request.query_params.get("workspace"))
+    filters = {"workspace": workspace, "workspaces": scope}
     try:
         since = await store.pool.fetchval("SELECT now()")
+        # what the jobs look like now: only changes from here on are sent
+        recent = await store.jobs_changed_since(since - EVENTS_OVERLAP, **filters, limit=1000)
     except DB_ERRORS as exc:
         raise db_unavailable(exc) from None
 
+    def body_of(job: Any) -> str:
+        return json.dumps(job.to_dict(), default=str)
+
     async def events() -> AsyncIterator[str]:
         cursor = since
+        sent = {job.id: (job.updated_at, body_of(job)) for job in recent}
         deadline = time.monotonic() + EVENTS_MAX_SECONDS
         yield ": following\n\n"
         while time.monotonic() < deadline and not await request.is_disconnected():
             await asyncio.sleep(EVENTS_INTERVAL_SECONDS)
             try:
                 changed = await store.jobs_changed_since(
-                    cursor, workspace=workspace, workspaces=scope
+                    cursor - EVENTS_OVERLAP, **filters, limit=1000
                 )
             except DB_ERRORS:
                 continue
             for job in changed:
-                yield f"event: job\ndata: {json.dumps(job.to_dict(), default=str)}\n\n"
+                body = body_of(job)
+                if sent.get(job.id, (None, ""))[1] != body:
+                    yield f"event: job\ndata: {body}\n\n"
+                sent[job.id] = (job.updated_at, body)
                 cursor = max(cursor, job.updated_at)
+            horizon = cursor - EVENTS_OVERLAP
+            sent = {k: v for k, v in sent.items() if v[0] > horizon}
 
     return StreamingResponse(
         events(),
