@@ -456,3 +456,31 @@ def test_multipath_blacklist_only_where_multipathd_runs() -> None:
         report.outcome == "changed"
         and 'devnode "^sd[a-z0-9]+"' in host.files[checks.MULTIPATH_DROPIN]
     )
+
+
+def test_containerd_1x_gets_cdi_turned_on() -> None:
+    """The GPU operator 25.10 hands GPUs to pods through CDI; containerd 1.x leaves it off."""
+    v2 = render.render_containerd_config(2)
+    assert render.containerd_facts(v2)["cdi_enabled"]
+    assert render.containerd_facts(render.render_containerd_config(3))["cdi_enabled"]  # default
+    without = v2.replace("enable_cdi = true\n", "")
+    assert not render.containerd_facts(without)["cdi_enabled"]
+    answers = {
+        F.CONTAINERD_VERSION: (1, 7, 28),
+        F.file(render.CONTAINERD_CONFIG): without,
+        F.glob(f"{render.CONTAINERD_DROPIN_DIR}/*.toml"): (),
+        F.exists(render.CONTAINERD_CONFIG + ".host-setup.bak"): True,
+        F.unit("containerd"): ("active", "enabled"),
+    }
+    assert decided("containerd", answers) == [
+        f"mkdir -p {render.CONTAINERD_DROPIN_DIR}",
+        write(render.CONTAINERD_CONFIG, v2),
+        "systemctl restart containerd",
+    ]
+    host = ScriptedHost(containerd="1.7.28")
+    runner.apply(host, build_steps(Settings())[:8], lambda _l: None)
+    host.files[render.CONTAINERD_CONFIG] = host.files[render.CONTAINERD_CONFIG].replace(
+        "enable_cdi = true\n", ""
+    )
+    status = checks.containerd_ready(host, Settings())
+    assert not status and "CDI" in status.detail

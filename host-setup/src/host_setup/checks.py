@@ -333,6 +333,8 @@ def containerd_ready(host: Host, s: Settings) -> Status:
         return fail("the CRI plugin is disabled")
     if not facts["systemd_cgroup"].get("runc"):
         return fail("runc lacks SystemdCgroup = true")
+    if not facts["cdi_enabled"]:
+        return fail("CDI is off: the GPU operator 25.10 hands GPUs to pods through CDI")
     return all_of(
         ok(f"containerd {'.'.join(map(str, version))}, config v{want}, SystemdCgroup"),
         service_running(host, "containerd"),

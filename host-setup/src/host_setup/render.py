@@ -23,6 +23,7 @@ CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CONTAINERD_DROPIN_DIR = "/etc/containerd/conf.d"
 CONTAINERD_SOCKET = "unix:///run/containerd/containerd.sock"
 NVIDIA_RUNTIME_BINARY = "/usr/bin/nvidia-container-runtime"
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 
 POD_SUBNET = "10.244.0.0/16"  # Flannel's default network
 SERVICE_SUBNET = "10.96.0.0/12"
@@ -84,6 +85,10 @@ def render_containerd_config(config_version: int) -> str:
         cfg["plugins"] = {
             "io.containerd.grpc.v1.cri": {
                 "sandbox_image": versions.PAUSE_IMAGE,
+                # the GPU operator 25.10 hands GPUs to pods through CDI, which containerd 1.x
+                # leaves off by default (2.x turns it on)
+                "enable_cdi": True,
+                "cdi_spec_dirs": list(CDI_SPEC_DIRS),
                 "containerd": runtime_section,
             }
         }
@@ -127,7 +132,12 @@ def containerd_facts(main: str, dropins: Iterable[str] = ()) -> dict[str, Any]:
     runtimes = section.get("runtimes") or {}
     default = section.get("default_runtime_name", "runc")
     disabled = set(cfg.get("disabled_plugins") or ())
+    if version <= 2:
+        cdi = dig(cfg, "plugins", "io.containerd.grpc.v1.cri", "enable_cdi") is True
+    else:  # on unless turned off
+        cdi = dig(cfg, "plugins", "io.containerd.cri.v1.runtime", "enable_cdi") is not False
     return {
+        "cdi_enabled": cdi,
         "version": version,
         "cri_enabled": not ({"cri", "io.containerd.grpc.v1.cri"} & disabled),
         "default_runtime": default,

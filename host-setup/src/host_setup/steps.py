@@ -286,6 +286,7 @@ class Containerd(Step, probe=checks.containerd_ready):
             or config["version"] != want
             or not config["cri_enabled"]
             or not config["systemd_cgroup"].get("runc")
+            or not config["cdi_enabled"]
         ):
             backup = render.CONTAINERD_CONFIG + ".host-setup.bak"
             old = host.fact(F.file(render.CONTAINERD_CONFIG))
