@@ -23,6 +23,7 @@ from code_preprocessor.settings import Settings as PreprocessorSettings
 from sparkstack_common.ingestion.contract import MSG_ID_HEADER, QueueSettings, encode_payload
 from sparkstack_common.ingestion.nats import ensure_stream
 from sparkstack_common.ingestion.store import FINISHED_STATUSES, JobStore, OutboxEntry
+from sparkstack_testing.serve import wait_healthy
 from support import PREPROCESSOR_KEY, RAG_KEY, free_port, serve_asgi
 
 
@@ -154,16 +155,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
         port = self.env["INGEST_WORKER_METRICS_PORT"]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}/health", self.proc, self.log, timeout=30)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 from sparkstack_testing.fake_llm import FakeLLM
+from sparkstack_testing.serve import wait_healthy
 from support import ADMIN_KEY, bearer, free_port, fresh_database
 
 AUTH = bearer(ADMIN_KEY)
@@ -48,7 +48,7 @@ async def test_turns_answered_before_sigterm_are_all_stored(
     log_path = tmp_path / "orchestrator.log"
     proc = start(env, log_path)
     try:
-        wait_ready(url, proc, log_path)
+        wait_healthy(f"{url}/ready", proc, log_path)
         fake.set_delay(0.5)  # answers arrive together, around the SIGTERM
         sessions = [f"term-{i}" for i in range(80)]
 
@@ -101,15 +101,3 @@ def start(env: dict[str, str], log_path: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)

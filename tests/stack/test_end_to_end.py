@@ -20,6 +20,7 @@ import openai
 import pytest
 from sparkstack.secrets import load_existing
 from sparkstack_testing.fake_llm import FakeLLM
+from sparkstack_testing.serve import wait_healthy
 from support import catalog_fake, free_port, serve_asgi
 
 SAMPLES = Path(__file__).resolve().parents[1] / "code_preprocessor" / "samples"
@@ -251,15 +252,7 @@ def test_up_ingest_chat_down_up(backend: tuple[FakeLLM, str], tmp_path: Path) ->
         marker = f"CODE_PREPROCESSOR_PORT={ports['CODE_PREPROCESSOR']}"
         victim = component_pid(marker, "code_preprocessor")
         os.kill(victim, 9)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{preprocessor}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_healthy(f"{preprocessor}/health", timeout=60)
         assert component_pid(marker, "code_preprocessor") != victim
         log = (data / "logs" / "stack.log").read_text()
         assert "exited with code -9; restarting" in log

@@ -47,8 +47,11 @@ def test_the_first_session_runs_as_written(backend: tuple[FakeLLM, str], tmp_pat
     outer = {
         k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
     }
+    # uv's own cache stays where it is: the clone installs from it, nothing is downloaded
+    cache = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=True)
     env = {
         **outer,
+        "UV_CACHE_DIR": cache.stdout.strip(),
         "HOME": str(home),  # `~/src/myproject`
         "SPARKSTACK_DATA_DIR": str(tmp_path / "data"),
         "XDG_STATE_HOME": str(tmp_path / "state"),

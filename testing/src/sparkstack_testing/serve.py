@@ -45,6 +45,28 @@ def serve_asgi(app: Any, port: int | None = None) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen | None = None,
+    log_path: Any = None,
+    timeout: float = 60.0,
+) -> None:
+    """Until GET `url` answers 200; fails early when `proc` exits, with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            tail = ""
+            if log_path is not None:
+                tail = open(log_path, "rb").read()[-4000:].decode(errors="replace")
+            raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s:\n{tail}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def serve_process(
     argv: list[str],
@@ -62,17 +84,7 @@ def serve_process(
             argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{url}{health_path}", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = open(log_path, "rb").read()[-4000:].decode(errors="replace")
-                raise RuntimeError(f"{argv[0]} did not become healthy:\n{tail}")
-            time.sleep(0.1)
+        wait_healthy(f"{url}{health_path}", proc, log_path, timeout)
         yield url
     finally:
         proc.terminate()
