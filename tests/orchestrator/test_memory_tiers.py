@@ -153,6 +153,24 @@ def test_archival_context_reaches_the_backend(orchestrator: str, fake: FakeLLM) 
     assert fake.last_chat["body"]["messages"][-1]["content"].startswith("How long does")
 
 
+def test_one_embedding_of_the_question_serves_recall_and_archival(
+    orchestrator: str, rag: tuple[str, Path], fake: FakeLLM
+) -> None:
+    def used() -> float:
+        series = 'rag_given_query_embeddings_total{outcome="used"}'
+        for line in httpx.get(f"{rag[0]}/metrics", headers=bearer(RAG_KEY)).text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0  # not exposed before the first query that sent a vector
+
+    before, embeds = used(), fake.count("embed")
+    question = f"Which component delivers invoices in batches ({uuid.uuid4().hex[:6]})?"
+    r = chat(orchestrator, [{"role": "user", "content": question}], workspace=WORKSPACE)
+    assert states(r)["archival"] == "ok" and "MeridianQueue" in memory_block(fake)
+    assert fake.count("embed") == embeds + 1  # the orchestrator embedded it once, for recall
+    assert used() == before + 1  # and rag-server searched with that vector
+
+
 def test_each_answer_records_the_memory_it_was_given(orchestrator: str, fake: FakeLLM) -> None:
     """The session keeps, per assistant turn, what each tier found and what went into the
     block (the very lines the model saw), with the tokens used, within the budget."""

@@ -54,13 +54,22 @@ class ArchivalClient:
         self.max_chars = max_chars
 
     async def search(
-        self, workspace: str, query: str, mode: str = "naive", top_k: int = 4
+        self,
+        workspace: str,
+        query: str,
+        mode: str = "naive",
+        top_k: int = 4,
+        embedding: tuple[str, list[float]] | None = None,
     ) -> list[ArchivalHit]:
         """Snippets of what the workspace knows about ``query``: chunks first, then entities
-        and relations, at most ``top_k`` of each, each clipped to ``max_chars``."""
+        and relations, at most ``top_k`` of each, each clipped to ``max_chars``.
+        ``embedding`` (model, vector) is the query's, when the caller has it already;
+        rag-server uses it if that model is its own."""
         if top_k <= 0 or len(query.strip()) < MIN_QUERY_CHARS:
             return []
-        body = {"query": query, "mode": mode, "top_k": top_k, "chunk_top_k": top_k}
+        body: dict[str, Any] = {"query": query, "mode": mode, "top_k": top_k, "chunk_top_k": top_k}
+        if embedding is not None and query == query.strip():  # rag-server strips the query
+            body["query_embedding"] = {"model": embedding[0], "vector": embedding[1]}
         try:
             answer = await self.rag.query_data(workspace, body)
         except (RagUnavailable, RagRefused) as exc:

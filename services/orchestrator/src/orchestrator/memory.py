@@ -141,9 +141,7 @@ class Memory:
     async def _recall(self, call: ChatCall) -> list[str]:
         if self.settings.recall_top_k <= 0:
             return []
-        vector = await self._embedding_cache.get(
-            call.query, lambda: self.embedder.embed_one(call.query)
-        )
+        vector = await self._query_vector(call)
         hits = await self.recall.search(
             call.workspace,
             vector,
@@ -157,18 +155,30 @@ class Memory:
         if self.settings.archival_top_k <= 0:
             return []
         s = self.settings
-        hits = await self._archival_cache.get(
-            (call.workspace, s.archival_mode, call.query),
-            lambda: self.archive.search(
-                call.workspace, call.query, s.archival_mode, s.archival_top_k
-            ),
-        )
+
+        async def search() -> list[Any]:
+            # the question's vector is the recall tier's: rag-server need not embed it again
+            try:
+                given = (self.embedder.model, await self._query_vector(call))
+            except Exception:  # rag-server embeds it itself, or reports why it cannot
+                given = None
+            return await self.archive.search(
+                call.workspace, call.query, s.archival_mode, s.archival_top_k, given
+            )
+
+        hits = await self._archival_cache.get((call.workspace, s.archival_mode, call.query), search)
         own = f"sessions/{call.session_id}/"
         return [
             f"- [{h.source}] {h.text}" if h.source else f"- {h.text}"
             for h in hits
             if not (h.source or "").startswith(own)  # this session's own turns: already sent
         ]
+
+    async def _query_vector(self, call: ChatCall) -> list[float]:
+        """The question's embedding, computed once however many tiers use it."""
+        return await self._embedding_cache.get(
+            call.query, lambda: self.embedder.embed_one(call.query)
+        )
 
     def _block(
         self, call: ChatCall, found: dict[str, list[str]]

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -460,13 +460,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return out
 
+    def given_embedding(request: Request, body: QueryRequest) -> AbstractContextManager[bool]:
+        embed: EmbeddingBackend = request.app.state.backends["embedding"]
+        q = body.query_embedding
+        return embed.given(body.query, q.model, q.vector) if q else nullcontext(False)
+
     @app.post("/query/data")
     async def query_data(
-        body: QueryRequest, runtime: Runtime, workspace: ExistingWorkspace
+        body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        async with runtime.pool.lease(workspace) as rag:
-            result = await rag.aquery_data(body.query, param=param_of(body, False))
+        with given_embedding(request, body) as taken:
+            if body.query_embedding is not None:
+                runtime.metrics.given_embeddings.labels("used" if taken else "ignored").inc()
+            async with runtime.pool.lease(workspace) as rag:
+                result = await rag.aquery_data(body.query, param=param_of(body, False))
         observe(runtime, "query_data", body.mode, started)
         return from_stored_sources(jsonable(result))
 

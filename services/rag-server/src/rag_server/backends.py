@@ -8,7 +8,9 @@ every workspace's instance.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -128,8 +130,39 @@ class EmbeddingBackend(_Shared):
             client, base_url, model, dim, api_key, timeout, dim_setting="RAG_SERVER_EMBED_DIM"
         )
 
+        # query vectors callers sent along (text -> vector, queries in flight using it)
+        self._given: dict[str, tuple[list[float], int]] = {}
+
+    @contextmanager
+    def given(self, text: str, model: str, vector: list[float]) -> Iterator[bool]:
+        """While the block runs, ``text`` embeds to ``vector`` without a backend call, if the
+        caller's model is ours and the vector fits; yields whether it was taken. Keyed by
+        text, not by request: LightRAG calls the embedding function from its own worker
+        tasks, where a request's context is not visible."""
+        usable = (
+            model == self.embedder.model
+            and len(vector) == self.embedder.dim
+            and math.isfinite(math.fsum(vector))
+        )
+        if not usable:
+            yield False
+            return
+        held = self._given.get(text)
+        self._given[text] = (held[0] if held else vector, (held[1] if held else 0) + 1)
+        try:
+            yield True
+        finally:
+            vec, users = self._given[text]
+            if users > 1:
+                self._given[text] = (vec, users - 1)
+            else:
+                del self._given[text]
+
     async def __call__(self, texts: list[str], **_: Any) -> np.ndarray:
-        return np.array(await self.embedder.embed(texts), dtype=np.float32)
+        given = {t: self._given[t][0] for t in texts if t in self._given}
+        missing = [t for t in dict.fromkeys(texts) if t not in given]
+        fetched = dict(zip(missing, await self.embedder.embed(missing), strict=True))
+        return np.array([given.get(t) or fetched[t] for t in texts], dtype=np.float32)
 
     async def reachable(self) -> tuple[bool, str]:
         return await _probe(self.client, self.base_url, self.api_key)

@@ -24,6 +24,12 @@ class Metrics:
         self.pipeline_runs = Counter(
             "rag_pipeline_runs", "Background indexing runs", ["outcome"], registry=r
         )
+        self.given_embeddings = Counter(
+            "rag_given_query_embeddings",
+            "Query vectors sent by the caller: used, or ignored (another model or size)",
+            ["outcome"],
+            registry=r,
+        )
         self.queries = Counter("rag_queries", "Queries", ["endpoint", "mode"], registry=r)
         self.query_seconds = Histogram(
             "rag_query_seconds", "Query time", ["endpoint", "mode"], registry=r

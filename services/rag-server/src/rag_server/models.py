@@ -63,6 +63,15 @@ class DocumentStatusRequest(BaseModel):
     ids: list[str] = Field(min_length=1, max_length=1000)
 
 
+class QueryEmbedding(BaseModel):
+    """sparkstack extension: the query's vector, already computed by the caller (the
+    orchestrator embeds each question once for its recall tier). Used only when ``model`` is
+    rag-server's own embedding model and the size fits; otherwise rag-server embeds itself."""
+
+    model: str = Field(min_length=1, max_length=200)
+    vector: list[float] = Field(min_length=1, max_length=8192)
+
+
 class QueryRequest(BaseModel):
     query: str = Field(min_length=3)
     mode: QueryMode = "mix"
@@ -81,6 +90,7 @@ class QueryRequest(BaseModel):
     enable_rerank: bool | None = None
     include_references: bool | None = None
     stream: bool | None = None
+    query_embedding: QueryEmbedding | None = None
 
     @field_validator("query")
     @classmethod
@@ -90,9 +100,8 @@ class QueryRequest(BaseModel):
         return value.strip()
 
     def param_fields(self) -> dict[str, Any]:
-        return {
-            k: v for k, v in self.model_dump(exclude={"query", "stream"}).items() if v is not None
-        }
+        fields = self.model_dump(exclude={"query", "stream", "query_embedding"})
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 class WorkspaceRequest(BaseModel):
