@@ -1183,13 +1183,7 @@ class ScriptedHost(Host):
         """What `kubectl apply -k manifests/...` and the model downloads leave behind."""
         for ns in ("llm-serving", "graphrag"):
             self._store(render.namespace(ns))
-        for name in (
-            "ollama-coding",
-            "ollama-reasoning",
-            "ollama-embed",
-            "ollama-extract",
-            "vllm-rerank",
-        ):
+        for name in ("ollama-large", "ollama-small", "vllm-rerank"):
             self._store(_deployment("llm-serving", name))
         for name in ("orchestrator", "rag-server", "code-preprocessor", "ingest-worker"):
             self._store(_deployment("graphrag", name))

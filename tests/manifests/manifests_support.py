@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sparkstack_common.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -29,20 +30,11 @@ SECRET_NAMESPACE = "graphrag"
 DEV_TAG = "dev"
 
 # issue 7's budget table: the memory limit of each long-running workload's main container
+# every long-running workload's memory limit: the model servers' and the platform's, from the
+# catalog the memory budget is computed from (sparkstack_common.memory_budget)
 MEMORY_BUDGET = {
-    ("llm-serving", "ollama-coding"): "120Gi",
-    ("llm-serving", "ollama-reasoning"): "120Gi",
-    ("llm-serving", "ollama-embed"): "8Gi",
-    ("llm-serving", "ollama-extract"): "16Gi",
-    ("llm-serving", "vllm-rerank"): "8Gi",
-    ("graphrag", "neo4j"): "8Gi",
-    ("graphrag", "postgres"): "2Gi",
-    ("graphrag", "rag-server"): "4Gi",
-    ("graphrag", "orchestrator"): "1Gi",
-    ("graphrag", "ingest-worker"): "512Mi",
-    ("graphrag", "code-preprocessor"): "1Gi",
-    ("graphrag", "redis"): "512Mi",
-    ("graphrag", "nats"): "256Mi",
+    **{("llm-serving", s.name): s.memory_limit for s in Catalog.load().servers},
+    **{("graphrag", name): limit for name, limit in Catalog.load().platform},
 }
 # The Spark's 128 GB less what the OS, the kubelet and the system pods keep: the requests of
 # everything long-running must fit, or something stays Pending.
@@ -64,6 +56,7 @@ STORAGE_CLASSES = {"models": "longhorn-models", "data": "longhorn"}
 KEEP_ANNOTATION = ("tilt.dev/down-policy", "keep")
 RETAIN_LABEL = "sparkstack/retain"
 ROLE_LABEL = "sparkstack/model-role"
+SERVER_LABEL = "sparkstack/model-server"
 NAME_LABEL = "app.kubernetes.io/name"
 
 

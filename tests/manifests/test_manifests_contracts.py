@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 from manifests_support import (
     MANIFESTS,
-    ROLE_LABEL,
+    NAME_LABEL,
+    SERVER_LABEL,
     app_image,
     env_map,
     env_value,
@@ -24,18 +25,24 @@ from manifests_support import (
     services_json,
 )
 from sparkstack_common.catalog import Catalog, Model
+from sparkstack_common.memory_budget import server_context
 
 CLUSTER_HOST = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc\.cluster\.local$")
 
 
 def serving_pod(objs: list[dict[str, Any]], model: Model):
-    matches = [p for p in pods(objs) if p.long_running and p.labels.get(ROLE_LABEL) == model.role]
+    """The pod of the server that holds ``model`` (catalog [servers])."""
+    matches = [
+        p for p in pods(objs) if p.long_running and p.labels.get(SERVER_LABEL) == model.server
+    ]
     assert len(matches) == 1, f"{model.role}: {[str(p) for p in matches]}"
     return matches[0]
 
 
 def download_pod(objs: list[dict[str, Any]], model: Model):
-    matches = [p for p in pods(objs) if p.kind == "Job" and p.labels.get(ROLE_LABEL) == model.role]
+    matches = [
+        p for p in pods(objs) if p.kind == "Job" and p.labels.get(SERVER_LABEL) == model.server
+    ]
     assert len(matches) == 1, f"{model.role}: {[str(p) for p in matches]}"
     return matches[0]
 
@@ -43,49 +50,69 @@ def download_pod(objs: list[dict[str, Any]], model: Model):
 # --- the model catalog ---------------------------------------------------------------------
 
 
-def test_one_server_service_volume_and_download_per_model(
+def test_one_pod_volume_and_download_per_server_and_a_service_per_model(
     objs: list[dict[str, Any]], catalog: Catalog
 ) -> None:
-    roles = {m.role for m in catalog.models}
-    served = {p.labels.get(ROLE_LABEL) for p in pods(objs) if p.labels.get(ROLE_LABEL)}
-    assert served == roles
-    for model in catalog.models:
+    servers = {s.name for s in catalog.servers}
+    served = {p.labels.get(SERVER_LABEL) for p in pods(objs) if p.long_running}
+    assert served - {None} == servers
+    for server in catalog.servers:
+        (model, *_) = catalog.served_by(server.name)
         pod = serving_pod(objs, model)
-        assert (pod.namespace, pod.name) == ("llm-serving", model.service)
-        svc = find(objs, "Service", "llm-serving", model.service)
-        port = 11434 if model.source == "ollama" else 8000
-        assert [p["port"] for p in svc["spec"]["ports"]] == [port]
+        assert (pod.namespace, pod.name) == ("llm-serving", server.name)
+        port = 11434 if server.source == "ollama" else 8000
         assert [p["containerPort"] for p in pod.main["ports"]] == [port]
-        pvc = find(objs, "PersistentVolumeClaim", "llm-serving", f"{model.service}-models")
+        pvc = find(objs, "PersistentVolumeClaim", "llm-serving", f"{server.name}-models")
         size = pvc["spec"]["resources"]["requests"]["storage"]
-        assert quantity(size) == quantity(model.pvc_size), model.role
+        assert quantity(size) == quantity(server.pvc_size), server.name
         claims = {
             v["persistentVolumeClaim"]["claimName"]
             for p in (pod, download_pod(objs, model))
             for v in p.spec["volumes"]
             if "persistentVolumeClaim" in v
         }
-        assert claims == {f"{model.service}-models"}, model.role
-        limit = pod.main["resources"]["limits"]["memory"]
-        assert quantity(limit) == quantity(model.memory_limit), model.role
+        assert claims == {f"{server.name}-models"}, server.name
+        res = pod.main["resources"]
+        assert quantity(res["limits"]["memory"]) == quantity(server.memory_limit), server.name
+        assert quantity(res["requests"]["memory"]) == quantity(server.memory_request)
+        assert quantity(res["limits"]["cpu"]) == quantity(server.cpu_limit), server.name
+        assert quantity(res["requests"]["cpu"]) == quantity(server.cpu_request), server.name
+    for model in catalog.models:
+        # clients keep one URL per model: its Service selects the server that holds it
+        svc = find(objs, "Service", "llm-serving", model.service)
+        assert svc["spec"]["selector"] == {NAME_LABEL: model.server}, model.role
+        port = 11434 if model.source == "ollama" else 8000
+        assert [p["port"] for p in svc["spec"]["ports"]] == [port]
 
 
-def test_ollama_servers_serve_the_catalog_tags(
+def test_ollama_servers_serve_the_catalog_tags_with_the_budgeted_settings(
     objs: list[dict[str, Any]], catalog: Catalog
 ) -> None:
-    for model in catalog.models:
-        if model.source != "ollama":
+    """Each Ollama server holds its catalog models under the settings the memory budget was
+    computed with: a server that loaded more models, more parallel requests, a longer context
+    or an f16 cache than the budget assumes would overrun the Spark's memory."""
+    for server in catalog.servers:
+        if server.source != "ollama":
             continue
-        pod = serving_pod(objs, model)
+        models = catalog.served_by(server.name)
+        pod = serving_pod(objs, models[0])
         c = pod.main
         assert c["image"].startswith("ollama/ollama:")
-        assert env_value(c, "MODEL_TAG") == model.tag
+        assert env_value(c, "MODEL_TAGS").split() == [m.tag for m in models]
         assert env_value(c, "OLLAMA_HOST") == "0.0.0.0:11434"
-        assert env_value(c, "OLLAMA_CONTEXT_LENGTH") == str(model.context_length)
+        assert env_value(c, "OLLAMA_CONTEXT_LENGTH") == str(server_context(catalog, server))
+        assert env_value(c, "OLLAMA_MAX_LOADED_MODELS") == str(server.max_loaded_models)
+        assert env_value(c, "OLLAMA_NUM_PARALLEL") == str(server.num_parallel)
+        assert env_value(c, "OLLAMA_KV_CACHE_TYPE") == server.kv_cache_type
+        assert env_value(c, "OLLAMA_KEEP_ALIVE") == server.keep_alive
+        if server.kv_cache_type != "f16":  # Ollama quantizes the cache only with flash attention
+            assert env_value(c, "OLLAMA_FLASH_ATTENTION") == "1"
+        readiness = " ".join(c["readinessProbe"]["exec"]["command"])
+        assert "$MODEL_TAGS" in readiness
         models_mount = {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "models"}
         assert models_mount == {env_value(c, "OLLAMA_MODELS")}
-        job = download_pod(objs, model).main
-        assert env_value(job, "MODEL_TAG") == model.tag
+        job = download_pod(objs, models[0]).main
+        assert env_value(job, "MODEL_TAGS").split() == [m.tag for m in models]
         assert job["image"] == c["image"], "the Job pulls with the serving image's ollama"
         assert {m["mountPath"] for m in job["volumeMounts"] if m["name"] == "models"} == {
             env_value(job, "OLLAMA_MODELS")
@@ -97,8 +124,9 @@ def test_reasoning_alias_from_the_modelfile(objs: list[dict[str, Any]], catalog:
     assert model.tools_tag
     pod = serving_pod(objs, model)
     assert env_value(pod.main, "ALIAS_TAG") == model.tools_tag
+    assert env_value(pod.main, "ALIAS_FROM") == model.tag
     readiness = " ".join(pod.main["readinessProbe"]["exec"]["command"])
-    assert "$ALIAS_TAG" in readiness and "$MODEL_TAG" in readiness
+    assert "$ALIAS_TAG" in readiness
     path = env_value(pod.main, "ALIAS_MODELFILE")
     mount = next(m for m in pod.main["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
     volume = next(v for v in pod.spec["volumes"] if v["name"] == mount["name"])

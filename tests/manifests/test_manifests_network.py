@@ -25,7 +25,7 @@ from manifests_support import (
 
 G, L = "graphrag", "llm-serving"
 # (source, destination, port) by app.kubernetes.io/name; every pod may also reach DNS
-MODELS = ("ollama-coding", "ollama-reasoning", "ollama-extract", "ollama-embed")
+MODELS = ("ollama-large", "ollama-small")  # the Ollama servers (catalog [servers])
 NEEDED = {(("orchestrator", G), (m, L), 11434) for m in MODELS} | {
     (("orchestrator", G), ("rag-server", G), 9621),
     (("orchestrator", G), ("postgres", G), 5432),
@@ -36,8 +36,7 @@ NEEDED = {(("orchestrator", G), (m, L), 11434) for m in MODELS} | {
     (("ingest-worker", G), ("postgres", G), 5432),
     (("ingest-worker", G), ("nats", G), 4222),
     (("code-preprocessor", G), ("rag-server", G), 9621),
-    (("rag-server", G), ("ollama-extract", L), 11434),
-    (("rag-server", G), ("ollama-embed", L), 11434),
+    (("rag-server", G), ("ollama-small", L), 11434),  # extraction and embeddings only
     (("rag-server", G), ("vllm-rerank", L), 8000),
     (("rag-server", G), ("postgres", G), 5432),
     (("rag-server", G), ("neo4j", G), 7687),
@@ -289,7 +288,7 @@ def test_direct_models_component_opens_exactly_the_two_model_ports(
         for port in serving_ports(p)
         if open_to_anyone(policies, p, port)
     }
-    assert open_ == OPEN_TO_ALL | {("ollama-coding", L, 11434), ("ollama-reasoning", L, 11434)}
+    assert open_ == OPEN_TO_ALL | {("ollama-large", L, 11434)}  # the coding and reasoning server
 
 
 def test_direct_models_component_validates(with_direct_models: list[dict[str, Any]]) -> None:

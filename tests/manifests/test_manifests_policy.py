@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from host_setup import render as host_render
+from host_setup import versions
 from manifests_support import (
     GPU_RESOURCE,
     GPU_TIME_SLICES,
@@ -31,15 +33,12 @@ from manifests_support import (
     security_violations,
     show,
 )
+from sparkstack_common.catalog import Catalog
 from sparkstack_common.service import READY_BUDGET_SECONDS
 
-GPU_WORKLOADS = {
-    ("llm-serving", "ollama-coding"),
-    ("llm-serving", "ollama-reasoning"),
-    ("llm-serving", "ollama-extract"),
-    ("llm-serving", "ollama-embed"),
-    ("llm-serving", "vllm-rerank"),
-}
+CATALOG = Catalog.load()
+# one slice per model server (catalog [servers]), none anywhere else
+GPU_WORKLOADS = {("llm-serving", s.name) for s in CATALOG.servers}
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -99,6 +98,19 @@ def test_one_gpu_slice_for_each_gpu_workload_and_none_elsewhere(objs: list[dict[
     assert sum(holders.values()) <= GPU_TIME_SLICES
 
 
+def test_slices_are_left_for_the_gpu_sharing_validation(objs: list[dict[str, Any]]) -> None:
+    """host-setup's GPU-sharing validation holds two slices at once whenever it runs, also
+    after the stack is deployed: the model servers must leave that many free, or its pods stay
+    Pending and `host-setup apply` fails after its timeout."""
+    held = sum(
+        gpu_count(c)[0] or 0 for pod in pods(objs) if pod.long_running for c in pod.containers
+    )
+    assert GPU_TIME_SLICES == versions.GPU_TIME_SLICING_REPLICAS
+    assert GPU_TIME_SLICES - held >= len(host_render.GPU_SHARE_PODS), (
+        f"{held} slices held by the stack, {GPU_TIME_SLICES} in all"
+    )
+
+
 def test_no_gpu_through_the_back_door(objs: list[dict[str, Any]]) -> None:
     """The CUDA images set NVIDIA_VISIBLE_DEVICES=all, and with nvidia as containerd's default
     runtime a container without a slice would see the GPU anyway: those containers say void."""
@@ -111,11 +123,13 @@ def test_no_gpu_through_the_back_door(objs: list[dict[str, Any]]) -> None:
 
 
 def test_vllm_gpu_memory_fraction(objs: list[dict[str, Any]]) -> None:
-    """At most 0.8 on the Spark (unified memory), and no more than its memory budget."""
+    """At most 0.8 on the Spark (unified memory), the catalog's (the memory budget counts it),
+    and no more than its memory limit."""
     (pod,) = [p for p in pods(objs) if p.name == "vllm-rerank"]
     args = pod.main.get("command", []) + pod.main.get("args", [])
     fraction = float(flag_value(args, "--gpu-memory-utilization") or "nan")
     assert 0 < fraction <= 0.8
+    assert fraction == CATALOG.server("vllm-rerank").gpu_memory_utilization
     assert fraction * float(quantity(GPU_VISIBLE_MEMORY)) <= float(
         quantity(pod.main["resources"]["limits"]["memory"])
     )

@@ -29,6 +29,7 @@ from manifests_support import (
     show,
 )
 from referencing import Registry, Resource
+from sparkstack_common.catalog import Catalog
 
 KSERVE_SCHEMA = Path(__file__).with_name("kserve_inferenceservice_v1beta1.json")
 ALLOWED_KINDS = {
@@ -41,13 +42,7 @@ ALLOWED_KINDS = {
     "InferenceService",
     "NetworkPolicy",
 }
-MODEL_SERVING = {
-    "ollama-coding",
-    "ollama-reasoning",
-    "ollama-extract",
-    "ollama-embed",
-    "vllm-rerank",
-}
+MODEL_SERVING = {s.name for s in Catalog.load().servers}
 
 
 def test_every_overlay_renders(objs: list[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ from nix_tilt_support import (
     rewrite_modules,
     run_tiltfile,
 )
+from sparkstack_common.catalog import Catalog
 
 SERVICES = load_services()
 SERVICE_NAMES = sorted(SERVICES["services"])
@@ -184,10 +185,13 @@ def test_kserve_models_are_resources_with_their_pods_and_services(
     isvcs = [
         r for r in run.resources.values() if (r.workload or {}).get("kind") == "InferenceService"
     ]
-    assert len(isvcs) == 5
+    catalog = Catalog.load()
+    assert {r.name for r in isvcs} == {s.name for s in catalog.servers}
     for res in isvcs:
         assert res.extra_pod_selectors == [{"serving.kserve.io/inferenceservice": res.name}]
-        assert res.objects == [f"{res.name}:service:llm-serving"]
+        # the Services of the models it holds come up with it
+        services = {f"{m.service}:service:llm-serving" for m in catalog.served_by(res.name)}
+        assert set(res.objects) == services
 
 
 def test_resources_are_labelled_and_http_services_forwarded(
@@ -208,17 +212,17 @@ def test_resources_are_labelled_and_http_services_forwarded(
         (
             ["rag-server"],
             {"rag-server", "postgres", "neo4j", "ensure-secret", "volumes", "config", "namespaces"},
-            {"orchestrator", "ollama-embed", "download-ollama-embed", "redis"},
+            {"orchestrator", "ollama-small", "download-ollama-small", "redis"},
         ),
         (
-            ["ollama-coding"],
-            {"ollama-coding", "download-ollama-coding", "volumes", "namespaces"},
-            {"rag-server", "ollama-reasoning", "postgres"},
+            ["ollama-large"],
+            {"ollama-large", "download-ollama-large", "volumes", "namespaces"},
+            {"rag-server", "ollama-small", "postgres"},
         ),
         (
             ["apps"],
             set(SERVICE_NAMES) | {"postgres", "neo4j", "redis", "nats"},
-            {"ollama-coding", "vllm-rerank"},
+            {"ollama-large", "vllm-rerank"},
         ),
     ],
 )

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Pull MODEL_TAG into OLLAMA_MODELS (the model's volume) unless it is already there.
-# Runs in the model download Job, with the ollama binary of the serving image and a private
-# server on 127.0.0.1; the serving Deployment may run at the same time (it does not write).
+# Pull each of MODEL_TAGS (space-separated) into OLLAMA_MODELS (the server's volume) unless it
+# is already there. Runs in the server's download Job, with the ollama binary of the serving
+# image and a private server on 127.0.0.1; the serving pod may run at the same time (it does
+# not write).
 set -eu
-: "${MODEL_TAG:?MODEL_TAG is required}"
+: "${MODEL_TAGS:?MODEL_TAGS is required}"
 ollama serve >/tmp/ollama-serve.log 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
@@ -17,11 +18,13 @@ until ollama list >/dev/null 2>&1; do
   fi
   sleep 1
 done
-if ollama show "$MODEL_TAG" >/dev/null 2>&1; then
-  echo "$MODEL_TAG is already in $OLLAMA_MODELS: nothing to do"
-  exit 0
-fi
-echo "pulling $MODEL_TAG into $OLLAMA_MODELS"
-ollama pull "$MODEL_TAG"
-ollama show "$MODEL_TAG" >/dev/null
-echo "$MODEL_TAG pulled"
+for tag in $MODEL_TAGS; do
+  if ollama show "$tag" >/dev/null 2>&1; then
+    echo "$tag is already in $OLLAMA_MODELS: nothing to do"
+    continue
+  fi
+  echo "pulling $tag into $OLLAMA_MODELS"
+  ollama pull "$tag"
+  ollama show "$tag" >/dev/null
+  echo "$tag pulled"
+done
