@@ -7,9 +7,11 @@ and, on the scripted host, `apply` running exactly what `plan` printed, step by 
 from __future__ import annotations
 
 import shlex
+import tomllib
 from typing import Any
 
 import pytest
+import yaml
 from host_setup import checks, render, runner, versions
 from host_setup import facts as F
 from host_setup.checks import Settings
@@ -194,10 +196,51 @@ def test_downloads_follow_the_machine_and_are_checked() -> None:
     ]
 
 
+KUBELET_BASE = {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration"}
+RESERVED_CONFIG = yaml.safe_dump({**KUBELET_BASE, **render.kubelet_reservations()})
+
+
 def test_kubeadm_init_on_an_initialised_host_only_starts_kubelet() -> None:
-    answers = {F.exists(checks.ADMIN_CONF): True, F.unit("kubelet"): ("failed", "enabled")}
+    answers = {
+        F.exists(checks.ADMIN_CONF): True,
+        F.unit("kubelet"): ("failed", "enabled"),
+        F.file(checks.KUBELET_CONFIG): RESERVED_CONFIG,
+    }
     assert decided("kubeadm-init", answers) == [
         "systemctl enable --now kubelet",
+        "wait up to 900s for the API server (/readyz)",
+    ]
+
+
+def test_the_kubelet_reserves_the_memory_the_budget_assumes() -> None:
+    """The memory budget (docs/spark.md) leaves the catalog's system and kubelet reservations
+    and eviction threshold out of the pods' reach; the kubelet must know them, on a fresh
+    cluster (kubeadm's config) and on one made before they existed (its config rewritten)."""
+    spark = tomllib.loads(render.catalog_text())["spark"]
+    kubelet = next(
+        d
+        for d in yaml.safe_load_all(render.render_kubeadm_config())
+        if d["kind"] == "KubeletConfiguration"
+    )
+    gi = lambda key: f"{round(spark[key] * 1024)}Mi"  # noqa: E731
+    assert kubelet["systemReserved"] == {"memory": gi("system_reserved_gib")}
+    assert kubelet["kubeReserved"] == {"memory": gi("kube_reserved_gib")}
+    assert kubelet["evictionHard"]["memory.available"] == gi("eviction_hard_gib")
+    # a partial evictionHard zeroes the kubelet's other defaults: all are stated
+    assert set(kubelet["evictionHard"]) == {
+        "memory.available", "nodefs.available", "nodefs.inodesFree", "imagefs.available",
+        "imagefs.inodesFree",
+    }  # fmt: skip
+    old = yaml.safe_dump({**KUBELET_BASE, "cgroupDriver": "systemd"})
+    answers = {
+        F.exists(checks.ADMIN_CONF): True,
+        F.unit("kubelet"): ("active", "enabled"),
+        F.file(checks.KUBELET_CONFIG): old,
+    }
+    merged = {**yaml.safe_load(old), **render.kubelet_reservations()}  # the rest kept
+    assert decided("kubeadm-init", answers) == [
+        write(checks.KUBELET_CONFIG, yaml.safe_dump(merged, sort_keys=False)),
+        "systemctl restart kubelet",
         "wait up to 900s for the API server (/readyz)",
     ]
 

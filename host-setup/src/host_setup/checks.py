@@ -413,6 +413,34 @@ def kubelet_cgroup_driver(host: Host, s: Settings) -> Status:
     return ok("kubelet cgroupDriver systemd")
 
 
+def kubelet_config(host: Host) -> dict[str, Any] | None:
+    text = host.fact(facts.file(KUBELET_CONFIG))
+    if text is None:
+        return None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def kubelet_memory_reserved(host: Host, s: Settings) -> Status:
+    """The kubelet keeps the catalog's reservations and eviction threshold (the memory budget
+    assumes them: without them, pods may take the memory the OS needs)."""
+    config = kubelet_config(host)
+    if config is None:
+        return fail(f"{KUBELET_CONFIG} missing or not YAML")
+    want = render.kubelet_reservations()
+    wrong = [k for k, v in want.items() if config.get(k) != v]
+    if wrong:
+        return fail(f"kubelet {', '.join(wrong)} not as the memory budget assumes")
+    return ok(
+        f"kubelet reserves {want['systemReserved']['memory']} system + "
+        f"{want['kubeReserved']['memory']} kubelet, evicts under "
+        f"{want['evictionHard']['memory.available']} free"
+    )
+
+
 def cluster_initialized(host: Host, s: Settings) -> Status:
     if not host.exists(ADMIN_CONF):
         return fail("kubeadm init has not run")

@@ -177,8 +177,32 @@ def render_kubeadm_config(
         "kind": "KubeletConfiguration",
         "cgroupDriver": "systemd",
         "failSwapOn": True,
+        **kubelet_reservations(),
     }
     return yaml.safe_dump_all([init, cluster, kubelet], sort_keys=False)
+
+
+def _mebibytes(gib: float) -> str:
+    return f"{round(gib * 1024)}Mi"
+
+
+def kubelet_reservations(catalog: str | None = None) -> dict[str, Any]:
+    """KubeletConfiguration fields that keep memory for the OS and the kubelet out of the
+    pods' reach and evict pods before the kernel's OOM killer acts: the catalog's [spark],
+    which the memory budget (docs/spark.md) counts. The kubelet does not merge a partial
+    evictionHard with its defaults, so the others are restated at their default values."""
+    spark = tomllib.loads(catalog if catalog is not None else catalog_text())["spark"]
+    return {
+        "systemReserved": {"memory": _mebibytes(spark["system_reserved_gib"])},
+        "kubeReserved": {"memory": _mebibytes(spark["kube_reserved_gib"])},
+        "evictionHard": {
+            "memory.available": _mebibytes(spark["eviction_hard_gib"]),
+            "nodefs.available": "10%",
+            "nodefs.inodesFree": "5%",
+            "imagefs.available": "15%",
+            "imagefs.inodesFree": "5%",
+        },
+    }
 
 
 def render_join_config(endpoint: str, token: str, ca_cert_hash: str) -> str:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
+import yaml
+
 from . import checks, render, versions
 from . import facts as F
 from .checks import ADMIN_CONF, Settings, Status
@@ -378,13 +380,18 @@ def api_ready(host: Host) -> tuple[bool, str]:
     return r.ok, "not ready"
 
 
-class KubeadmInit(Step, probe=checks.cluster_initialized):
+class KubeadmInit(
+    Step, probe=all_checks(checks.cluster_initialized, checks.kubelet_memory_reserved)
+):
     name = "kubeadm-init"
-    summary = "single-node control plane (kubeadm v1beta4, pod CIDR 10.244.0.0/16, systemd cgroups)"
+    summary = (
+        "single-node control plane (kubeadm v1beta4, pod CIDR 10.244.0.0/16, systemd cgroups, "
+        "memory reserved for the OS and the kubelet)"
+    )
 
     def operations(self, host):
         if host.fact(F.exists(ADMIN_CONF)):
-            ops = unit_running(host, "kubelet")
+            ops = self.reservations(host) + unit_running(host, "kubelet")
         else:
             config = render.render_kubeadm_config(self.s.advertise_address, self.s.node_name)
             ops = [
@@ -396,6 +403,20 @@ class KubeadmInit(Step, probe=checks.cluster_initialized):
             "the API server (/readyz)", api_ready, self.s.wait_timeout, self.s.poll_interval
         )
         return [*ops, wait]
+
+    def reservations(self, host: Host) -> list[Op]:
+        """kubeadm init renders the kubelet's reservations; a cluster made before they
+        existed (or edited since) gets them written into the kubelet's config."""
+        if checks.kubelet_memory_reserved(host, self.s):
+            return []
+        config = checks.kubelet_config(host)
+        if config is None:
+            raise StepError(f"{checks.KUBELET_CONFIG} is missing or not YAML")
+        config.update(render.kubelet_reservations())
+        return [
+            Write(checks.KUBELET_CONFIG, yaml.safe_dump(config, sort_keys=False)),
+            run("systemctl", "restart", "kubelet"),
+        ]
 
 
 class Kubeconfig(Step, probe=checks.user_kubeconfig):
