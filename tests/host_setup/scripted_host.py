@@ -24,7 +24,7 @@ from typing import Any
 
 import tomli_w
 import yaml
-from host_setup import facts, render, versions
+from host_setup import facts, first_run, render, versions
 from host_setup.checks import ADMIN_CONF, HELM_BIN
 from host_setup.hosts import Host, Result
 
@@ -139,6 +139,12 @@ class ScriptedHost(Host):
         self.dirs: set[str] = {"/etc", "/etc/apt", "/etc/apt/sources.list.d", "/tmp", "/opt"}
         self.owners: dict[str, str] = {}
         self.modules: set[str] = {"ext4", "nvidia", "nvidia_uvm"}
+        # modules the kernel ships (modinfo finds them); NVIDIA's kernel is assumed to have
+        # iscsi_tcp, which `host-setup verify` checks on the first run
+        self.kernel_modules: set[str] = {"overlay", "br_netfilter", "iscsi_tcp", "nvidia"}
+        # image -> HTTP status of its manifest on the registry (anything else: 404)
+        self.registry: dict[str, str] = {versions.VLLM_IMAGE: "200"}
+        self.images: set[str] = set()  # in containerd's image store
         self.sysctls: dict[str, str] = {
             "net.ipv4.ip_forward": "0",
             "fs.inotify.max_user_instances": "128",
@@ -301,9 +307,34 @@ class ScriptedHost(Host):
         return 0, "NVIDIA GB10, 580.95.05\n", ""
 
     def _cmd_sh(self, args, _):
-        if args[:2] != ["-c", facts.GLOB_SCRIPT]:
-            raise _Fail(f"sh -c {args[1:2]}: not modelled", 127)
-        return 0, "".join(p + "\n" for p in self.glob(args[3])), ""
+        if args[:2] == ["-c", facts.GLOB_SCRIPT]:
+            return 0, "".join(p + "\n" for p in self.glob(args[3])), ""
+        if args[:2] == ["-c", first_run.CDI_SPECS.argv[2]]:
+            kinds = [
+                line
+                for pattern in args[3:]
+                for path in self.glob(pattern)
+                for line in (self.files.get(path) or "").splitlines()
+                if line.startswith("kind:")
+            ]
+            return 0, "".join(k + "\n" for k in kinds), ""
+        if args[:2] == ["-c", first_run.registry_status("r/x:t").argv[2]]:
+            registry, repository, tag = args[3:6]
+            return 0, self.registry.get(f"{registry}/{repository}:{tag}", "404"), ""
+        raise _Fail(f"sh -c {args[1:2]}: not modelled", 127)
+
+    def _cmd_modinfo(self, args, _):
+        name = args[-1]
+        if name not in self.kernel_modules:
+            raise _Fail(f"modinfo: ERROR: Module {name} not found.")
+        return 0, f"/lib/modules/6.11.0-1016-nvidia/kernel/{name}.ko.zst\n", ""
+
+    def _cmd_crictl(self, args, _):
+        if args[0] == "inspecti":
+            if args[-1] not in self.images:
+                raise _Fail(f"no such image {args[-1]} present")
+            return 0, "{}\n", ""
+        raise _Fail(f"crictl {args[0]}: not modelled")
 
     def _cmd_df(self, args, _):
         return 0, f"      Avail\n{self.free_bytes}\n", ""
@@ -975,6 +1006,11 @@ class ScriptedHost(Host):
         """What the GPU operator's device plugin and feature discovery do to the nodes."""
         if ("gpu-operator", render.GPU_OPERATOR_NAMESPACE) not in self.cluster.releases:
             return
+        if self.gpu:  # its container toolkit writes the GPU's CDI spec
+            self._mkdirs("/var/run/cdi")
+            self.files["/var/run/cdi/nvidia.yaml"] = (
+                'cdiVersion: "0.7.0"\nkind: nvidia.com/gpu\ndevices:\n  - name: "0"\n'
+            )
         cm = self.cluster.objects.get(
             ("ConfigMap", render.GPU_OPERATOR_NAMESPACE, render.TIME_SLICING_CONFIGMAP)
         )

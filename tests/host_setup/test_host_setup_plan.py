@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import shlex
 import tomllib
-from typing import Any
 
 import pytest
 import yaml
 from host_setup import checks, render, runner, versions
 from host_setup import facts as F
 from host_setup.checks import Settings
-from host_setup.hosts import Host
 from host_setup.ops import Remove, Run, StepError, Write
 from host_setup.steps import build_steps
+from known_facts import KnownFacts
 from scripted_host import ScriptedHost
-
-
-class KnownFacts(Host):
-    """A host that is nothing but answers to facts: deciding may read them, nothing else."""
-
-    name = "facts"
-
-    def __init__(self, answers: dict[F.Fact, Any], user: str = "spark") -> None:
-        self.answers = answers
-        self.user = user
-
-    def fact(self, fact):
-        if fact not in self.answers:
-            raise AssertionError(f"the step read a fact the test did not give: {fact.command}")
-        return self.answers[fact]
-
-    def _exec(self, argv, **_):
-        raise AssertionError(f"deciding ran a command: {shlex.join(argv)}")
-
-    def invoking_user(self) -> str:
-        return self.user
 
 
 def write(path: str, content: str, **kw) -> str:

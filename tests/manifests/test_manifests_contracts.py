@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from host_setup import versions as host_versions
 from manifests_support import (
     MANIFESTS,
     NAME_LABEL,
@@ -150,6 +151,8 @@ def test_vllm_serves_the_catalog_reranker(objs: list[dict[str, Any]], catalog: C
     pod = serving_pod(objs, model)
     args = pod.main["command"] + pod.main.get("args", [])
     assert args[:2] == ["vllm", "serve"]
+    # the tag `host-setup verify` asks the registry about
+    assert pod.main["image"] == host_versions.VLLM_IMAGE
     assert flag_value(args, "--served-model-name") == model.tag
     assert flag_value(args, "--max-model-len") == str(model.context_length)
     assert flag_value(args, "--port") == "8000"

@@ -189,7 +189,7 @@ def run(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
 
     if args.command == "verify":
         out(f"verify {target.name}")
-        good = runner.verify(target, steps, out)
+        good = runner.verify(target, steps, out, settings)
         out("all checks pass" if good else "some checks FAIL")
         return 0 if good else 1
 

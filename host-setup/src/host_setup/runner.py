@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from . import checks, facts, render
+from . import checks, facts, first_run, render
 from .checks import Settings, Status
 from .hosts import CommandError, Host
 from .ops import Op, Remove, StepError, run
@@ -149,13 +149,28 @@ def apply(host: Host, steps: Sequence[Step], out: Out = print) -> list[StepRepor
     return reports
 
 
-def verify(host: Host, steps: Sequence[Step], out: Out = print) -> bool:
-    """Run every check; True when all pass."""
+def verify(
+    host: Host,
+    steps: Sequence[Step],
+    out: Out = print,
+    settings: Settings | None = None,
+    assumptions: Mapping[str, first_run.Assumption] = first_run.FIRST_RUN_CHECKS,
+) -> bool:
+    """Run every step's check, then the first-run assumptions; True when all pass."""
     good = True
     for i, step in enumerate(steps, 1):
         st = safe_status(step, host)
         good = good and bool(st)
         out(f"[{i:2}/{len(steps)}] {step.name:<20} {'ok' if st else 'FAIL':<7} {st.detail}")
+    if assumptions:
+        out("what only the Spark can confirm:")
+    for name, probe in assumptions.items():
+        try:
+            st = probe(host, settings or Settings())
+        except CHECK_ERRORS as exc:
+            st = checks.fail(f"check could not run: {exc}".splitlines()[0])
+        good = good and bool(st)
+        out(f"      {name:<20} {'ok' if st else 'FAIL':<7} {st.detail}")
     return good
 
 

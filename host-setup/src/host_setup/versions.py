@@ -82,3 +82,9 @@ def summary() -> dict[str, str]:
         "pause": PAUSE_IMAGE,
         "validation image": CUDA_VALIDATION_IMAGE,
     }
+
+
+# The reranker's server image (manifests/base/vllm-rerank and base/kserve use it; a manifests
+# test holds them together). NVIDIA documents the 26.03 and 26.05 tags; `host-setup verify`
+# asks nvcr.io whether this one exists before the first deployment pulls ~10 GB of it.
+VLLM_IMAGE = "nvcr.io/nvidia/vllm:26.04-py3"
