@@ -66,6 +66,7 @@ def client(orchestrator: str) -> openai.OpenAI:
 def test_chat_routes_by_alias_and_passes_fields_through(
     client: openai.OpenAI, fake: FakeLLM
 ) -> None:
+    started = time.perf_counter()
     raw = client.chat.completions.with_raw_response.create(
         model="qwen3-coder",
         messages=[{"role": "user", "content": "hello there"}],
@@ -77,6 +78,7 @@ def test_chat_routes_by_alias_and_passes_fields_through(
         response_format={"type": "text"},
         extra_body={"reasoning_effort": "low", "custom_extra": {"a": 1}},
     )
+    elapsed_ms = (time.perf_counter() - started) * 1000
     reply = raw.parse()
     assert reply.model == "qwen3-coder"  # the name the client used
     assert reply.choices[0].message.content.startswith("echo: hello there")
@@ -95,7 +97,8 @@ def test_chat_routes_by_alias_and_passes_fields_through(
     }.items():
         assert sent[key] == value, key
     assert raw.headers["x-session-id"].startswith("s-")
-    assert float(raw.headers["x-orchestrator-overhead-ms"]) >= 0
+    # the orchestrator's own time: some, and less than the whole round trip the client saw
+    assert 0 < float(raw.headers["x-orchestrator-overhead-ms"]) < elapsed_ms
 
 
 @pytest.mark.parametrize(
@@ -344,7 +347,8 @@ def test_client_disconnect_cancels_the_upstream_request(
     left = time.monotonic()
     assert fake.wait_for_disconnects(1, timeout=3), "the backend never saw the connection close"
     seen = fake.disconnects[-1]["t"]
-    assert seen - left < 1.0
+    # passed on at once (tens of ms here), long before the backend's 10 s answer
+    assert seen - left < 5.0
 
 
 def test_model_name_split_across_network_reads_is_still_renamed(fake: FakeLLM) -> None:

@@ -1082,11 +1082,14 @@ async def test_relay_publishes_pending_rows_and_dedupes(
         await pool.execute(
             "UPDATE ingest_outbox SET published_at = NULL WHERE job_id = $1", uuid.UUID(job.id)
         )
-        if await relay.publish_pending():
-            assert relay.stats.duplicates == 1  # JetStream dropped the republished message
+        republished_here = await relay.publish_pending()
         await wait_published(store, job.id)
         msgs = await consumer.take(wait=1.0)
+        # whichever relay republished it (ours or the app's), JetStream dropped the copy: the
+        # consumer sees the job once
         assert [m.headers[MSG_ID_HEADER] for m in msgs] == [job.id]
+        if republished_here:
+            assert relay.stats.duplicates == 1
     finally:
         await relay.stop()
         await link.close()

@@ -131,5 +131,7 @@ async def test_many_workspaces_under_load_stay_consistent(size: int) -> None:
                 live.pop(ws, None)
 
     await asyncio.gather(*(use(f"ws{i % 7}") for i in range(200)))
-    assert len(pool) <= max(size, 7)
+    # seven workspaces in use at once outgrow the pool; once every lease is back, the idle
+    # instances beyond its size are closed
+    assert len(pool) <= size
     assert len(made.closed) == pool.evicted
