@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import mutation_imports
 
-import pytest
-from sparkstack.infra import EmbeddedInfra
+mutation_imports.install()  # before anything imports the modules mutmut mutates
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+from sparkstack.infra import EmbeddedInfra  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -14,6 +18,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "infra" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.infra)
+    mutation_imports.name_items(items)
 
 
 @pytest.fixture(scope="session")

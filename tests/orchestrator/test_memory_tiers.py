@@ -171,6 +171,42 @@ def test_one_embedding_of_the_question_serves_recall_and_archival(
     assert used() == before + 1  # and rag-server searched with that vector
 
 
+def series(text: str, name: str) -> float:
+    """One exposed series' value (``name`` with its labels); missing counts as 0, since a
+    labelled counter appears with its first use."""
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_what_a_chat_did(orchestrator: str, fake: FakeLLM) -> None:
+    """What an operator's dashboard reads: the answered request, each tier's outcome, the
+    wait for the memory pool, the batch the turn was written in, the orchestrator's own
+    time."""
+    watched = [
+        'orchestrator_requests_total{endpoint="chat",status="200"}',
+        'orchestrator_memory_tier_total{state="ok",tier="archival"}',
+        'orchestrator_memory_seconds_count{tier="recall"}',
+        'orchestrator_pool_wait_seconds_count{pool="memory"}',
+        "orchestrator_turn_batch_size_count",
+        'orchestrator_overhead_seconds_count{endpoint="chat"}',
+    ]
+    before = httpx.get(f"{orchestrator}/metrics", headers=AUTH).text
+    session = f"metrics-{uuid.uuid4().hex[:8]}"
+    r = chat(
+        orchestrator,
+        [{"role": "user", "content": "What does the ZephyrCache store?"}],
+        workspace=WORKSPACE,
+        headers={"x-session-id": session},
+    )
+    assert states(r)["archival"] == "ok"
+    wait_turns(orchestrator, session, 1)
+    after = httpx.get(f"{orchestrator}/metrics", headers=AUTH).text
+    grew = {name: series(after, name) - series(before, name) for name in watched}
+    assert all(delta >= 1 for delta in grew.values()), grew
+
+
 def test_each_answer_records_the_memory_it_was_given(orchestrator: str, fake: FakeLLM) -> None:
     """The session keeps, per assistant turn, what each tier found and what went into the
     block (the very lines the model saw), with the tokens used, within the budget."""

@@ -1,0 +1,163 @@
+"""Mutation testing of the modules that hold the product's promises (mutmut).
+
+    uv run python benchmarks/mutation.py                 # every module of [tool.mutmut]
+    uv run python benchmarks/mutation.py --module orchestrator.cache --max-children 2
+
+mutmut names a mutated module by its path (``src/orchestrator/memory.py`` is
+``orchestrator.memory``) and runs the tests from its copy, ``mutants/``. This workspace keeps
+its packages in ``services/*/src`` and ``host-setup/src``, so the run is staged in
+``.artifacts/mutation``: the modules under test are copied to ``src/<package>/``, the tests and
+the files they read are linked, and ``tests/mutation_imports.py`` imports the mutated copies
+under their real names (every other module comes from the installed packages). mutmut records
+which tests call each mutated function and runs only those per mutant, fastest first.
+
+The configuration is ``[tool.mutmut]`` in pyproject.toml (``paths_to_mutate`` as staged,
+``src/<package>/<module>.py``; ``tests_dir``), and the equivalent mutants excluded from the
+score, each with its reason, are in ``[tool.sparkstack.mutation]``. The report (score per
+module, surviving mutants) is printed and written to ``benchmarks/mutation-<date>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+
+import tomli_w
+from mutmut.__main__ import status_by_exit_code
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / ".artifacts" / "mutation"
+# orchestrator.cache.xǁSingleFlightCacheǁget__mutmut_3 is a mutant of orchestrator.cache
+MUTANT = re.compile(r"^(?P<module>.*?)\.x[ǁ_]")
+
+
+def real_file(staged: str) -> Path:
+    """``src/orchestrator/memory.py`` -> the installed package's ``memory.py``."""
+    parts = Path(staged).parts[1:]
+    spec = importlib.util.find_spec(parts[0])
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{parts[0]} is not installed: run `uv sync` first")
+    return Path(spec.origin).parent.joinpath(*parts[1:])
+
+
+def stage(config: dict, modules: list[str]) -> None:
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
+    (STAGE / "src").mkdir(parents=True)
+    for staged in modules:
+        target = STAGE / staged
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real_file(staged), target)
+    shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    staged_config = {
+        "tool": {
+            "pytest": root["tool"]["pytest"],
+            "mutmut": {**config, "paths_to_mutate": modules},
+        }
+    }
+    (STAGE / "pyproject.toml").write_text(tomli_w.dumps(staged_config))
+
+
+def results() -> dict[str, str]:
+    """mutant name -> status, from mutmut's .meta files."""
+    found: dict[str, str] = {}
+    for meta in (STAGE / "mutants").glob("src/**/*.py.meta"):
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            found[name] = status_by_exit_code[code]
+    return found
+
+
+def report(found: dict[str, str], equivalent: dict[str, str], started: dt.datetime) -> str:
+    by_module: dict[str, Counter[str]] = {}
+    for name, status in found.items():
+        m = MUTANT.match(name)
+        module = m.group("module") if m else name
+        status = "equivalent" if name in equivalent else status
+        by_module.setdefault(module, Counter())[status] += 1
+    lines = [
+        f"# Mutation testing, {started:%Y-%m-%d}",
+        "",
+        f"`uv run python benchmarks/mutation.py` with mutmut {version('mutmut')}, "
+        f"{(dt.datetime.now() - started).total_seconds() / 60:.0f} minutes on this machine.",
+        "",
+        "| module | mutants | killed | survived | no test | timeout | equivalent | score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    total = Counter[str]()
+    for module, counts in sorted(by_module.items()):
+        total += counts
+        lines.append(row(module, counts))
+    lines.append(row("**all**", total))
+    lines += [
+        "",
+        "Score: killed (and timed out) of all mutants less the equivalent ones. Equivalent "
+        "mutants (no test can tell them apart from the original) and why:",
+        "",
+        *(f"- `{name}`: {why}" for name, why in sorted(equivalent.items())),
+        "",
+        "Surviving mutants (`mutmut show <name>` in .artifacts/mutation shows the change):",
+        "",
+        *(
+            f"- `{name}` ({status})"
+            for name, status in sorted(found.items())
+            if status in ("survived", "no tests") and name not in equivalent
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def row(module: str, c: Counter[str]) -> str:
+    considered = sum(c.values()) - c["equivalent"] - c["skipped"]
+    caught = c["killed"] + c["timeout"] + c["caught by type check"]
+    score = f"{caught / considered:.1%}" if considered else "-"
+    return (
+        f"| {module} | {sum(c.values())} | {c['killed']} | {c['survived']} | {c['no tests']} "
+        f"| {c['timeout']} | {c['equivalent']} | {score} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--module", action="append", help="only these (e.g. orchestrator.cache)")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--no-write", action="store_true", help="print the report only")
+    args = ap.parse_args()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    config = dict(pyproject["tool"]["mutmut"])
+    equivalent = pyproject["tool"]["sparkstack"]["mutation"]["equivalent"]
+    modules = list(config.pop("paths_to_mutate"))
+    if args.module:
+        wanted = {m.replace(".", "/") + ".py" for m in args.module}
+        modules = [m for m in modules if m.removeprefix("src/") in wanted]
+        if not modules:
+            raise SystemExit(f"none of {args.module} is in [tool.mutmut] paths_to_mutate")
+    started = dt.datetime.now()
+    stage(config, modules)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # its console script: `python -m mutmut` would import mutmut.__main__ twice
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    cmd = [mutmut, "run", "--max-children", str(args.max_children)]
+    subprocess.run(cmd, cwd=STAGE, env=env, check=False)
+    text = report(results(), equivalent, started)
+    print(text)
+    if not args.no_write:
+        out = ROOT / "benchmarks" / f"mutation-{started:%Y-%m-%d}.md"
+        out.write_text(text)
+        print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

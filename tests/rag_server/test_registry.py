@@ -1,0 +1,68 @@
+"""Which workspaces exist, as rag-server keeps it across restarts: the JSON file of the local
+profile and the PostgreSQL table of the cluster profile keep the same promises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from rag_server.registry import FileRegistry, PostgresRegistry, WorkspaceRegistry
+from support import fresh_database
+
+
+@pytest.fixture
+async def dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    async with fresh_database(postgres_dsn, "registry") as url:
+        yield url
+
+
+def make(kind: str, tmp_path: Path, dsn: str | None) -> WorkspaceRegistry:
+    if kind == "file":
+        return FileRegistry(tmp_path / "state" / "workspaces.json")
+    assert dsn is not None
+    return PostgresRegistry(dsn)
+
+
+async def test_the_file_keeps_workspaces_across_restarts(tmp_path: Path) -> None:
+    await kept_across_restarts("file", tmp_path, None)
+
+
+async def test_the_table_keeps_workspaces_across_restarts(tmp_path: Path, dsn: str) -> None:
+    await kept_across_restarts("postgres", tmp_path, dsn)
+
+
+async def kept_across_restarts(kind: str, tmp_path: Path, dsn: str | None) -> None:
+    registry = make(kind, tmp_path, dsn)
+    await registry.start()
+    assert await registry.names() == []
+    assert await registry.add("zeta") is True
+    assert await registry.add("alpha") is True
+    assert await registry.add("zeta") is False  # already there: not new
+    assert await registry.names() == ["alpha", "zeta"]
+    await registry.close()
+
+    again = make(kind, tmp_path, dsn)  # a restarted rag-server
+    await again.start()
+    assert await again.names() == ["alpha", "zeta"]
+    assert await again.remove("zeta") is True
+    assert await again.remove("zeta") is False  # gone already
+    assert await again.remove("never") is False
+    assert await again.names() == ["alpha"]
+    await again.close()
+
+
+async def test_concurrent_adds_to_the_file_lose_none(tmp_path: Path) -> None:
+    registry = FileRegistry(tmp_path / "workspaces.json")
+    await registry.start()
+    names = [f"ws-{i}" for i in range(20)]
+    new = await asyncio.gather(*(registry.add(n) for n in names + names))
+    assert sum(new) == len(names)  # each added once, whoever came first
+    assert await registry.names() == sorted(names)
+    assert not (tmp_path / "workspaces.tmp").exists()  # written atomically, nothing left over
+
+
+async def test_a_registry_used_before_start_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        await PostgresRegistry("postgresql://nowhere/none").names()
