@@ -241,6 +241,10 @@ def test_backend_unreachable_is_502() -> None:
             )
         assert err.value.status_code == 502
         assert err.value.code == "backend_unreachable"
+        # which model, where, and how to configure one
+        message = err.value.message
+        assert "qwen3-coder" in message and dead in message
+        assert "ORCHESTRATOR_CODING_URL" in message and "sparkstack up --backend" in message
         assert time.monotonic() - started < 5
         with pytest.raises(openai.APIStatusError) as err:
             list(

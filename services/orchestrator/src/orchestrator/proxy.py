@@ -214,10 +214,12 @@ class Proxy:
                 "backend_timeout",
             ) from exc
         except HTTPError as exc:
+            setting = f"ORCHESTRATOR_{route.model.role.upper()}_URL"
             raise APIError(
                 502,
                 f"the backend of model '{route.requested}' at {route.base_url} is unreachable "
-                f"({type(exc).__name__})",
+                f"({type(exc).__name__}): start its model server there, or point {setting} at "
+                "one that serves it (the local stack: `sparkstack up --backend URL`)",
                 "backend_unreachable",
                 "backend_unreachable",
             ) from exc
