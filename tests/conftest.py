@@ -21,6 +21,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     mutation_imports.name_items(items)
 
 
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    # pytest-randomly puts its seed in the header, which -q hides: the order of a failed run
+    # is repeated with it
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(
+            f"random order: seed {seed} (the same order again: "
+            f"--randomly-seed={seed}; file order: -p no:randomly)"
+        )
+
+
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedInfra]:
     """PostgreSQL + pgvector, Valkey and NATS JetStream for the whole session.
