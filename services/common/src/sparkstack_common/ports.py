@@ -8,6 +8,8 @@ ORCHESTRATOR = 8100
 RAG_SERVER = 9621
 CODE_PREPROCESSOR = 8090
 INGEST_WORKER_METRICS = 9102
+# the local stack only: the embedded embedding model, when no embedding backend answers
+EMBEDDER = 8097
 # on the cluster: the one NodePort, the orchestrator's
 ORCHESTRATOR_NODE_PORT = 31800
 

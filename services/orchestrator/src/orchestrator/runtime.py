@@ -90,14 +90,14 @@ class Runtime:
             observe_wait=self.metrics.pool_wait.labels("redis").observe,
         )
         self.recall = RecallStore(self.pool, s.embedding_dim)
-        embed_model = self.catalog.role("embed").tag
+        embed_model = s.embed_model or self.catalog.role("embed").tag
         extract_model = self.catalog.role("extract").tag
         embedder = Embedder(
             self.http,
             s.embed_url,
             embed_model,
             s.embedding_dim,
-            s.backend_api_key,
+            secret_value(s.embed_api_key) or s.backend_api_key,
             dim_setting="ORCHESTRATOR_EMBEDDING_DIM",
         )
         summarizer = Summarizer(self.http, s.extract_url, extract_model, s.backend_api_key)

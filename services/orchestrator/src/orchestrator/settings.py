@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     extract_url: str = "http://127.0.0.1:11434/v1"
     embed_url: str = "http://127.0.0.1:11434/v1"
     backend_api_key: str | None = None
+    # the embedding model's name and key, where they are not the catalog's embed model and
+    # the backends' key (the local stack's embedded embedder)
+    embed_model: str | None = None
+    embed_api_key: SecretStr | None = None
     backend_connect_timeout: float = 5.0
     # time to the first byte of the backend's answer (a long generation may take minutes)
     backend_timeout: float = 600.0

@@ -24,7 +24,15 @@ from .infra import InfraError
 from .ingest import ingest
 from .keys import manage_keys
 from .secrets import admin_key, load_existing, load_or_create, secrets_dir
-from .stack import ORDER, components, infrastructure, read_state, running_pid, write_state
+from .stack import (
+    ORDER,
+    choose_embedding,
+    components,
+    infrastructure,
+    read_state,
+    running_pid,
+    write_state,
+)
 from .supervisor import StartError, Supervisor, probe
 
 
@@ -41,7 +49,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     keys = load_or_create(config.data_dir)
     infra = infrastructure(config, keys)
-    supervisor = Supervisor(components(config, infra, keys))
+    embedding = choose_embedding(config)
+    if embedding.embedded and config.embedder == "auto":
+        print(f"sparkstack: embeddings from the {embedding.describe()}", flush=True)
+    supervisor = Supervisor(components(config, infra, keys, embedding))
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -52,12 +63,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     config.pid_file.write_text(str(os.getpid()))
     cfg.remember_running(config.data_dir)
-    write_state(config, "starting")
+    write_state(config, "starting", embedding=embedding)
     try:
         infra.start()
-        write_state(config, "starting", infra)
+        write_state(config, "starting", infra, embedding)
         supervisor.start_all()
-        write_state(config, "ready", infra)
+        write_state(config, "ready", infra, embedding)
         banner(config, time.monotonic() - started)
         supervisor.watch()
         return 0
@@ -98,9 +109,16 @@ def banner(config: cfg.StackConfig, seconds: float) -> None:
         f"  ingest a codebase     : uv run sparkstack ingest PATH --workspace NAME\n"
         f"  backends              : "
         + ", ".join(f"{r}={u}" for r, u in config.backends.items())
+        + f"\n  embeddings            : {embedding_line(config)}"
         + "\n  Ctrl-C stops everything; data stays.\n",
         flush=True,
     )
+
+
+def embedding_line(config: cfg.StackConfig) -> str:
+    """Which embedder the running stack uses (rag-server's and the orchestrator's)."""
+    found = (read_state(config) or {}).get("embedding") or {}
+    return found.get("describe") or config.backends["embed"]
 
 
 def detach(config: cfg.StackConfig, args: argparse.Namespace) -> int:
@@ -118,6 +136,7 @@ def detach(config: cfg.StackConfig, args: argparse.Namespace) -> int:
         "extract_url",
         "embed_url",
         "rerank_url",
+        "embedder",
         "port",
     ):
         if (value := getattr(args, flag, None)) is not None:
@@ -183,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     urls = state.get("urls") or {name: config.url(name) for name in ORDER}
     probe_keys = _probe_keys(config)
     healthy = True
-    for name in ORDER:
+    for name in urls:
         s = probe(urls[name], probe_keys.get(name))
         if s["ready"] and s.get("backends_down"):
             text = "ready (backend down: " + ", ".join(s["backends_down"]) + ")"
@@ -218,6 +237,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         except httpx.HTTPError as exc:
             reach = f"unreachable ({type(exc).__name__})"
         print(f"  {role:<10} {url:<36} {reach}")
+    if embedding := (state.get("embedding") or {}).get("describe"):
+        print(f"embeddings (rag-server and the orchestrator): {embedding}")
     return 0 if healthy else 1
 
 
@@ -243,6 +264,7 @@ def _probe_keys(config: cfg.StackConfig) -> dict[str, str]:
         "rag-server": keys.rag_server_key,
         "code-preprocessor": keys.preprocessor_key,
         "orchestrator": keys.admin_key,
+        "embedder": keys.embedder_key,
     }
 
 
@@ -418,6 +440,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for role in cfg.ROLES:
         up.add_argument(f"--{role}-url", help=f"OpenAI base URL of the {role} model")
     up.add_argument("--rerank-url", help="base URL of a reranker serving /v1/rerank (vLLM)")
+    up.add_argument(
+        "--embedder",
+        choices=cfg.EMBEDDER_MODES,
+        help="embeddings from the embed backend when it answers, else the embedded model "
+        "(auto, the default), always the embedded model, or always the backend",
+    )
     up.add_argument("--port", type=int, help="the orchestrator's port (default 8100)")
     up.set_defaults(func=cmd_up)
 

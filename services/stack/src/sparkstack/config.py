@@ -60,6 +60,7 @@ class Ports:
     rag_server: int = ports.RAG_SERVER
     code_preprocessor: int = ports.CODE_PREPROCESSOR
     ingest_worker: int = ports.INGEST_WORKER_METRICS
+    embedder: int = ports.EMBEDDER
     postgres: int = 54320
     valkey: int = 63790
     nats: int = 42220
@@ -70,6 +71,9 @@ class StackConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     ports: Ports = field(default_factory=Ports)
     backends: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ROLES, DEFAULT_BACKEND))
+    # embeddings: "auto" (the embed backend when it answers, else the embedded model),
+    # "embedded" or "backend"
+    embedder: str = "auto"
     rerank_url: str | None = None  # serves /v1/rerank (vLLM); optional
     host: str = "127.0.0.1"
 
@@ -117,6 +121,7 @@ def _apply_file(config: StackConfig, data: dict[str, Any]) -> None:
         if role in backends:
             config.backends[role] = backends[role]
     config.rerank_url = backends.get("rerank", config.rerank_url)
+    config.embedder = embedder_mode(backends.get("embedder", config.embedder))
     for name, value in data.get("ports", {}).items():
         if hasattr(config.ports, name.replace("-", "_")):
             setattr(config.ports, name.replace("-", "_"), int(value))
@@ -129,6 +134,7 @@ def _apply_env(config: StackConfig) -> None:
         if url := os.environ.get(f"SPARKSTACK_{role.upper()}_URL"):
             config.backends[role] = url
     config.rerank_url = os.environ.get("SPARKSTACK_RERANK_URL", config.rerank_url)
+    config.embedder = embedder_mode(os.environ.get("SPARKSTACK_EMBEDDER", config.embedder))
     for name in vars(config.ports):
         if value := os.environ.get(f"SPARKSTACK_{name.upper()}_PORT"):
             setattr(config.ports, name, int(value))
@@ -142,5 +148,18 @@ def _apply_flags(config: StackConfig, args: Any) -> None:
             config.backends[role] = url
     if url := getattr(args, "rerank_url", None):
         config.rerank_url = url
+    if mode := getattr(args, "embedder", None):
+        config.embedder = embedder_mode(mode)
     if port := getattr(args, "port", None):
         config.ports.orchestrator = port
+
+
+EMBEDDER_MODES = ("auto", "embedded", "backend")
+
+
+def embedder_mode(value: str) -> str:
+    if value not in EMBEDDER_MODES:
+        raise SystemExit(
+            f"sparkstack: embedder {value!r}: choose one of {', '.join(EMBEDDER_MODES)}"
+        )
+    return value

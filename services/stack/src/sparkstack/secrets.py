@@ -2,10 +2,10 @@
 
 ``<data dir>/secrets/`` (mode 0700) holds one file per key (mode 0600): the orchestrator's
 bootstrap admin key, which the CLI uses and the user passes to clients, the keys the
-orchestrator and the ingest-worker present to rag-server and code-preprocessor, and the
-credentials of the embedded Valkey and NATS. (The embedded PostgreSQL listens on loopback with
-trust authentication.) Nothing else
-reads them, nothing prints them but ``sparkstack keys admin``.
+orchestrator and the ingest-worker present to rag-server and code-preprocessor, the embedded
+embedding model's key, and the credentials of the embedded Valkey and NATS. (The embedded
+PostgreSQL listens on loopback with trust authentication.) Nothing else reads them, nothing
+prints them but ``sparkstack keys admin``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _FILES = {
     "preprocessor_key": "code-preprocessor.key",
     "valkey_password": "valkey.password",
     "nats_token": "nats.token",
+    "embedder_key": "embedder.key",
 }
 
 
@@ -31,6 +32,7 @@ class StackSecrets:
     preprocessor_key: str
     valkey_password: str
     nats_token: str
+    embedder_key: str
 
     def values(self) -> list[str]:
         return [getattr(self, field) for field in _FILES]

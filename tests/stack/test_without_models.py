@@ -1,0 +1,97 @@
+"""`sparkstack up` on a machine without any model server: it says so, serves embeddings from
+the embedded model, and what needs no chat model works: ingesting a codebase (indexed from
+syntax), retrieving by meaning, the graph. A chat is refused at once, saying what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from sparkstack import embedder
+from support import free_port
+from test_end_to_end import processes_of, sparkstack
+
+CODEBASE = {
+    "shop/geometry.py": '''
+def circle_area(radius: float) -> float:
+    """Compute the area of a circle from its radius."""
+    return 3.14159 * radius * radius
+''',
+    "shop/mailer.py": '''
+def send_invoice(customer: str, amount: float) -> None:
+    """Email the monthly invoice to a customer with the amount they owe."""
+    print(f"mail {customer}: {amount}")
+''',
+    "shop/settings.py": '''
+import json
+
+
+def load_settings(path: str) -> dict:
+    """Read the settings file from disk and decode its JSON document."""
+    with open(path) as f:
+        return json.load(f)
+''',
+}
+
+
+def test_no_model_server_at_all(tmp_path: Path) -> None:
+    data = tmp_path / "stack"
+    names = ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER", "EMBEDDER")
+    ports = {name: free_port() for name in (*names, "POSTGRES", "VALKEY", "NATS")}
+    env = {f"SPARKSTACK_{k}_PORT": str(v) for k, v in ports.items()}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    api = f"http://127.0.0.1:{ports['ORCHESTRATOR']}"
+    for path, text in CODEBASE.items():
+        (tmp_path / "code" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "code" / path).write_text(text)
+
+    up = sparkstack(data, env, "up", "--detach", "--backend", nowhere)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"embedded {embedder.MODEL}" in up.stdout  # the banner says which embedder
+    try:
+        status = sparkstack(data, env, "status", timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert "embedder" in status.stdout and f"embedded {embedder.MODEL}" in status.stdout
+        assert f"no embedding backend answers at {nowhere}" in status.stdout
+
+        ingest = sparkstack(data, env, "ingest", str(tmp_path / "code"), "--workspace", "shop")
+        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+        assert f"completed: {len(CODEBASE)} added" in ingest.stdout  # code needs no chat model
+        jobs = sparkstack(data, env, "jobs", "list", "--workspace", "shop", "--json").stdout
+        assert {j["status"] for j in json.loads(jobs)["data"]} == {"completed"}
+
+        admin = sparkstack(data, env, "keys", "admin").stdout.strip()
+        auth = {"Authorization": f"Bearer {admin}"}
+        # retrieval by meaning: the question shares few words with the code, many with its
+        # docstring
+        r = httpx.post(
+            f"{api}/v1/workspaces/shop/retrieve",
+            json={"query": "email a customer the invoice they owe", "mode": "naive", "top_k": 3},
+            headers=auth,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        chunks = r.json()["chunks"]
+        assert chunks and chunks[0]["source"] == "shop/mailer.py", chunks
+        graph = httpx.get(
+            f"{api}/v1/workspaces/shop/graph", params={"label": "*"}, headers=auth, timeout=60
+        )
+        assert graph.status_code == 200 and "send_invoice" in graph.text
+
+        client = openai.OpenAI(base_url=f"{api}/v1", api_key=admin, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model="qwen3-coder", messages=[{"role": "user", "content": "hi"}], timeout=30
+            )
+        assert refused.value.status_code == 502
+        assert nowhere in refused.value.message and "sparkstack up --backend" in (
+            refused.value.message
+        )
+    finally:
+        down = sparkstack(data, env, "down", timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert processes_of(data) == []
