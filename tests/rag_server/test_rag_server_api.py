@@ -633,3 +633,37 @@ async def test_a_query_vector_from_the_caller_is_used_when_its_model_is_ours(
         text = (await client.get("/metrics")).text
         assert metric(text, 'rag_given_query_embeddings_total{outcome="used"}') >= 1
         assert metric(text, 'rag_given_query_embeddings_total{outcome="ignored"}') >= 2
+
+
+async def test_a_workspace_keeps_the_embedding_model_it_was_built_with(
+    fake: tuple[FakeLLM, str], tmp_path: Path
+) -> None:
+    """Vectors of two embedding models cannot be compared: a workspace built with one is
+    refused, naming both, when rag-server embeds with another, and works again with its own."""
+    name = "embedded-with"
+    question = {"query": "What does the KappaRelay forward?", "mode": "naive"}
+    with rag_server(fake[1], tmp_path) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
+            track = await ingest(c, name, ["The KappaRelay forwards LambdaFrames."])
+            await wait_done(c, name, track)
+    with rag_server(fake[1], tmp_path, embed_model="other-embedder", embed_dim=512) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
+            for r in (
+                await c.post("/query/data", json=question, headers=ws(name)),
+                await c.post(
+                    "/documents/texts", json={"texts": ["More about it."]}, headers=ws(name)
+                ),
+            ):
+                assert r.status_code == 409, r.text
+                detail = r.json()["detail"]
+                assert "qwen3-embedding:0.6b (1024 dimensions)" in detail
+                assert "other-embedder (512 dimensions)" in detail
+            # a new workspace is built with the embedder of the day
+            created = await c.post("/workspaces", json={"name": "fresh-one"})
+            assert created.status_code == 201, created.text
+    with rag_server(fake[1], tmp_path) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
+            data = await query_data(c, name, question["query"], "naive")
+            assert "KappaRelay" in mentioned(data)
+            refused = await c.post("/query/data", json=question, headers=ws("fresh-one"))
+            assert refused.status_code == 409 and "other-embedder" in refused.json()["detail"]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from rag_server.registry import FileRegistry, PostgresRegistry, WorkspaceRegistry
+from rag_server.registry import EmbedderId, FileRegistry, PostgresRegistry, WorkspaceRegistry
 from support import fresh_database
 
 
@@ -33,19 +33,26 @@ async def test_the_table_keeps_workspaces_across_restarts(tmp_path: Path, dsn: s
     await kept_across_restarts("postgres", tmp_path, dsn)
 
 
+QWEN = EmbedderId("qwen3-embedding:0.6b", 1024)
+SMALL = EmbedderId("wordllama-l2-supercat-256", 256)
+
+
 async def kept_across_restarts(kind: str, tmp_path: Path, dsn: str | None) -> None:
     registry = make(kind, tmp_path, dsn)
     await registry.start()
     assert await registry.names() == []
-    assert await registry.add("zeta") is True
-    assert await registry.add("alpha") is True
-    assert await registry.add("zeta") is False  # already there: not new
+    assert await registry.add("zeta", QWEN) is True
+    assert await registry.add("alpha", SMALL) is True
+    assert await registry.add("zeta", SMALL) is False  # already there: not new, not changed
     assert await registry.names() == ["alpha", "zeta"]
     await registry.close()
 
     again = make(kind, tmp_path, dsn)  # a restarted rag-server
     await again.start()
     assert await again.names() == ["alpha", "zeta"]
+    # each remembers the embedding model it was built with
+    assert await again.embedder("zeta") == QWEN and await again.embedder("alpha") == SMALL
+    assert await again.embedder("never") is None
     assert await again.remove("zeta") is True
     assert await again.remove("zeta") is False  # gone already
     assert await again.remove("never") is False
@@ -57,7 +64,7 @@ async def test_concurrent_adds_to_the_file_lose_none(tmp_path: Path) -> None:
     registry = FileRegistry(tmp_path / "workspaces.json")
     await registry.start()
     names = [f"ws-{i}" for i in range(20)]
-    new = await asyncio.gather(*(registry.add(n) for n in names + names))
+    new = await asyncio.gather(*(registry.add(n, QWEN) for n in names + names))
     assert sum(new) == len(names)  # each added once, whoever came first
     assert await registry.names() == sorted(names)
     assert not (tmp_path / "workspaces.tmp").exists()  # written atomically, nothing left over
@@ -66,3 +73,15 @@ async def test_concurrent_adds_to_the_file_lose_none(tmp_path: Path) -> None:
 async def test_a_registry_used_before_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         await PostgresRegistry("postgresql://nowhere/none").names()
+
+
+async def test_a_workspace_from_before_embedders_were_recorded_adopts_one(tmp_path: Path) -> None:
+    path = tmp_path / "workspaces.json"
+    path.write_text('{"old": "2026-01-01T00:00:00+00:00"}')  # the earlier format
+    registry = FileRegistry(path)
+    await registry.start()
+    assert await registry.names() == ["old"]
+    assert await registry.embedder("old") is None
+    await registry.set_embedder("old", SMALL)
+    assert await registry.embedder("old") == SMALL
+    assert "2026-01-01" in path.read_text()  # its creation time is kept

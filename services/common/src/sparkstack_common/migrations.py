@@ -94,6 +94,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(7, "ingestion: code graph link data per file", ingestion.CODE_GRAPH),
+    Migration(
+        8,
+        "rag-server: the embedding model each workspace was built with",
+        """
+        ALTER TABLE rag_server_workspaces
+            ADD COLUMN IF NOT EXISTS embed_model text,
+            ADD COLUMN IF NOT EXISTS embed_dim   integer;
+        """,
+    ),
 )
 
 

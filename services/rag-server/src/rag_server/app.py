@@ -75,14 +75,30 @@ def workspace_of(
 async def existing_workspace(
     request: Request, workspace: Annotated[str, Depends(workspace_of)]
 ) -> str:
-    """For reads: a workspace nobody wrote to is a 404, and reading never creates one."""
-    if workspace not in await request.app.state.runtime.registry.names():
+    """For reads: a workspace nobody wrote to is a 404, and reading never creates one; one
+    built with another embedding model is a 409 that names both."""
+    runtime: RagRuntime = request.app.state.runtime
+    if workspace not in await runtime.registry.names():
         raise HTTPException(404, f"workspace {workspace!r} does not exist")
+    if refusal := await runtime.embedder_refusal(workspace):
+        raise HTTPException(409, refusal)
+    return workspace
+
+
+async def writable_workspace(
+    request: Request, workspace: Annotated[str, Depends(workspace_of)]
+) -> str:
+    """For writes: created on first use; one built with another embedding model is a 409."""
+    runtime: RagRuntime = request.app.state.runtime
+    if workspace in await runtime.registry.names() and (
+        refusal := await runtime.embedder_refusal(workspace)
+    ):
+        raise HTTPException(409, refusal)
     return workspace
 
 
 Runtime = Annotated[RagRuntime, Depends(runtime_of)]
-Workspace = Annotated[str, Depends(workspace_of)]
+Workspace = Annotated[str, Depends(writable_workspace)]
 ExistingWorkspace = Annotated[str, Depends(existing_workspace)]
 
 
@@ -222,7 +238,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name = validate_workspace(body.name)
         except InvalidWorkspace as exc:
             raise HTTPException(400, str(exc)) from exc
-        created = await runtime.registry.add(name)
+        created = await runtime.registry.add(name, runtime.embedder)
+        if not created and (refusal := await runtime.embedder_refusal(name)):
+            raise HTTPException(409, refusal)
         async with runtime.pool.lease(name):  # builds its storages now: errors surface here
             pass
         runtime.observe_pool()

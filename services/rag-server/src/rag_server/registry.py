@@ -1,23 +1,38 @@
-"""Which workspaces exist: a JSON file (local profile) or a PostgreSQL table."""
+"""Which workspaces exist, and which embedding model each was built with: a JSON file (local
+profile) or a PostgreSQL table. Vectors of two embedding models cannot be compared, so a
+workspace remembers its own (model and dimensions) from the moment it is created."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from sparkstack_common.migrations import migrate
+
+
+@dataclass(frozen=True)
+class EmbedderId:
+    model: str
+    dimensions: int
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.dimensions} dimensions)"
 
 
 class WorkspaceRegistry(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def names(self) -> list[str]: ...
-    async def add(self, name: str) -> bool: ...  # True when it is new
+    async def add(self, name: str, embedder: EmbedderId) -> bool: ...  # True when it is new
     async def remove(self, name: str) -> bool: ...  # True when it existed
+    # the embedder a workspace was built with; None for one made before they were recorded
+    async def embedder(self, name: str) -> EmbedderId | None: ...
+    async def set_embedder(self, name: str, embedder: EmbedderId) -> None: ...
 
 
 class FileRegistry:
@@ -31,12 +46,12 @@ class FileRegistry:
     async def close(self) -> None:
         return None
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
         return json.loads(self.path.read_text())
 
-    def _write(self, data: dict[str, str]) -> None:
+    def _write(self, data: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(self.path)  # atomic: a crash leaves the old or the new file
@@ -44,12 +59,12 @@ class FileRegistry:
     async def names(self) -> list[str]:
         return sorted(self._read())
 
-    async def add(self, name: str) -> bool:
+    async def add(self, name: str, embedder: EmbedderId) -> bool:
         async with self._lock:
             data = self._read()
             if name in data:
                 return False
-            data[name] = datetime.now(UTC).isoformat()
+            data[name] = {"created": datetime.now(UTC).isoformat(), **_record(embedder)}
             self._write(data)
             return True
 
@@ -60,6 +75,26 @@ class FileRegistry:
                 return False
             self._write(data)
             return True
+
+    async def embedder(self, name: str) -> EmbedderId | None:
+        entry = self._read().get(name)
+        # before embedders were recorded, an entry was its creation time alone
+        if not isinstance(entry, dict) or "embed_model" not in entry:
+            return None
+        return EmbedderId(entry["embed_model"], int(entry["embed_dim"]))
+
+    async def set_embedder(self, name: str, embedder: EmbedderId) -> None:
+        async with self._lock:
+            data = self._read()
+            if name not in data:
+                return
+            entry = data[name] if isinstance(data[name], dict) else {"created": data[name]}
+            data[name] = {**entry, **_record(embedder)}
+            self._write(data)
+
+
+def _record(embedder: EmbedderId) -> dict[str, Any]:
+    return {"embed_model": embedder.model, "embed_dim": embedder.dimensions}
 
 
 class PostgresRegistry:
@@ -87,11 +122,31 @@ class PostgresRegistry:
         rows = await self._db().fetch("SELECT name FROM rag_server_workspaces ORDER BY name")
         return [r["name"] for r in rows]
 
-    async def add(self, name: str) -> bool:
+    async def add(self, name: str, embedder: EmbedderId) -> bool:
         status = await self._db().execute(
-            "INSERT INTO rag_server_workspaces (name) VALUES ($1) ON CONFLICT DO NOTHING", name
+            "INSERT INTO rag_server_workspaces (name, embed_model, embed_dim) "
+            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            name,
+            embedder.model,
+            embedder.dimensions,
         )
         return status.endswith(" 1")
+
+    async def embedder(self, name: str) -> EmbedderId | None:
+        row = await self._db().fetchrow(
+            "SELECT embed_model, embed_dim FROM rag_server_workspaces WHERE name = $1", name
+        )
+        if row is None or row["embed_model"] is None:
+            return None
+        return EmbedderId(row["embed_model"], row["embed_dim"])
+
+    async def set_embedder(self, name: str, embedder: EmbedderId) -> None:
+        await self._db().execute(
+            "UPDATE rag_server_workspaces SET embed_model = $2, embed_dim = $3 WHERE name = $1",
+            name,
+            embedder.model,
+            embedder.dimensions,
+        )
 
     async def remove(self, name: str) -> bool:
         status = await self._db().execute("DELETE FROM rag_server_workspaces WHERE name = $1", name)

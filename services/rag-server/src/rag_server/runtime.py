@@ -18,7 +18,7 @@ from lightrag.kg.shared_storage import (
 from .instances import InstanceFactory, clear_query_cache
 from .metrics import Metrics
 from .pool import WorkspacePool
-from .registry import WorkspaceRegistry
+from .registry import EmbedderId, WorkspaceRegistry
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
@@ -42,8 +42,28 @@ class RagRuntime:
     def __post_init__(self) -> None:
         self.pool = WorkspacePool(self._build, self.factory.close, self.settings.max_workspaces)
 
+    @property
+    def embedder(self) -> EmbedderId:
+        return EmbedderId(self.settings.embed_model, self.settings.embed_dim)
+
+    async def embedder_refusal(self, workspace: str) -> str | None:
+        """Why ``workspace`` cannot be searched or written with the current embedding model,
+        or None. A workspace made before embedders were recorded adopts the current one."""
+        recorded = await self.registry.embedder(workspace)
+        if recorded is None:
+            await self.registry.set_embedder(workspace, self.embedder)
+            return None
+        if recorded == self.embedder:
+            return None
+        return (
+            f"workspace {workspace!r} was built with the embedding model {recorded}, and "
+            f"rag-server now embeds with {self.embedder}: their vectors cannot be compared. "
+            f"Embed with {recorded.model} again (RAG_SERVER_EMBED_MODEL; the local stack: "
+            "--embedder), or delete the workspace and ingest it again"
+        )
+
     async def _build(self, workspace: str) -> LightRAG:
-        await self.registry.add(workspace)
+        await self.registry.add(workspace, self.embedder)
         rag = await self.factory.build(workspace)
         self.metrics.instances_created.inc()
         return rag
