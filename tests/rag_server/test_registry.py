@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from rag_server.registry import EmbedderId, FileRegistry, PostgresRegistry, WorkspaceRegistry
 from support import fresh_database
@@ -71,8 +72,31 @@ async def test_concurrent_adds_to_the_file_lose_none(tmp_path: Path) -> None:
 
 
 async def test_a_registry_used_before_start_says_so() -> None:
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(RuntimeError, match=r"^registry not started$"):
         await PostgresRegistry("postgresql://nowhere/none").names()
+
+
+async def test_the_table_connects_with_its_password_and_closing_lets_go(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster's PostgreSQL wants the Secret's password (this test's server trusts
+    loopback, so what is passed is looked at directly); a closed registry holds no
+    connection."""
+    seen: dict = {}
+    real = asyncpg.create_pool
+
+    async def create_pool(*args: object, **kwargs: object) -> asyncpg.Pool:
+        seen.update(kwargs)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "create_pool", create_pool)
+    registry = PostgresRegistry(dsn, password="from-the-secret")
+    await registry.start()
+    assert seen["password"] == "from-the-secret"
+    assert await registry.names() == []
+    await registry.close()
+    with pytest.raises(asyncpg.InterfaceError):
+        await registry.names()
 
 
 async def test_a_workspace_from_before_embedders_were_recorded_adopts_one(tmp_path: Path) -> None:

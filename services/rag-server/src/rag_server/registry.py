@@ -97,6 +97,17 @@ def _record(embedder: EmbedderId) -> dict[str, Any]:
     return {"embed_model": embedder.model, "embed_dim": embedder.dimensions}
 
 
+# the table is migration 5 (+ 8) of the stack's one history
+_NAMES = "SELECT name FROM rag_server_workspaces ORDER BY name"
+_ADD = (
+    "INSERT INTO rag_server_workspaces (name, embed_model, embed_dim) "
+    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+)
+_EMBEDDER = "SELECT embed_model, embed_dim FROM rag_server_workspaces WHERE name = $1"
+_SET_EMBEDDER = "UPDATE rag_server_workspaces SET embed_model = $2, embed_dim = $3 WHERE name = $1"
+_REMOVE = "DELETE FROM rag_server_workspaces WHERE name = $1"
+
+
 class PostgresRegistry:
     def __init__(self, dsn: str, password: str | None = None) -> None:
         self.dsn = dsn
@@ -119,35 +130,22 @@ class PostgresRegistry:
         return self._pool
 
     async def names(self) -> list[str]:
-        rows = await self._db().fetch("SELECT name FROM rag_server_workspaces ORDER BY name")
+        rows = await self._db().fetch(_NAMES)
         return [r["name"] for r in rows]
 
     async def add(self, name: str, embedder: EmbedderId) -> bool:
-        status = await self._db().execute(
-            "INSERT INTO rag_server_workspaces (name, embed_model, embed_dim) "
-            "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            name,
-            embedder.model,
-            embedder.dimensions,
-        )
+        status = await self._db().execute(_ADD, name, embedder.model, embedder.dimensions)
         return status.endswith(" 1")
 
     async def embedder(self, name: str) -> EmbedderId | None:
-        row = await self._db().fetchrow(
-            "SELECT embed_model, embed_dim FROM rag_server_workspaces WHERE name = $1", name
-        )
+        row = await self._db().fetchrow(_EMBEDDER, name)
         if row is None or row["embed_model"] is None:
             return None
         return EmbedderId(row["embed_model"], row["embed_dim"])
 
     async def set_embedder(self, name: str, embedder: EmbedderId) -> None:
-        await self._db().execute(
-            "UPDATE rag_server_workspaces SET embed_model = $2, embed_dim = $3 WHERE name = $1",
-            name,
-            embedder.model,
-            embedder.dimensions,
-        )
+        await self._db().execute(_SET_EMBEDDER, name, embedder.model, embedder.dimensions)
 
     async def remove(self, name: str) -> bool:
-        status = await self._db().execute("DELETE FROM rag_server_workspaces WHERE name = $1", name)
+        status = await self._db().execute(_REMOVE, name)
         return status.endswith(" 1")
