@@ -172,13 +172,24 @@ def whole_graph(api: str, ws: str) -> tuple[set, set]:
     return nodes, edges
 
 
-def test_code_goes_in_without_a_single_chat_call(stack: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def code_only(stack: dict[str, Any]) -> dict[str, Any]:
+    """V1 ingested into the workspace ``code-only``, once for every test that reads it (in
+    whatever order they run), with the model calls the ingestion took."""
     fake: FakeLLM = stack["fake"]
-    before = fake.count("chat")
+    chats, embeds = fake.count("chat"), fake.count("embed")
     job = ingest(stack["api"], "code-only", V1)
-    assert fake.count("chat") == before  # zero: code is indexed from syntax
-    assert job["progress"]["files"]["added"] == len(V1)
-    assert fake.count("embed") > 0  # the chunks and entities are embedded, of course
+    return {
+        "job": job,
+        "chats": fake.count("chat") - chats,
+        "embeds": fake.count("embed") - embeds,
+    }
+
+
+def test_code_goes_in_without_a_single_chat_call(code_only: dict[str, Any]) -> None:
+    assert code_only["chats"] == 0  # code is indexed from syntax
+    assert code_only["job"]["progress"]["files"]["added"] == len(V1)
+    assert code_only["embeds"] > 0  # the chunks and entities are embedded, of course
 
 
 def test_prose_next_to_code_is_still_extracted(stack: dict[str, Any]) -> None:
@@ -190,7 +201,9 @@ def test_prose_next_to_code_is_still_extracted(stack: dict[str, Any]) -> None:
     assert not any("def store" in p or "FrobnicatorToken" in p for p in prompts)
 
 
-def test_symbols_and_edges_are_named_from_the_code(stack: dict[str, Any]) -> None:
+def test_symbols_and_edges_are_named_from_the_code(
+    stack: dict[str, Any], code_only: dict[str, Any]
+) -> None:
     api = stack["api"]
     nodes, edges = whole_graph(api, "code-only")
     types = dict(nodes)
@@ -225,7 +238,7 @@ def test_symbols_and_edges_are_named_from_the_code(stack: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize("mode", ["local", "global", "hybrid", "mix"])
 def test_every_query_mode_finds_the_symbols_a_question_names(
-    stack: dict[str, Any], mode: str
+    stack: dict[str, Any], code_only: dict[str, Any], mode: str
 ) -> None:
     r = httpx.post(
         f"{stack['api']}/v1/workspaces/code-only/retrieve",
@@ -262,7 +275,9 @@ def test_reingest_after_edit_and_delete_equals_a_fresh_ingest(stack: dict[str, A
     assert ("pkg/util.py:helper", "function") not in nodes
 
 
-def test_the_archival_tier_still_brings_code_into_a_chat(stack: dict[str, Any]) -> None:
+def test_the_archival_tier_still_brings_code_into_a_chat(
+    stack: dict[str, Any], code_only: dict[str, Any]
+) -> None:
     r = httpx.post(
         f"{stack['api']}/v1/chat/completions",
         json={
@@ -281,7 +296,9 @@ def test_the_archival_tier_still_brings_code_into_a_chat(stack: dict[str, Any]) 
     assert "FrobnicatorToken" in prompt and "pkg/util.py" in prompt
 
 
-async def test_mcp_tools_for_coding_agents(stack: dict[str, Any]) -> None:
+async def test_mcp_tools_for_coding_agents(
+    stack: dict[str, Any], code_only: dict[str, Any]
+) -> None:
     url = f"{stack['api']}/mcp"
     async with httpx2.AsyncClient(headers=AUTH, timeout=60) as http:
         async with Client(streamable_http_client(url, http_client=http)) as client:

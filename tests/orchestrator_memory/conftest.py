@@ -29,6 +29,8 @@ def summary_llm() -> Iterator[FakeLLM]:
 def llm(summary_llm: FakeLLM) -> Iterator[FakeLLM]:
     summary_llm.recover()
     summary_llm.set_delay(0.0, "all")
+    # an earlier test's abandoned chat may still be ending: counted from a clean start
+    assert summary_llm.wait_idle(), "a chat of an earlier test is still in flight"
     summary_llm.reset()
     yield summary_llm
     summary_llm.recover()

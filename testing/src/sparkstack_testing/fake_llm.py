@@ -740,7 +740,9 @@ class FakeLLM:
     # ---- recording --------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget recorded requests, counters, disconnects and the concurrency peak."""
+        """Forget recorded requests, counters, disconnects and the concurrency peak. Chats
+        still in flight (an earlier test's, ending) stay counted until they end: the peak
+        starts from them (``wait_idle`` first for a clean start)."""
         with self._lock:
             self._requests: list[dict[str, Any]] = []
             self._markers: dict[str, set[str]] = {}
@@ -748,9 +750,21 @@ class FakeLLM:
             self.reply_kinds: Counter[str] = Counter()
             self.disconnects: list[dict[str, Any]] = []
             self.aborted_streams: list[dict[str, Any]] = []
-            self.in_flight_chat = 0
-            self.max_concurrent_chat = 0
+            self.in_flight_chat = getattr(self, "in_flight_chat", 0)
+            self.max_concurrent_chat = self.in_flight_chat
             self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no chat is in flight (an abandoned request may still be sleeping out
+        its delay); True when none is."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.in_flight_chat > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
 
     @property
     def requests(self) -> list[dict[str, Any]]:
