@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import sysconfig
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from code_preprocessor.code import CodeParser
 from code_preprocessor.model import FileResult
 from parsing_support import SAMPLES, assert_chunks_tile, parse_code
+from sparkstack_common.tokens import count_tokens
 
 SAMPLE = SAMPLES / "inventory.py"
 
@@ -123,6 +125,36 @@ def test_oversized_function_is_split_and_a_giant_line_is_cut() -> None:
     r = parse(giant, budget=100)
     assert "".join(c.text for c in r.chunks) == giant.decode()
     assert all(c.partial_line and c.tokens <= 100 for c in r.chunks)
+
+
+def test_a_giant_line_inside_a_function_is_cut_between_its_neighbours() -> None:
+    """An oversized function is split line by line; a line over the budget on its own is cut
+    in pieces, and the lines before and after it stay whole chunks of their own: the file
+    still tiles, every piece and group keeps the function's scope and language, and the
+    groups are filled up to the budget, not cut short."""
+    before = "".join(f"    a_{i} = compute(argument_{i})\n" for i in range(12))
+    giant = "    table = [" + ", ".join(str(i) for i in range(600)) + "]\n"
+    after = "".join(f"    b_{i} = compute(argument_{i})\n" for i in range(12))
+    source = ("def tangled():\n" + before + giant + after + "    return table\n").encode()
+    budget = 60
+    r = parse(source, budget=budget)
+    assert_chunks_tile(r, source, budget)
+    assert all(c.scope == "tangled" and c.language == "python" for c in r.chunks[1:])
+    giant_row = 2 + 12  # 1-based line of the giant line
+    pieces = [c for c in r.chunks if c.partial_line]
+    assert len(pieces) > 1 and {(c.start_line, c.end_line) for c in pieces} == {
+        (giant_row, giant_row)
+    }
+    assert "".join(c.text for c in pieces) == giant
+    whole = [c for c in r.chunks if not c.partial_line]
+    # the group just before the giant line ends right above it, the one after starts below
+    assert any(c.end_line == giant_row - 1 for c in whole)
+    assert any(c.start_line == giant_row + 1 for c in whole)
+    # greedy groups: a group and the next line together would be over the budget
+    lines = source.decode().splitlines(keepends=True)
+    for a, b in itertools.pairwise(whole):
+        if b.start_line == a.end_line + 1 and a.start_line > 1:
+            assert a.tokens + count_tokens(lines[b.start_line - 1]) > budget, (a, b)
 
 
 def test_syntax_errors_still_chunk_and_are_flagged() -> None:
