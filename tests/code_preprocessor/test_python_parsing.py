@@ -157,6 +157,45 @@ def test_a_giant_line_inside_a_function_is_cut_between_its_neighbours() -> None:
             assert a.tokens + count_tokens(lines[b.start_line - 1]) > budget, (a, b)
 
 
+@pytest.mark.parametrize("error", [b"        return )\n", b"        x = 1 $ 2\n"])
+def test_methods_after_a_syntax_error_keep_their_class(error: bytes) -> None:
+    """Error recovery cuts the class open and leaves the methods after the error at the top
+    level; their indentation still says where they belong. Lines of a multi-line string say
+    nothing about scopes (one at column 0 must not end the class), nor do comments."""
+    source = (
+        b"class Store:\n    def open(self):\n        return 1\n\n    def broken(self):\n"
+        + error
+        + b'''
+    def close(self):
+        text = """
+not indented text
+def fake():
+"""
+        return text
+
+    # a comment at column 4
+    def save(self):
+        if True:
+            pass
+        return 2
+
+
+def top():
+    return 3
+'''
+    )
+    r = parse_code(source, "store.py", "python")
+    assert "syntax-error" in r.flags
+    assert {s.qualname for s in r.symbols} == {
+        "Store",
+        "Store.open",
+        "Store.broken",
+        "Store.close",
+        "Store.save",
+        "top",
+    }
+
+
 def test_syntax_errors_still_chunk_and_are_flagged() -> None:
     source = b"def ok():\n    return 1\n\ndef broken(:\n    pass\n\nclass After:\n    pass\n"
     r = parse(source)
