@@ -4,6 +4,7 @@ profile and the PostgreSQL table of the cluster profile keep the same promises."
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,4 +109,4 @@ async def test_a_workspace_from_before_embedders_were_recorded_adopts_one(tmp_pa
     assert await registry.embedder("old") is None
     await registry.set_embedder("old", SMALL)
     assert await registry.embedder("old") == SMALL
-    assert "2026-01-01" in path.read_text()  # its creation time is kept
+    assert json.loads(path.read_text())["old"]["created"] == "2026-01-01T00:00:00+00:00"
