@@ -93,8 +93,9 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
         f"`uv run python benchmarks/mutation.py` with mutmut {version('mutmut')}, "
         f"{(dt.datetime.now() - started).total_seconds() / 60:.0f} minutes on this machine.",
         "",
-        "| module | mutants | killed | survived | no test | timeout | equivalent | score |",
-        "|---|---|---|---|---|---|---|---|",
+        "| module | mutants | killed | survived | no test | timeout | equivalent | not run "
+        "| score |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     total = Counter[str]()
     for module, counts in sorted(by_module.items()):
@@ -103,8 +104,9 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
     lines.append(row("**all**", total))
     lines += [
         "",
-        "Score: killed (and timed out) of all mutants less the equivalent ones. Equivalent "
-        "mutants (no test can tell them apart from the original) and why:",
+        "Score: killed (and timed out) of the mutants that ran, less the equivalent ones "
+        '("not run": the run was stopped before them). Equivalent mutants (no test can '
+        "tell them apart from the original) and why:",
         "",
         *(f"- `{name}`: {why}" for name, why in sorted(equivalent.items())),
         "",
@@ -120,12 +122,12 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
 
 
 def row(module: str, c: Counter[str]) -> str:
-    considered = sum(c.values()) - c["equivalent"] - c["skipped"]
-    caught = c["killed"] + c["timeout"] + c["caught by type check"]
+    considered = sum(c.values()) - c["equivalent"] - c["skipped"] - c["not checked"]
+    caught = c["killed"] + c["timeout"] + c["caught by type check"] + c["segfault"]
     score = f"{caught / considered:.1%}" if considered else "-"
     return (
         f"| {module} | {sum(c.values())} | {c['killed']} | {c['survived']} | {c['no tests']} "
-        f"| {c['timeout']} | {c['equivalent']} | {score} |"
+        f"| {c['timeout']} | {c['equivalent']} | {c['not checked']} | {score} |"
     )
 
 
@@ -134,6 +136,11 @@ def main() -> None:
     ap.add_argument("--module", action="append", help="only these (e.g. orchestrator.cache)")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--no-write", action="store_true", help="print the report only")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="report the last run's results (.artifacts/mutation) without running anything",
+    )
     args = ap.parse_args()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     config = dict(pyproject["tool"]["mutmut"])
@@ -145,6 +152,10 @@ def main() -> None:
         if not modules:
             raise SystemExit(f"none of {args.module} is in [tool.mutmut] paths_to_mutate")
     started = dt.datetime.now()
+    if args.report_only:
+        text = report(results(), equivalent, started)
+        print(text)
+        return
     stage(config, modules)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     # its console script: `python -m mutmut` would import mutmut.__main__ twice
