@@ -33,6 +33,19 @@ async def test_the_file_keeps_workspaces_across_restarts(tmp_path: Path) -> None
 
 async def test_the_table_keeps_workspaces_across_restarts(tmp_path: Path, dsn: str) -> None:
     await kept_across_restarts("postgres", tmp_path, dsn)
+    # a row from before embedders were recorded adopts one
+    registry = PostgresRegistry(dsn)
+    await registry.start()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO rag_server_workspaces (name) VALUES ('legacy')")
+    finally:
+        await conn.close()
+    assert await registry.embedder("legacy") is None
+    await registry.set_embedder("legacy", SMALL)
+    assert await registry.embedder("legacy") == SMALL
+    assert await registry.embedder("alpha") == SMALL and await registry.embedder("zeta") == QWEN
+    await registry.close()
 
 
 QWEN = EmbedderId("qwen3-embedding:0.6b", 1024)
