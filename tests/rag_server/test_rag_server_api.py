@@ -19,7 +19,7 @@ import httpx
 import pytest
 from rag_server.settings import Settings
 from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm, fake_embedding
-from support import RAG_KEY, bearer, oversized_post, rag_server, serve_asgi
+from support import RAG_KEY, bearer, free_port, oversized_post, rag_server, serve_asgi
 
 LLM_CONCURRENCY = 2
 
@@ -667,3 +667,48 @@ async def test_a_workspace_keeps_the_embedding_model_it_was_built_with(
             assert "KappaRelay" in mentioned(data)
             refused = await c.post("/query/data", json=question, headers=ws("fresh-one"))
             assert refused.status_code == 409 and "other-embedder" in refused.json()["detail"]
+
+
+async def test_prose_without_an_extraction_model_is_searchable_then_extracted(
+    fake: tuple[FakeLLM, str], tmp_path: Path
+) -> None:
+    """No extraction model: the document does not fail; it is searchable as chunks at once
+    and marked extraction pending. Once a model answers, it is extracted into the graph."""
+    name = "deferred"
+    port = free_port()  # the extraction model's address: nothing there yet
+    text = "The OrionBroker relays PulsarEvents to the VegaArchive every night."
+    with rag_server(
+        fake[1], tmp_path, llm_base_url=f"http://127.0.0.1:{port}/v1", extraction_retry_seconds=0.3
+    ) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
+            r = await c.post(
+                "/documents/texts",
+                json={"texts": [text], "file_sources": ["notes/orion.md"], "ids": ["doc-orion"]},
+                headers=ws(name),
+            )
+            assert r.status_code == 200 and "extraction pending" in r.json()["message"], r.text
+            status = await wait_done(c, name, r.json()["track_id"], within=20)
+            (doc,) = status["documents"]
+            assert doc["status"] == "processed"
+            assert doc["metadata"]["extraction"]["state"] == "pending"
+            assert "text" not in doc["metadata"]["extraction"]  # the text is not echoed
+            data = await query_data(c, name, "Who relays PulsarEvents?", "naive")
+            assert any("OrionBroker" in ch["content"] for ch in data.get("chunks", []))
+            assert (tmp_path / "extraction-pending.json").exists()
+
+            model = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=[])
+            with serve_asgi(model.app, port=port):
+                deadline = time.monotonic() + 60
+                while True:
+                    labels = (await c.get("/graph/label/list", headers=ws(name))).json()
+                    if "OrionBroker" in labels:
+                        break
+                    assert time.monotonic() < deadline, labels
+                    await asyncio.sleep(0.2)
+                assert model.count("chat") > 0
+                r = await c.post("/documents/status", json={"ids": ["doc-orion"]}, headers=ws(name))
+                assert r.json()["documents"]["doc-orion"]["status"] == "processed"
+                pending = json.loads((tmp_path / "extraction-pending.json").read_text())
+                assert "doc-orion" not in pending.get(name, [])
+                data = await query_data(c, name, "Who relays PulsarEvents?", "naive")
+                assert any("OrionBroker" in ch["content"] for ch in data.get("chunks", []))

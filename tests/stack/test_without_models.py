@@ -1,17 +1,20 @@
 """`sparkstack up` on a machine without any model server: it says so, serves embeddings from
-the embedded model, and what needs no chat model works: ingesting a codebase (indexed from
-syntax), retrieving by meaning, the graph. A chat is refused at once, saying what to do."""
+the embedded model, and what needs no chat model works: ingesting a codebase (code indexed
+from syntax, prose searchable as chunks with its extraction pending), retrieving by meaning,
+the graph. A chat is refused at once, saying what to do. When a model server appears, the
+pending prose is extracted."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from sparkstack import embedder
-from support import free_port
+from support import catalog_fake, free_port, serve_asgi
 from test_end_to_end import processes_of, sparkstack
 
 CODEBASE = {
@@ -25,6 +28,10 @@ def send_invoice(customer: str, amount: float) -> None:
     """Email the monthly invoice to a customer with the amount they owe."""
     print(f"mail {customer}: {amount}")
 ''',
+    "shop/README.md": """# Shop
+
+The QuillLedger keeps every PaymentRecord of the shop until the auditors sign it off.
+""",
     "shop/settings.py": '''
 import json
 
@@ -43,7 +50,9 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
     ports = {name: free_port() for name in (*names, "POSTGRES", "VALKEY", "NATS")}
     env = {f"SPARKSTACK_{k}_PORT": str(v) for k, v in ports.items()}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    env["RAG_SERVER_EXTRACTION_RETRY_SECONDS"] = "0.5"  # ask for the model often in a test
+    later = free_port()
+    nowhere = f"http://127.0.0.1:{later}/v1"  # nothing listens there (yet)
     api = f"http://127.0.0.1:{ports['ORCHESTRATOR']}"
     for path, text in CODEBASE.items():
         (tmp_path / "code" / path).parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +69,8 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
 
         ingest = sparkstack(data, env, "ingest", str(tmp_path / "code"), "--workspace", "shop")
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-        assert f"completed: {len(CODEBASE)} added" in ingest.stdout  # code needs no chat model
+        # code needs no chat model; the prose is searchable, its extraction pending
+        assert f"completed: {len(CODEBASE)} added" in ingest.stdout
         jobs = sparkstack(data, env, "jobs", "list", "--workspace", "shop", "--json").stdout
         assert {j["status"] for j in json.loads(jobs)["data"]} == {"completed"}
 
@@ -82,6 +92,16 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
         )
         assert graph.status_code == 200 and "send_invoice" in graph.text
 
+        prose = httpx.post(
+            f"{api}/v1/workspaces/shop/retrieve",
+            json={"query": "who keeps the payment records", "mode": "naive", "top_k": 3},
+            headers=auth,
+            timeout=60,
+        ).json()["chunks"]
+        assert any("QuillLedger" in c["content"] for c in prose), prose
+        labels = f"{api}/v1/workspaces/shop/graph/labels?q=QuillLedger"
+        assert "QuillLedger" not in httpx.get(labels, headers=auth, timeout=60).text
+
         client = openai.OpenAI(base_url=f"{api}/v1", api_key=admin, max_retries=0)
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(
@@ -91,6 +111,13 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
         assert nowhere in refused.value.message and "sparkstack up --backend" in (
             refused.value.message
         )
+
+        # a model server appears where the stack was told to look: the prose is extracted
+        with serve_asgi(catalog_fake().app, port=later):
+            deadline = time.monotonic() + 120
+            while "QuillLedger" not in httpx.get(labels, headers=auth, timeout=60).text:
+                assert time.monotonic() < deadline, "the pending prose was never extracted"
+                time.sleep(0.5)
     finally:
         down = sparkstack(data, env, "down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -24,7 +24,7 @@ from sparkstack_common.http import HTTP
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
-from . import codegraph
+from . import codegraph, deferred
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .instances import (
     ConfigurationError,
@@ -161,6 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, InstanceFactory(settings, llm, embed, rerank), registry, metrics
             )
             app.state.runtime = runtime
+            watcher = asyncio.create_task(
+                deferred.watch(runtime, settings.extraction_retry_seconds), name="extraction"
+            )
             app.state.backends = {
                 "llm": llm,
                 "embedding": embed,
@@ -169,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                watcher.cancel()
                 await runtime.drain()
                 await registry.close()
 
@@ -286,6 +290,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     ids=doc_ids,
                 )
             keep = [i for i, d in enumerate(doc_ids) if d in new]
+            ready, detail = await runtime.model_watch.ready()
+            if not ready:
+                # no extraction model: searchable as chunks now, extracted once it answers
+                docs = [
+                    (doc_ids[i], texts[i], sources[i], to_stored_source(sources[i])) for i in keep
+                ]
+                await deferred.write_chunks_only(
+                    rag,
+                    runtime.code_lock(workspace),
+                    docs,
+                    settings.chunk_token_size,
+                    detail,
+                    track_id,
+                )
+                await runtime.pending.add(workspace, [d[0] for d in docs])
+                await clear_query_cache(rag)
+                runtime.metrics.documents.inc(len(keep))
+                return InsertResponse(
+                    status="success" if len(keep) == len(texts) else "partial_success",
+                    message=f"{len(keep)} document(s) searchable as chunks; extraction "
+                    f"pending until the extraction model answers ({detail})",
+                    track_id=track_id,
+                    ids=doc_ids,
+                )
             await rag.apipeline_enqueue_documents(
                 input=[texts[i] for i in keep],
                 ids=[doc_ids[i] for i in keep],
@@ -672,7 +700,12 @@ def doc_json(doc_id: str, status: Any) -> dict[str, Any]:
 
 
 def _metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A code document's journal holds its whole payload: list only what it is."""
+    """A code document's journal holds its whole payload, a pending extraction its text:
+    list only what they are."""
+    extraction = metadata.get("extraction")
+    if extraction:
+        extraction = {k: v for k, v in extraction.items() if k != "text"}
+        metadata = {**metadata, "extraction": extraction}
     journal = metadata.get(codegraph.KIND)
     if not journal:
         return metadata

@@ -15,6 +15,7 @@ from lightrag.kg.shared_storage import (
     get_pipeline_ingress,
 )
 
+from .deferred import ModelWatch, PendingDocuments
 from .instances import InstanceFactory, clear_query_cache
 from .metrics import Metrics
 from .pool import WorkspacePool
@@ -31,6 +32,9 @@ class RagRuntime:
     registry: WorkspaceRegistry
     metrics: Metrics
     pool: WorkspacePool[LightRAG] = field(init=False)
+    # prose waiting for an extraction model (deferred.py)
+    pending: PendingDocuments = field(init=False)
+    model_watch: ModelWatch = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # code documents of one workspace are written (and deleted) one batch at a time
     code_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -41,6 +45,8 @@ class RagRuntime:
 
     def __post_init__(self) -> None:
         self.pool = WorkspacePool(self._build, self.factory.close, self.settings.max_workspaces)
+        self.pending = PendingDocuments(self.settings.data_dir / "extraction-pending.json")
+        self.model_watch = ModelWatch(self.factory.llm)
 
     @property
     def embedder(self) -> EmbedderId:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # LightRAG re-chunks documents longer than this; above the preprocessor's budget so its
     # structure-aware chunks arrive whole
     chunk_token_size: int = Field(4000, ge=100)
+    # prose that came in while the extraction model did not answer is searchable as chunks;
+    # the model is asked again this often, and the documents extracted once it answers
+    extraction_retry_seconds: float = Field(30.0, gt=0)
     default_workspace: str = "default"
     # a request body over this is refused (413) while it streams in, before it is parsed
     max_request_bytes: int = Field(64 << 20, ge=1024)
