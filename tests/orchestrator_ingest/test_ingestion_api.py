@@ -1138,6 +1138,11 @@ def test_message_contract() -> None:
     for payload in bad_payloads:
         with pytest.raises(InvalidMessage):
             IngestMessage.from_bytes(payload)
+    # a refused message names what is wrong with it (the worker logs it, then drops it)
+    with pytest.raises(InvalidMessage, match="job_id is not a UUID: '123'"):
+        IngestMessage.from_bytes(bad_payloads[2])
+    with pytest.raises(InvalidMessage, match="upload_id must be a UUID string"):
+        IngestMessage.from_bytes(bad_payloads[3])
 
 
 async def test_stream_and_consumer_are_created_then_reused(js: JetStreamContext) -> None:
