@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from rag_server.settings import Settings
 from sparkstack_testing.fake_llm import FakeLLM, create_fake_llm, fake_embedding
@@ -621,6 +622,17 @@ async def test_a_query_vector_from_the_caller_is_used_when_its_model_is_ours(
             return r.json()["data"]["chunks"][0]["content"]
 
         assert "OmicronLedger" in await top_chunk(None)
+        # each chunk carries its cosine similarity to the question, best first in naive mode
+        r = await client.post(
+            "/query/data", json={"query": question, "mode": "naive"}, headers=ws(name)
+        )
+        chunks = r.json()["data"]["chunks"]
+        scores = [ch["score"] for ch in chunks]
+        assert scores and scores == sorted(scores, reverse=True)
+        q, t = np.array(fake_embedding(question)), np.array(fake_embedding(texts[0]))
+        expected = float(q @ t / (np.linalg.norm(q) * np.linalg.norm(t)))
+        assert "OmicronLedger" in chunks[0]["content"]
+        assert chunks[0]["score"] == pytest.approx(expected, abs=1e-3)
         embeds = llm.count("embed")
         assert "UpsilonKiln" in await top_chunk({"model": "qwen3-embedding:0.6b", "vector": kiln})
         assert llm.count("embed") == embeds  # no second embedding of the question

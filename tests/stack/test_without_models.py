@@ -87,6 +87,8 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         chunks = r.json()["chunks"]
         assert chunks and chunks[0]["source"] == "shop/mailer.py", chunks
+        scores = [c["score"] for c in chunks]  # the similarity to the question, best first
+        assert all(isinstance(x, float) for x in scores) and scores[0] == max(scores)
         graph = httpx.get(
             f"{api}/v1/workspaces/shop/graph", params={"label": "*"}, headers=auth, timeout=60
         )

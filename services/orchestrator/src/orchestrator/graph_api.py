@@ -152,6 +152,8 @@ async def retrieve(
                 "content": c.get("content"),
                 "source": c.get("file_path"),
                 "chunk_id": c.get("chunk_id"),
+                # cosine similarity to the query (rag-server's), whichever mode found it
+                "score": c.get("score"),
             }
             for c in data.get("chunks") or []
         ],

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -506,21 +508,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return out
 
-    def given_embedding(request: Request, body: QueryRequest) -> AbstractContextManager[bool]:
-        embed: EmbeddingBackend = request.app.state.backends["embedding"]
-        q = body.query_embedding
-        return embed.given(body.query, q.model, q.vector) if q else nullcontext(False)
-
     @app.post("/query/data")
     async def query_data(
         body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        with given_embedding(request, body) as taken:
-            if body.query_embedding is not None:
-                runtime.metrics.given_embeddings.labels("used" if taken else "ignored").inc()
+        embed: EmbeddingBackend = request.app.state.backends["embedding"]
+        given = body.query_embedding
+        vector = given.vector if given and embed.accepts(given.model, given.vector) else None
+        if given is not None:
+            runtime.metrics.given_embeddings.labels("used" if vector else "ignored").inc()
+        if vector is None:
+            # embedded once here and handed to LightRAG below: the chunks' scores need it
+            with contextlib.suppress(Exception):  # LightRAG then embeds, and says why not
+                vector = (await embed([body.query]))[0].tolist()
+        with embed.given(body.query, embed.embedder.model, vector) if vector else nullcontext():
             async with runtime.pool.lease(workspace) as rag:
                 result = await rag.aquery_data(body.query, param=param_of(body, False))
+                if vector:
+                    await score_chunks(rag, result, vector)
         observe(runtime, "query_data", body.mode, started)
         return from_stored_sources(jsonable(result))
 
@@ -680,6 +686,23 @@ def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> No
     runtime.metrics.queries.labels(endpoint, mode).inc()
     runtime.metrics.query_seconds.labels(endpoint, mode).observe(time.perf_counter() - started)
     runtime.observe_pool()
+
+
+async def score_chunks(rag: LightRAG, result: Any, query: list[float]) -> None:
+    """Each retrieved chunk's cosine similarity to the query (``score``), whichever mode
+    found it, so a client can tell a close match from the best of poor ones."""
+    chunks = ((result or {}).get("data") or {}).get("chunks") or []
+    ids = [c["chunk_id"] for c in chunks if c.get("chunk_id")]
+    if not ids:
+        return
+    vectors = await rag.chunks_vdb.get_vectors_by_ids(ids)
+    q = np.asarray(query, dtype=np.float32)
+    q_norm = float(np.linalg.norm(q)) or 1.0
+    for c in chunks:
+        v = vectors.get(c.get("chunk_id") or "")
+        if v is not None and len(v) == len(q):
+            v = np.asarray(v, dtype=np.float32)
+            c["score"] = round(float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * q_norm), 4)
 
 
 def doc_json(doc_id: str, status: Any) -> dict[str, Any]:

@@ -133,18 +133,21 @@ class EmbeddingBackend(_Shared):
         # query vectors callers sent along (text -> vector, queries in flight using it)
         self._given: dict[str, tuple[list[float], int]] = {}
 
+    def accepts(self, model: str, vector: list[float]) -> bool:
+        """Whether a caller's vector is one of ours: our model, our size, finite."""
+        return (
+            model == self.embedder.model
+            and len(vector) == self.embedder.dim
+            and math.isfinite(math.fsum(vector))
+        )
+
     @contextmanager
     def given(self, text: str, model: str, vector: list[float]) -> Iterator[bool]:
         """While the block runs, ``text`` embeds to ``vector`` without a backend call, if the
         caller's model is ours and the vector fits; yields whether it was taken. Keyed by
         text, not by request: LightRAG calls the embedding function from its own worker
         tasks, where a request's context is not visible."""
-        usable = (
-            model == self.embedder.model
-            and len(vector) == self.embedder.dim
-            and math.isfinite(math.fsum(vector))
-        )
-        if not usable:
+        if not self.accepts(model, vector):
             yield False
             return
         held = self._given.get(text)
