@@ -665,6 +665,7 @@ async def test_a_workspace_keeps_the_embedding_model_it_was_built_with(
                 await c.post(
                     "/documents/texts", json={"texts": ["More about it."]}, headers=ws(name)
                 ),
+                await c.get(f"/workspaces/{name}/stats"),
             ):
                 assert r.status_code == 409, r.text
                 detail = r.json()["detail"]
@@ -673,6 +674,16 @@ async def test_a_workspace_keeps_the_embedding_model_it_was_built_with(
             # a new workspace is built with the embedder of the day
             created = await c.post("/workspaces", json={"name": "fresh-one"})
             assert created.status_code == 201, created.text
+            # and the way out the refusal names works: the old one can be deleted
+            doomed = await ingest(c, "doomed", ["The OldThing is going."])
+            await wait_done(c, "doomed", doomed)
+    with rag_server(fake[1], tmp_path, embed_model="third-embedder", embed_dim=768) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
+            gone = await c.delete("/workspaces/doomed")
+            assert gone.status_code == 200, gone.text
+            assert "doomed" not in {
+                w["name"] for w in (await c.get("/workspaces")).json()["workspaces"]
+            }
     with rag_server(fake[1], tmp_path) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60, headers=bearer(RAG_KEY)) as c:
             data = await query_data(c, name, question["query"], "naive")

@@ -231,6 +231,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         and edges: linear in the graph, meant for a dashboard, not a hot path)."""
         if name not in await runtime.registry.names():
             raise HTTPException(404, f"workspace {name!r} does not exist")
+        if refusal := await runtime.embedder_refusal(name):
+            raise HTTPException(409, refusal)
         async with runtime.pool.lease(name) as rag:
             documents = await rag.doc_status.get_all_status_counts()
             graph = rag.chunk_entity_relation_graph
@@ -260,10 +262,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         if name not in await runtime.registry.names():
             raise HTTPException(404, f"workspace {name!r} does not exist")
-        # the instance is built if it is not loaded, so its storages can drop their data
-        async with runtime.pool.lease(name):
-            pass
-        await runtime.pool.remove(name, runtime.factory.destroy)
+        recorded = await runtime.registry.embedder(name)
+        if recorded is not None and recorded != runtime.embedder:
+            # built with another embedding model (and so never loaded now): its storages are
+            # opened with its own vector size, and dropped
+            await runtime.factory.destroy(
+                await runtime.factory.build(name, embed_dim=recorded.dimensions)
+            )
+        else:
+            # the instance is built if it is not loaded, so its storages can drop their data
+            async with runtime.pool.lease(name):
+                pass
+            await runtime.pool.remove(name, runtime.factory.destroy)
         await runtime.registry.remove(name)
         runtime.observe_pool()
         return {"status": "deleted", "name": name}

@@ -146,7 +146,9 @@ class InstanceFactory:
     embed: EmbeddingBackend
     rerank: RerankBackend | None
 
-    async def build(self, workspace: str) -> LightRAG:
+    async def build(self, workspace: str, embed_dim: int | None = None) -> LightRAG:
+        """The workspace's LightRAG instance. ``embed_dim``: its vectors' size when it was
+        built with another embedding model (only to drop it: nothing is embedded then)."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
@@ -160,7 +162,7 @@ class InstanceFactory:
             llm_model_name=s.llm_model,
             llm_model_max_async=s.llm_concurrency,
             embedding_func=EmbeddingFunc(
-                embedding_dim=s.embed_dim,
+                embedding_dim=embed_dim or s.embed_dim,
                 max_token_size=8192,
                 func=self.embed,
                 model_name=s.embed_model,
