@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +27,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from local_stack import local_stack
 from sparkstack.embedder import MODEL as EMBEDDED_MODEL
-from sparkstack_testing.serve import free_port, serve_asgi
+from sparkstack_testing.serve import serve_asgi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import catalog_fake
@@ -65,16 +64,6 @@ def facts(n: int) -> list[tuple[str, str]]:
     return out
 
 
-def sparkstack(data: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sparkstack", "--data-dir", str(data), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
@@ -96,22 +85,14 @@ def main() -> None:
     args = ap.parse_args()
     pairs = facts(args.facts)
     with tempfile.TemporaryDirectory() as tmp, serve_asgi(catalog_fake().app) as fake_url:
-        data = Path(tmp) / "stack"
-        names = ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER", "EMBEDDER")
-        env = {f"SPARKSTACK_{n}_PORT": str(free_port()) for n in (*names, "POSTGRES")}
-        env |= {f"SPARKSTACK_{n}_PORT": str(free_port()) for n in ("VALKEY", "NATS")}
-        env |= {
-            "XDG_STATE_HOME": str(Path(tmp) / "state"),
-            "ORCHESTRATOR_PROMOTE_AFTER_TURNS": "1",
-            "ORCHESTRATOR_RECALL_MIN_SIMILARITY": "-1",
-        }
-        api = f"http://127.0.0.1:{env['SPARKSTACK_ORCHESTRATOR_PORT']}"
-        up = sparkstack(data, env, "up", "--detach", "--embedder", "embedded", "--backend",
-                        f"{fake_url}/v1")  # fmt: skip
-        if up.returncode != 0:
-            raise SystemExit(up.stdout + up.stderr)
-        try:
-            key = sparkstack(data, env, "keys", "admin").stdout.strip()
+        with local_stack(
+            Path(tmp),
+            f"{fake_url}/v1",
+            ORCHESTRATOR_PROMOTE_AFTER_TURNS="1",
+            ORCHESTRATOR_RECALL_MIN_SIMILARITY="-1",
+        ) as stack:
+            data, api = stack.data, stack.api
+            key = stack.run("keys", "admin").stdout.strip()
             auth = {"Authorization": f"Bearer {key}"}
             state = json.loads((data / "stack.json").read_text())
             dsn = state["infrastructure"]["postgres"]
@@ -164,8 +145,6 @@ def main() -> None:
             print(f"recall tier, {n} facts in {n} sessions, asked in {n} later sessions")
             print(f"  recall@3: {hits / n:.3f} ({hits}/{n})")
             print(f"  of those, at or above the default floor 0.55: {floor_hits}/{hits}")
-        finally:
-            sparkstack(data, env, "down")
 
 
 if __name__ == "__main__":

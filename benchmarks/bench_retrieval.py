@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from local_stack import local_stack
 from sparkstack_testing.fake_llm import create_fake_llm
-from sparkstack_testing.serve import free_port, serve_asgi
+from sparkstack_testing.serve import serve_asgi
 
 SENTENCE = re.compile(r"^(.+?[.!?])(\s|$)", re.S)
 
@@ -68,16 +66,6 @@ def rank(chunks: list[dict], q: Question) -> int | None:
     return None
 
 
-def sparkstack(data: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sparkstack", "--data-dir", str(data), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--package", default="httpx", help="an installed package (default httpx)")
@@ -93,21 +81,12 @@ def main() -> None:
 
     fake = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=[])
     with tempfile.TemporaryDirectory() as tmp, serve_asgi(fake.app) as fake_url:
-        data = Path(tmp) / "stack"
-        names = ("ORCHESTRATOR", "RAG_SERVER", "CODE_PREPROCESSOR", "INGEST_WORKER", "EMBEDDER")
-        env = {f"SPARKSTACK_{n}_PORT": str(free_port()) for n in (*names, "POSTGRES")}
-        env |= {f"SPARKSTACK_{n}_PORT": str(free_port()) for n in ("VALKEY", "NATS")}
-        env["XDG_STATE_HOME"] = str(Path(tmp) / "state")
-        api = f"http://127.0.0.1:{env['SPARKSTACK_ORCHESTRATOR_PORT']}"
-        up = sparkstack(data, env, "up", "--detach", "--embedder", "embedded", "--backend",
-                        f"{fake_url}/v1")  # fmt: skip
-        if up.returncode != 0:
-            raise SystemExit(up.stdout + up.stderr)
-        try:
+        with local_stack(Path(tmp), f"{fake_url}/v1") as stack:
+            api = stack.api
             started = time.monotonic()
-            ingest = sparkstack(data, env, "ingest", str(package_dir), "--workspace", "bench")
+            ingest = stack.run("ingest", str(package_dir), "--workspace", "bench")
             print(f"ingested in {time.monotonic() - started:.1f} s: {ingest.stdout.strip()[-200:]}")
-            key = sparkstack(data, env, "keys", "admin").stdout.strip()
+            key = stack.run("keys", "admin").stdout.strip()
             auth = {"Authorization": f"Bearer {key}"}
             print(f"{'mode':<8} {'recall@5':>9} {'MRR':>7} {'questions':>10} {'ms/query':>9}")
             with httpx.Client(base_url=api, headers=auth, timeout=120) as client:
@@ -129,8 +108,6 @@ def main() -> None:
                         f"{mode:<8} {hits / n:>9.3f} {reciprocal / n:>7.3f} {len(asked):>10} "
                         f"{took / n * 1000:>9.1f}"
                     )
-        finally:
-            sparkstack(data, env, "down")
 
 
 if __name__ == "__main__":
