@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 from memory_support import DIM, unique
+from orchestrator import recall as recall_module
 from orchestrator.recall import RecallError, RecallStore, SessionWorkspaceConflict
 from sparkstack_testing.fake_llm import fake_embedding
+from support import fresh_database
 
 
 def msg(role: str, text: str) -> dict[str, str]:
@@ -191,3 +196,62 @@ async def test_sessions_listing_and_delete(recall: RecallStore, pg_pool: asyncpg
     )
     assert await recall.delete_session(ids[0]) is False
     assert [s.id for s in await recall.sessions(ws)] == ids[:0:-1]
+
+
+async def test_summaries_follow_a_new_embedding_model(postgres_dsn: str) -> None:
+    """After the embedding model changes (another size, or the same size under another
+    name), the summaries are embedded again by the new one, so recall keeps finding them;
+    an embedder that fails half-way changes nothing."""
+    texts = {
+        "db": "We tuned PostgreSQL autovacuum thresholds for the billing database tables.",
+        "ui": "Styled the React settings page with a dark theme and new icons.",
+    }
+    question = "How did we tune autovacuum for the billing PostgreSQL database?"
+    async with fresh_database(postgres_dsn, "reembed") as dsn:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            old = RecallStore(pool, 8, "small-model")
+            assert await old.ensure_schema() == 0
+            for key, text in texts.items():
+                await old.add_turn("ws", key, [msg("user", text)])
+                await old.add_summary("ws", key, 1, text, fake_embedding(text, 8))
+
+            calls: list[int] = []
+
+            async def embed(dim: int, fail_after: int | None = None) -> Any:
+                async def run(batch: list[str]) -> list[list[float]]:
+                    calls.append(len(batch))
+                    if fail_after is not None and len(calls) > fail_after:
+                        raise RuntimeError("the embedding backend went away")
+                    return [fake_embedding(t, dim) for t in batch]
+
+                return run
+
+            new = RecallStore(pool, 16, "large-model")
+            with pytest.raises(RecallError, match=r"small-model \(8 dimensions\)"):
+                await new.ensure_schema()  # no embedder: refused, saying what it was
+            with pytest.raises(RuntimeError, match="went away"), patch_batch(1):
+                await new.ensure_schema(await embed(16, fail_after=1))
+            assert await old.ensure_schema() == 0  # still the old model's, whole
+            hits = await old.search("ws", fake_embedding(question, 8), None, 2, -1.0)
+            assert [h.session_id for h in hits] == ["db", "ui"]
+
+            assert await new.ensure_schema(await embed(16)) == 2
+            hits = await new.search("ws", fake_embedding(question, 16), None, 2, -1.0)
+            assert [h.session_id for h in hits] == ["db", "ui"]
+            assert await new.ensure_schema(await embed(16)) == 0  # once only
+
+            # the same size under another name is another model too
+            renamed = RecallStore(pool, 16, "other-large-model")
+            assert await renamed.ensure_schema(await embed(16)) == 2
+        finally:
+            await pool.close()
+
+
+@contextlib.contextmanager
+def patch_batch(size: int) -> Iterator[None]:
+    saved, recall_module.REEMBED_BATCH = recall_module.REEMBED_BATCH, size
+    try:
+        yield
+    finally:
+        recall_module.REEMBED_BATCH = saved

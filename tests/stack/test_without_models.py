@@ -120,6 +120,26 @@ def test_no_model_server_at_all(tmp_path: Path) -> None:
             while "QuillLedger" not in httpx.get(labels, headers=auth, timeout=60).text:
                 assert time.monotonic() < deadline, "the pending prose was never extracted"
                 time.sleep(0.5)
+
+            # embeddings from the model server from now on: the workspace built with the
+            # embedded model is refused, saying how to go on, until it is reindexed
+            assert sparkstack(data, env, "down", timeout=120).returncode == 0
+            again = sparkstack(
+                data, env, "up", "--detach", "--backend", nowhere, "--embedder", "backend"
+            )
+            assert again.returncode == 0, again.stdout + again.stderr
+            question = {"query": "email a customer the invoice they owe", "mode": "naive"}
+            retrieve = f"{api}/v1/workspaces/shop/retrieve"
+            refused = httpx.post(retrieve, json=question, headers=auth, timeout=60)
+            assert refused.status_code == 409, refused.text
+            assert "sparkstack workspaces reindex shop" in refused.json()["error"]["message"]
+            reindex = sparkstack(data, env, "workspaces", "reindex", "shop", timeout=300)
+            assert reindex.returncode == 0, reindex.stdout + reindex.stderr
+            assert "reindexed with qwen3-embedding" in reindex.stdout, reindex.stdout
+            found = httpx.post(retrieve, json=question, headers=auth, timeout=60)
+            assert found.status_code == 200, found.text
+            assert found.json()["chunks"][0]["source"] == "shop/mailer.py", found.json()
+            assert "QuillLedger" in httpx.get(labels, headers=auth, timeout=60).text
     finally:
         down = sparkstack(data, env, "down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr

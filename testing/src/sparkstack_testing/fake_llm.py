@@ -694,6 +694,8 @@ class FakeLLM:
         embedding_models: Iterable[str] = ("fake-embed",),
         rerank_models: Iterable[str] = ("fake-rerank",),
         embedding_dim: int = 1024,
+        # a model's own size, as real models have one (others: embedding_dim)
+        embedding_dims: dict[str, int] | None = None,
         strict_models: bool = False,
         echo_chars: int = 200,
         max_tool_calls: int = 1,
@@ -711,6 +713,7 @@ class FakeLLM:
         self.embedding_models = list(embedding_models)
         self.rerank_models = list(rerank_models)
         self.embedding_dim = embedding_dim
+        self.embedding_dims = dict(embedding_dims or {})
         self.strict_models = strict_models
         self.echo_chars = echo_chars
         self.max_tool_calls = max_tool_calls
@@ -1468,11 +1471,11 @@ class FakeLLM:
         if await self._wait_or_disconnect(request, delay, rec):
             rec["status"] = 499
             return Response(status_code=499)
-        dim = body.get("dimensions") or self.embedding_dim
+        model = str(body.get("model") or self.embedding_models[0])
+        dim = body.get("dimensions") or self.embedding_dims.get(model, self.embedding_dim)
         if not isinstance(dim, int) or dim <= 0:
             rec["status"] = 400
             return self._error(400, "dimensions must be a positive integer")
-        model = str(body.get("model") or self.embedding_models[0])
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

@@ -103,6 +103,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             ADD COLUMN IF NOT EXISTS embed_dim   integer;
         """,
     ),
+    Migration(
+        9,
+        "recall: the embedding model the summaries' vectors were made with (one row)",
+        """
+        CREATE TABLE IF NOT EXISTS recall_embedder (
+            only_row   boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            model      text NOT NULL,
+            dimensions integer NOT NULL
+        );
+        """,
+    ),
 )
 
 

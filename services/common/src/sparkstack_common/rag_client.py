@@ -21,6 +21,15 @@ class RagUnavailable(Unavailable):
     """rag-server could not be reached, answered 5xx, or was busy: retry later."""
 
 
+class RagBusy(RagUnavailable):
+    """rag-server answered 409: the workspace cannot take this now (built with another
+    embedding model, being reindexed, a pipeline running); ``detail`` says why, whole."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 class RagRefused(RuntimeError):
     """rag-server refused the request (4xx other than a missing workspace)."""
 
@@ -70,7 +79,10 @@ class RagClient:
             ) from exc
         if r.status_code == 404 and missing_ok:
             return None
-        if r.status_code >= 500 or r.status_code == 409:
+        if r.status_code == 409:
+            detail = _detail(r)
+            raise RagBusy(f"rag-server {method} {path} answered 409: {detail[:300]}", detail)
+        if r.status_code >= 500:
             raise RagUnavailable(
                 f"rag-server {method} {path} answered {r.status_code}: {r.text[:300]}"
             )
@@ -159,3 +171,11 @@ class RagClient:
         except HTTPError as exc:
             return False, f"unreachable at {self.shown_url}: {type(exc).__name__}"
         return r.status_code == 200, f"{self.shown_url} answered {r.status_code}"
+
+
+def _detail(r: Response) -> str:
+    try:
+        detail = r.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return detail if isinstance(detail, str) else r.text[:1000]

@@ -12,18 +12,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from sparkstack_common.rag_client import RagRefused, RagUnavailable
 
-from .errors import APIError, not_found
+from .errors import not_found, rag_error
 from .gate import Caller, scoped_workspace
 from .ingest.service import DB_ERRORS, StoreDep, db_unavailable
 
 router = APIRouter()
 Status = Literal["pending", "processing", "processed", "failed"]
-
-
-def _rag_error(exc: Exception) -> APIError:
-    if isinstance(exc, RagRefused):
-        return APIError(400, str(exc), "invalid_request_error", "invalid_request")
-    return APIError(502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable")
 
 
 @router.get("/v1/workspaces/{workspace}/documents")
@@ -49,7 +43,7 @@ async def list_documents(
             "POST", "/documents/paginated", ws, json=body, missing_ok=True
         )
     except (RagUnavailable, RagRefused) as exc:
-        raise _rag_error(exc) from None
+        raise rag_error(exc) from None
     if r is None:
         return {"object": "list", "data": [], "total": 0, "status_counts": {}}
     answer = r.json()
@@ -78,7 +72,7 @@ async def delete_document(
             raise not_found(f"no document {doc_id!r} in workspace {ws!r}", "document_not_found")
         await rag.delete_documents(ws, [doc_id])
     except (RagUnavailable, RagRefused) as exc:
-        raise _rag_error(exc) from None
+        raise rag_error(exc) from None
     try:
         forgotten = await store.forget_document(ws, doc_id)
     except DB_ERRORS as exc:
@@ -94,12 +88,8 @@ async def reindex_failed(request: Request, workspace: str, principal: Caller) ->
         r = await request.app.state.runtime.archive.rag.request(
             "POST", "/documents/reprocess_failed", ws, missing_ok=True
         )
-    except RagUnavailable as exc:
-        if "409" in str(exc):
-            raise APIError(409, str(exc), "invalid_request_error", "busy") from None
-        raise _rag_error(exc) from None
-    except RagRefused as exc:
-        raise _rag_error(exc) from None
+    except (RagUnavailable, RagRefused) as exc:
+        raise rag_error(exc) from None
     if r is None:
         raise not_found(f"workspace {ws!r} has no documents", "workspace_not_found")
     return {"object": "documents.reindex", "workspace": ws, **r.json()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from sparkstack_common.rag_client import RagBusy, RagRefused, RagUnavailable
 from starlette.responses import Response
 
 
@@ -66,3 +67,14 @@ def request_error(
     """An APIError typed by its status: ``server_error`` from 500, else a request error."""
     type_ = "server_error" if status >= 500 else "invalid_request_error"
     return APIError(status, message, type_, code, param, headers)
+
+
+def rag_error(exc: RagUnavailable | RagRefused) -> APIError:
+    """What a rag-server failure means to the caller: the workspace cannot take this now
+    (409, rag-server's reason whole: another embedding model, a reindex running), a bad
+    request (400), or rag-server is down (502)."""
+    if isinstance(exc, RagBusy):
+        return APIError(409, exc.detail, "invalid_request_error", "workspace_busy")
+    if isinstance(exc, RagRefused):
+        return APIError(400, str(exc), "invalid_request_error", "invalid_request")
+    return APIError(502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 
-from .errors import APIError, not_found
+from .errors import not_found, rag_error
 from .gate import Caller, scoped_workspace
 
 router = APIRouter(tags=["graph"])
@@ -27,12 +27,8 @@ async def rag_get(
     (or entity) rag-server does not hold is a 404 like anything else not there."""
     try:
         r = await rag.request("GET", path, workspace, params=params, missing_ok=True)
-    except RagUnavailable as exc:
-        raise APIError(
-            502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable"
-        ) from None
-    except RagRefused as exc:
-        raise APIError(400, str(exc), "invalid_request_error", "invalid_request") from None
+    except (RagUnavailable, RagRefused) as exc:
+        raise rag_error(exc) from None
     if r is None:
         raise not_found(missing, "not_found")
     return r.json()
@@ -136,12 +132,8 @@ async def retrieve(
                 "chunk_top_k": body.top_k,
             },
         )
-    except RagUnavailable as exc:
-        raise APIError(
-            502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable"
-        ) from None
-    except RagRefused as exc:
-        raise APIError(400, str(exc), "invalid_request_error", "invalid_request") from None
+    except (RagUnavailable, RagRefused) as exc:
+        raise rag_error(exc) from None
     data = (answer or {}).get("data") or {}
     return {
         "object": "retrieval",

@@ -15,8 +15,9 @@ from another workspace raises :class:`SessionWorkspaceConflict`.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from sparkstack_common.migrations import MIGRATION_LOCK, migrate
 
 from .identity import text_of
 
+log = logging.getLogger("orchestrator.recall")
 TITLE_CHARS = 200
 # Settings every connection of a pool that recall uses starts with (asyncpg's
 # server_settings: no round trip): the HNSW index is scanned iteratively (pgvector 0.8), so
@@ -204,16 +206,24 @@ FROM unnest($4::text[], $5::text[], $6::text[]) AS m(role, content, extra)
 """
 
 
+# texts embedded per call when the summaries are embedded again
+REEMBED_BATCH = 64
+Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+
+
 class RecallStore:
-    def __init__(self, pool: asyncpg.Pool, dim: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, dim: int, model: str | None = None) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
         self.pool = pool
         self.dim = dim
+        self.model = model  # the embedding model's name, recorded with the summaries
 
-    async def ensure_schema(self) -> None:
+    async def ensure_schema(self, embed: Embed | None = None) -> int:
         """Create the extension, tables and indexes if missing (idempotent; safe when several
-        replicas start at once). A summaries table of another dimension is an error."""
+        replicas start at once). Summaries embedded by another model (or another size) are
+        embedded again with ``embed``, all in one transaction (a stop half-way changes
+        nothing); without ``embed`` they are an error. Returns how many were embedded."""
         await migrate(self.pool)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
@@ -222,11 +232,50 @@ class RecallStore:
                 "SELECT atttypmod FROM pg_attribute "
                 "WHERE attrelid = 'summaries'::regclass AND attname = 'embedding'"
             )
-        if existing != self.dim:
-            raise RecallError(
-                f"summaries.embedding has {existing} dimensions but the embedding model has "
-                f"{self.dim}: migrate the table or configure the matching dimension"
-            )
+            recorded = await conn.fetchval("SELECT model FROM recall_embedder")
+            other_model = None not in (recorded, self.model) and recorded != self.model
+            reembedded = 0
+            if existing != self.dim or other_model:
+                was = f"{recorded or 'an unrecorded model'} ({existing} dimensions)"
+                if embed is None:
+                    raise RecallError(
+                        f"the summaries were embedded by {was} and the embedding model is "
+                        f"{self.model or 'another'} ({self.dim} dimensions): start with an "
+                        "embedder to embed them again, or configure the matching model"
+                    )
+                reembedded = await self._embed_again(conn, embed)
+                log.warning(
+                    "recall memory: %d summaries embedded again with %s (%d dimensions), were %s",
+                    reembedded,
+                    self.model,
+                    self.dim,
+                    was,
+                )
+            if self.model is not None:
+                await conn.execute(
+                    "INSERT INTO recall_embedder (model, dimensions) VALUES ($1, $2) "
+                    "ON CONFLICT (only_row) DO UPDATE SET model = $1, dimensions = $2",
+                    self.model,
+                    self.dim,
+                )
+        return reembedded
+
+    async def _embed_again(self, conn: asyncpg.Connection, embed: Embed) -> int:
+        rows = await conn.fetch("SELECT id, text FROM summaries ORDER BY id")
+        vectors: list[tuple[int, str]] = []
+        for start in range(0, len(rows), REEMBED_BATCH):
+            batch = rows[start : start + REEMBED_BATCH]
+            embedded = await embed([r["text"] for r in batch])
+            vectors += [
+                (r["id"], vector_literal(v, self.dim)) for r, v in zip(batch, embedded, strict=True)
+            ]
+        # the column is made again at the new size (its index goes with it)
+        await conn.execute("ALTER TABLE summaries DROP COLUMN embedding")
+        await conn.execute(f"ALTER TABLE summaries ADD COLUMN embedding vector({self.dim})")
+        await conn.executemany("UPDATE summaries SET embedding = $2::vector WHERE id = $1", vectors)
+        await conn.execute("ALTER TABLE summaries ALTER COLUMN embedding SET NOT NULL")
+        await conn.execute(schema_sql(self.dim))  # the index again
+        return len(vectors)
 
     # -- sessions and messages -------------------------------------------------------------
     async def record_session(

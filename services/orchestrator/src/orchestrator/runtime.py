@@ -42,6 +42,7 @@ class Runtime:
     keyring: Keyring | None = None
     working: WorkingMemory | None = None
     recall: RecallStore | None = None
+    embedder: Embedder | None = None
     archive: ArchivalClient | None = None
     promoter: Promoter | None = None
     memory: Memory | None = None
@@ -89,8 +90,8 @@ class Runtime:
             max_concurrency=s.redis_pool_size,
             observe_wait=self.metrics.pool_wait.labels("redis").observe,
         )
-        self.recall = RecallStore(self.pool, s.embedding_dim)
         embed_model = s.embed_model or self.catalog.role("embed").tag
+        self.recall = RecallStore(self.pool, s.embedding_dim, embed_model)
         extract_model = self.catalog.role("extract").tag
         embedder = Embedder(
             self.http,
@@ -116,6 +117,7 @@ class Runtime:
             observe_batch=self.metrics.turn_batch.observe,
         )
         writer.start()
+        self.embedder = embedder
         self.memory = Memory(
             s,
             self.working,
@@ -132,8 +134,11 @@ class Runtime:
         assert self.pool is not None and self.keyring is not None
         await until_done("database schema", lambda: migrate(self.pool), (Exception,))
         self.keyring.schema_ready.set()
-        if self.recall is not None:
-            await until_done("recall schema", self.recall.ensure_schema, (Exception,))
+        recall, embedder = self.recall, self.embedder
+        if recall is not None:
+            # summaries of another embedding model are embedded again (once it answers)
+            embed = embedder.embed if embedder is not None else None
+            await until_done("recall schema", lambda: recall.ensure_schema(embed), (Exception,))
 
     async def close(self) -> None:
         if self.ingestion is not None:

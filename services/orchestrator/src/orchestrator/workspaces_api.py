@@ -1,4 +1,5 @@
-"""``DELETE /v1/workspaces/{workspace}``: a workspace and everything kept for it, at once.
+"""A workspace as a whole: its stats, its reindex with a new embedding model, and
+``DELETE /v1/workspaces/{workspace}``: the workspace and everything kept for it, at once.
 
 Its knowledge (rag-server), its ingestion jobs and uploads, and its sessions (recall and
 working memory). The caller names the workspace twice (``?confirm=<name>``), so a mistyped
@@ -12,10 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from sparkstack_common.ingestion.store import WorkspaceBusy
 from sparkstack_common.rag_client import RagRefused, RagUnavailable
 
-from .errors import APIError, bad_request
+from .errors import APIError, bad_request, not_found, rag_error
 from .gate import Caller, scoped_workspace
 from .ingest.service import DB_ERRORS, StoreDep, db_unavailable
 
@@ -32,9 +34,7 @@ async def workspace_stats(request: Request, workspace: str, principal: Caller) -
             "GET", f"/workspaces/{quote(ws, safe='')}/stats", missing_ok=True
         )
     except (RagUnavailable, RagRefused) as exc:
-        raise APIError(
-            502, f"rag-server is unavailable: {exc}", "server_error", "rag_unavailable"
-        ) from None
+        raise rag_error(exc) from None
     found = r.json() if r is not None else {"documents": {}, "entities": 0, "relations": 0}
     return {"object": "workspace.stats", "name": ws, **found}
 
@@ -83,3 +83,35 @@ async def delete_workspace(
         "uploads": ingestion["uploads"],
         "sessions": len(sessions),
     }
+
+
+@router.post("/v1/workspaces/{workspace}/reindex")
+async def reindex_workspace(request: Request, workspace: str, principal: Caller) -> JSONResponse:
+    """Rebuild the workspace's vectors with the embedding model rag-server uses now (after
+    the embedder changed: its reads and writes are refused until then). 202 while it runs in
+    the background (GET for progress), 200 when there is nothing to do. The workspace answers
+    as before until the new vectors are complete; a stopped reindex changes nothing."""
+    ws = scoped_workspace(principal, workspace)
+    r = await _reindex_call(request, "POST", ws)
+    return JSONResponse({"object": "workspace.reindex", **r.json()}, status_code=r.status_code)
+
+
+@router.get("/v1/workspaces/{workspace}/reindex")
+async def reindex_progress(request: Request, workspace: str, principal: Caller) -> dict[str, Any]:
+    """The workspace's last reindex since rag-server started: state, vectors done of total."""
+    ws = scoped_workspace(principal, workspace)
+    r = await _reindex_call(request, "GET", ws)
+    return {"object": "workspace.reindex", **r.json()}
+
+
+async def _reindex_call(request: Request, method: str, ws: str) -> Any:
+    try:
+        r = await request.app.state.runtime.archive.rag.request(
+            method, f"/workspaces/{quote(ws, safe='')}/reindex", missing_ok=True
+        )
+    except (RagUnavailable, RagRefused) as exc:
+        raise rag_error(exc) from None
+    if r is None:
+        what = "no reindex of" if method == "GET" else "no knowledge in"
+        raise not_found(f"{what} workspace {ws!r}", "reindex_not_found")
+    return r

@@ -26,7 +26,7 @@ from sparkstack_common.http import HTTP
 from sparkstack_common.service import add_standard_routes
 from sparkstack_common.workspaces import InvalidWorkspace, validate_workspace
 
-from . import codegraph, deferred
+from . import codegraph, deferred, reindex
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
 from .instances import (
     ConfigurationError,
@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime = RagRuntime(
                 settings, InstanceFactory(settings, llm, embed, rerank), registry, metrics
             )
+            await reindex.recover(runtime)  # a switch under way when it stopped is finished
             app.state.runtime = runtime
             watcher = asyncio.create_task(
                 deferred.watch(runtime, settings.extraction_retry_seconds), name="extraction"
@@ -262,13 +263,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         if name not in await runtime.registry.names():
             raise HTTPException(404, f"workspace {name!r} does not exist")
+        if running := runtime.reindexing(name):
+            raise HTTPException(
+                409, f"workspace {name!r} is being reindexed ({running}): delete it once that ends"
+            )
         recorded = await runtime.registry.embedder(name)
         if recorded is not None and recorded != runtime.embedder:
             # built with another embedding model (and so never loaded now): its storages are
             # opened with its own vector size, and dropped
-            await runtime.factory.destroy(
-                await runtime.factory.build(name, embed_dim=recorded.dimensions)
-            )
+            await runtime.factory.destroy(await runtime.factory.build(name, embedder=recorded))
         else:
             # the instance is built if it is not loaded, so its storages can drop their data
             async with runtime.pool.lease(name):
@@ -277,6 +280,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runtime.registry.remove(name)
         runtime.observe_pool()
         return {"status": "deleted", "name": name}
+
+    @app.post("/workspaces/{name}/reindex", status_code=202)
+    async def start_reindex(name: str, runtime: Runtime) -> JSONResponse:
+        """Rebuild the workspace's vectors with today's embedding model, in the background
+        (GET for progress); 200 with nothing to do when it is built with it already."""
+        if name not in await runtime.registry.names():
+            raise HTTPException(404, f"workspace {name!r} does not exist")
+        try:
+            progress = await runtime.start_reindex(name)
+        except reindex.ReindexRefused as exc:
+            return JSONResponse({"workspace": name, "state": "current", "message": str(exc)})
+        return JSONResponse(progress.json(), status_code=202)
+
+    @app.get("/workspaces/{name}/reindex")
+    async def reindex_progress(name: str, runtime: Runtime) -> dict[str, Any]:
+        progress = runtime.reindexes.get(name)
+        if progress is None:
+            raise HTTPException(404, f"no reindex of {name!r} since rag-server started")
+        return progress.json()
 
     # -- documents ----------------------------------------------------------------------
     async def enqueue(

@@ -18,6 +18,7 @@ from sparkstack_common.auth import secret_value
 
 from . import codegraph
 from .backends import ChatBackend, EmbeddingBackend, RerankBackend
+from .registry import EmbedderId
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,12 @@ class InstanceFactory:
     embed: EmbeddingBackend
     rerank: RerankBackend | None
 
-    async def build(self, workspace: str, embed_dim: int | None = None) -> LightRAG:
-        """The workspace's LightRAG instance. ``embed_dim``: its vectors' size when it was
-        built with another embedding model (only to drop it: nothing is embedded then)."""
+    async def build(self, workspace: str, embedder: EmbedderId | None = None) -> LightRAG:
+        """The workspace's LightRAG instance. ``embedder``: the model its vectors were built
+        with when that is not today's, to read them (to reindex) or drop them; the embedding
+        calls of such an instance still go to today's model."""
         s = self.settings
+        embedder = embedder or EmbedderId(s.embed_model, s.embed_dim)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
         if self.rerank is not None:
@@ -162,10 +165,10 @@ class InstanceFactory:
             llm_model_name=s.llm_model,
             llm_model_max_async=s.llm_concurrency,
             embedding_func=EmbeddingFunc(
-                embedding_dim=embed_dim or s.embed_dim,
+                embedding_dim=embedder.dimensions,
                 max_token_size=8192,
                 func=self.embed,
-                model_name=s.embed_model,
+                model_name=embedder.model,  # PostgreSQL's vector tables are named after it
             ),
             embedding_func_max_async=s.embed_concurrency,
             tokenizer=Tokenizer("sparkstack", OfflineTokenizer()),

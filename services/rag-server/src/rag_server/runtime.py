@@ -15,6 +15,7 @@ from lightrag.kg.shared_storage import (
     get_pipeline_ingress,
 )
 
+from . import reindex
 from .deferred import ModelWatch, PendingDocuments
 from .instances import InstanceFactory, clear_query_cache
 from .metrics import Metrics
@@ -38,6 +39,8 @@ class RagRuntime:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # code documents of one workspace are written (and deleted) one batch at a time
     code_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # the last reindex of each workspace since start (running, done or failed)
+    reindexes: dict[str, reindex.Progress] = field(default_factory=dict)
     _evicted_seen: int = 0
 
     def code_lock(self, workspace: str) -> asyncio.Lock:
@@ -61,12 +64,40 @@ class RagRuntime:
             return None
         if recorded == self.embedder:
             return None
+        running = self.reindexing(workspace)
         return (
             f"workspace {workspace!r} was built with the embedding model {recorded}, and "
             f"rag-server now embeds with {self.embedder}: their vectors cannot be compared. "
-            f"Embed with {recorded.model} again (RAG_SERVER_EMBED_MODEL; the local stack: "
-            "--embedder), or delete the workspace and ingest it again"
+            + (
+                f"It is being reindexed: {running}."
+                if running
+                else f"Reindex it with {self.embedder.model} (`sparkstack workspaces reindex "
+                f"{workspace}`, or POST /v1/workspaces/{workspace}/reindex), embed with "
+                f"{recorded.model} again (RAG_SERVER_EMBED_MODEL; the local stack: --embedder), "
+                "or delete the workspace and ingest it again"
+            )
         )
+
+    def reindexing(self, workspace: str) -> reindex.Progress | None:
+        progress = self.reindexes.get(workspace)
+        return progress if progress is not None and progress.state == reindex.RUNNING else None
+
+    async def start_reindex(self, workspace: str) -> reindex.Progress:
+        """Rebuild the workspace's vectors with today's embedder, in the background; a
+        reindex already running is returned as it is. One built with today's embedder
+        needs none (ReindexRefused)."""
+        if running := self.reindexing(workspace):
+            return running
+        recorded = await self.registry.embedder(workspace)
+        if recorded is None or recorded == self.embedder:
+            raise reindex.ReindexRefused(
+                f"workspace {workspace!r} is built with {self.embedder} already: nothing to do"
+            )
+        progress = self.reindexes[workspace] = reindex.Progress(workspace, recorded, self.embedder)
+        task = asyncio.create_task(reindex.run(self, progress), name=f"reindex:{workspace}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return progress
 
     async def _build(self, workspace: str) -> LightRAG:
         await self.registry.add(workspace, self.embedder)
@@ -115,6 +146,11 @@ class RagRuntime:
         return refusal
 
     async def drain(self, grace: float = 30.0) -> None:
+        # a reindex is not waited for: stopped, it leaves the old index as it was, and the
+        # next run starts over
+        for task in self.tasks:
+            if task.get_name().startswith("reindex:"):
+                task.cancel()
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
             for task in pending:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # prose that came in while the extraction model did not answer is searchable as chunks;
     # the model is asked again this often, and the documents extracted once it answers
     extraction_retry_seconds: float = Field(30.0, gt=0)
+    # `workspaces reindex` reads and embeds this many vector records at a time (a batch is
+    # what a stop can cost: it is embedded again by the next run)
+    reindex_batch: int = Field(256, ge=1, le=10_000)
     default_workspace: str = "default"
     # a request body over this is refused (413) while it streams in, before it is parsed
     max_request_bytes: int = Field(64 << 20, ge=1024)

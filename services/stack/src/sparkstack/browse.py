@@ -52,6 +52,8 @@ def browse(api: str, key: str, args: argparse.Namespace, out: IO[str] = sys.stdo
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=api, headers=headers, timeout=60) as client:
         try:
+            if args.command == "workspaces" and args.action == "reindex":
+                return reindex(client, args.name, args.json, out)
             body = _fetch(client, args)
         except Refused as exc:
             print(f"sparkstack {args.command}: {exc}", file=sys.stderr)
@@ -95,6 +97,44 @@ def _fetch(client: httpx.Client, args: argparse.Namespace) -> Any:
             client, "DELETE", f"/v1/workspaces/{quote(args.name)}", params={"confirm": args.name}
         )
     return _call(client, "GET", "/v1/workspaces")
+
+
+def reindex(client: httpx.Client, name: str, as_json: bool, out: IO[str], poll: float = 1.0) -> int:
+    """Start the workspace's reindex and follow it to its end, a line per step of progress;
+    the reindex goes on in rag-server if this is interrupted."""
+    path = f"/v1/workspaces/{quote(name)}/reindex"
+    body = _call(client, "POST", path)
+    shown = None
+    while body.get("state") == "running":
+        line = _reindex_line(body)
+        if line != shown and not as_json:
+            out.write(line + "\n")
+            out.flush()
+            shown = line
+        time.sleep(poll)
+        body = _call(client, "GET", path)
+    if as_json:
+        out.write(json.dumps(body, indent=2) + "\n")
+    elif body.get("state") == "current":
+        out.write(f"{body.get('message')}\n")
+    else:
+        out.write(_reindex_line(body) + "\n")
+    return 0 if body.get("state") in ("done", "current") else 1
+
+
+def _reindex_line(body: dict[str, Any]) -> str:
+    to, vectors = body["to"], body["vectors"]
+    share = f" ({100 * vectors['done'] // vectors['total']}%)" if vectors["total"] else ""
+    head = f"{body['workspace']}: {vectors['done']}/{vectors['total']} vectors{share}"
+    target = f"{to['model']} ({to['dimensions']} dimensions)"
+    if body["state"] == "running":
+        return f"{head} embedded with {target}"
+    if body["state"] == "done":
+        return f"{head}: reindexed with {target}; it answers with the new vectors now"
+    return (
+        f"{head}: the reindex with {target} failed ({body.get('error')}); the workspace is "
+        "as it was: run it again once the cause is fixed"
+    )
 
 
 def _show(args: argparse.Namespace, body: Any, out: IO[str]) -> None:

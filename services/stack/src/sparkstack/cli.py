@@ -360,7 +360,7 @@ def add_browse_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     for command, help in (
         ("jobs", "ingestion jobs: list, show ID, retry ID"),
         ("sessions", "chat sessions: list, show ID, delete ID"),
-        ("workspaces", "workspaces: list, show NAME, delete NAME --yes"),
+        ("workspaces", "workspaces: list, show NAME, reindex NAME, delete NAME --yes"),
     ):
         parent = sub.add_parser(command, help=help)
         parent.add_argument("--json", action="store_true", help="the API's JSON, for scripts")
@@ -381,6 +381,9 @@ def add_browse_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             action(parent, "delete", "forget the session").add_argument("id")
         else:
             action(parent, "show", "documents, entities, relations").add_argument("name")
+            action(
+                parent, "reindex", "rebuild its vectors with today's embedding model"
+            ).add_argument("name")
             delete = action(parent, "delete", "its knowledge, jobs, uploads, sessions")
             delete.add_argument("name")
             delete.add_argument("--yes", action="store_true", help="yes, for good")
