@@ -665,12 +665,16 @@ async def test_a_workspace_keeps_the_embedding_model_it_was_built_with(
                 await c.post(
                     "/documents/texts", json={"texts": ["More about it."]}, headers=ws(name)
                 ),
-                await c.get(f"/workspaces/{name}/stats"),
             ):
                 assert r.status_code == 409, r.text
                 detail = r.json()["detail"]
                 assert "qwen3-embedding:0.6b (1024 dimensions)" in detail
                 assert "other-embedder (512 dimensions)" in detail
+            # what embeds nothing is read as it is: its documents and its graph
+            stats = await c.get(f"/workspaces/{name}/stats")
+            assert stats.status_code == 200 and stats.json()["documents"]["processed"] == 1
+            labels = await c.get("/graph/label/list", headers=ws(name))
+            assert labels.status_code == 200 and "KappaRelay" in labels.json()
             # a new workspace is built with the embedder of the day
             created = await c.post("/workspaces", json={"name": "fresh-one"})
             assert created.status_code == 201, created.text

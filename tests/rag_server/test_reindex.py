@@ -125,6 +125,8 @@ async def test_reindex_rebuilds_the_vectors_with_todays_embedder(
             refused = await c.post("/query/data", json={"query": QUESTION}, headers=ws(name))
             assert refused.status_code == 409
             assert f"sparkstack workspaces reindex {name}" in refused.json()["detail"]
+            labels = (await c.get("/graph/label/list", headers=ws(name))).json()
+            assert {"HelioCompass", "LumenBarge"} <= set(labels)  # the graph is read as it is
 
             embedded = len(embeds_with(llm, NEW["embed_model"]))
             progress = await reindexed(c, name)
@@ -197,6 +199,12 @@ async def test_a_reindex_that_stops_half_way_loses_nothing(
                 await asyncio.sleep(0.05)
             busy = await c.delete(f"/workspaces/{name}")
             assert busy.status_code == 409 and "being reindexed" in busy.json()["detail"]
+            # the old index is there while the new one is built: its graph is served, and a
+            # search says how far the reindex is
+            graph = await c.get("/graph/label/list", headers=ws(name))
+            assert graph.status_code == 200 and "TesseraGuild" in graph.json()
+            search = await c.post("/query/data", json={"query": QUESTION}, headers=ws(name))
+            assert search.status_code == 409 and "being reindexed" in search.json()["detail"]
     llm.set_delay(0, kind="embed")
 
     with rag_server(fake_url, tmp_path, **OLD) as url:  # nothing lost

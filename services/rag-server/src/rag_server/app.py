@@ -74,14 +74,24 @@ def workspace_of(
         raise HTTPException(400, str(exc)) from exc
 
 
-async def existing_workspace(
+async def known_workspace(
     request: Request, workspace: Annotated[str, Depends(workspace_of)]
 ) -> str:
-    """For reads: a workspace nobody wrote to is a 404, and reading never creates one; one
-    built with another embedding model is a 409 that names both."""
+    """For reads that embed nothing (graph, documents): a workspace nobody wrote to is a
+    404, and reading never creates one. One built with another embedding model is read as
+    it is (before and during its reindex)."""
     runtime: RagRuntime = request.app.state.runtime
     if workspace not in await runtime.registry.names():
         raise HTTPException(404, f"workspace {workspace!r} does not exist")
+    return workspace
+
+
+async def existing_workspace(
+    request: Request, workspace: Annotated[str, Depends(known_workspace)]
+) -> str:
+    """For searches and changes: also a 409, naming both models, when the workspace was
+    built with another embedding model."""
+    runtime: RagRuntime = request.app.state.runtime
     if refusal := await runtime.embedder_refusal(workspace):
         raise HTTPException(409, refusal)
     return workspace
@@ -101,6 +111,7 @@ async def writable_workspace(
 
 Runtime = Annotated[RagRuntime, Depends(runtime_of)]
 Workspace = Annotated[str, Depends(writable_workspace)]
+KnownWorkspace = Annotated[str, Depends(known_workspace)]
 ExistingWorkspace = Annotated[str, Depends(existing_workspace)]
 
 
@@ -232,8 +243,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         and edges: linear in the graph, meant for a dashboard, not a hot path)."""
         if name not in await runtime.registry.names():
             raise HTTPException(404, f"workspace {name!r} does not exist")
-        if refusal := await runtime.embedder_refusal(name):
-            raise HTTPException(409, refusal)
         async with runtime.pool.lease(name) as rag:
             documents = await rag.doc_status.get_all_status_counts()
             graph = rag.chunk_entity_relation_graph
@@ -267,16 +276,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 409, f"workspace {name!r} is being reindexed ({running}): delete it once that ends"
             )
-        recorded = await runtime.registry.embedder(name)
-        if recorded is not None and recorded != runtime.embedder:
-            # built with another embedding model (and so never loaded now): its storages are
-            # opened with its own vector size, and dropped
-            await runtime.factory.destroy(await runtime.factory.build(name, embedder=recorded))
-        else:
-            # the instance is built if it is not loaded, so its storages can drop their data
-            async with runtime.pool.lease(name):
-                pass
-            await runtime.pool.remove(name, runtime.factory.destroy)
+        # the instance is built if it is not loaded (with the embedder the workspace was
+        # built with), so its storages can drop their data
+        async with runtime.pool.lease(name):
+            pass
+        await runtime.pool.remove(name, runtime.factory.destroy)
         await runtime.registry.remove(name)
         runtime.observe_pool()
         return {"status": "deleted", "name": name}
@@ -378,7 +382,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/documents/track_status/{track_id}")
     async def track_status(
-        track_id: str, runtime: Runtime, workspace: ExistingWorkspace
+        track_id: str, runtime: Runtime, workspace: KnownWorkspace
     ) -> dict[str, Any]:
         async with runtime.pool.lease(workspace) as rag:
             docs = await rag.aget_docs_by_track_id(track_id)
@@ -414,7 +418,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/documents/status")
     async def documents_status(
-        body: DocumentStatusRequest, runtime: Runtime, workspace: ExistingWorkspace
+        body: DocumentStatusRequest, runtime: Runtime, workspace: KnownWorkspace
     ) -> dict[str, Any]:
         """Where each of up to 1,000 documents is (pending, processing, processed, failed
         with its error); ids the workspace does not hold are left out. One call, where
@@ -431,7 +435,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/documents/paginated")
     async def paginated(
-        body: DocumentsRequest, runtime: Runtime, workspace: ExistingWorkspace
+        body: DocumentsRequest, runtime: Runtime, workspace: KnownWorkspace
     ) -> dict[str, Any]:
         status = None
         if body.status_filter:
@@ -597,14 +601,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # -- graph ------------------------------------------------------------------------
     @app.get("/graph/label/list")
-    async def labels(runtime: Runtime, workspace: ExistingWorkspace) -> list[str]:
+    async def labels(runtime: Runtime, workspace: KnownWorkspace) -> list[str]:
         async with runtime.pool.lease(workspace) as rag:
             return await rag.get_graph_labels()
 
     @app.get("/graph/label/search")
     async def search_labels(
         runtime: Runtime,
-        workspace: ExistingWorkspace,
+        workspace: KnownWorkspace,
         q: Annotated[str, Query(min_length=1, max_length=200)],
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> list[str]:
@@ -615,7 +619,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/graph/entity")
     async def entity(
         runtime: Runtime,
-        workspace: ExistingWorkspace,
+        workspace: KnownWorkspace,
         name: Annotated[str, Query(min_length=1, max_length=1000)],
     ) -> dict[str, Any]:
         """One entity: its type, description, file, and the chunks it comes from (for a code
@@ -647,7 +651,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/graph/neighbors")
     async def neighbors(
         runtime: Runtime,
-        workspace: ExistingWorkspace,
+        workspace: KnownWorkspace,
         name: Annotated[str, Query(min_length=1, max_length=1000)],
         kind: Annotated[str | None, Query(max_length=40)] = None,
         direction: Annotated[str, Query(pattern="^(in|out|both)$")] = "both",
@@ -687,7 +691,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/graphs")
     async def graphs(
         runtime: Runtime,
-        workspace: ExistingWorkspace,
+        workspace: KnownWorkspace,
         label: Annotated[str, Query(min_length=1)],
         max_depth: Annotated[int, Query(ge=1)] = 3,
         max_nodes: Annotated[int, Query(ge=1)] = 1000,

@@ -112,15 +112,25 @@ class WorkspacePool(Generic[T]):
     ) -> None:
         """Wait for the workspace's work to finish, then destroy its instance (and data).
         New requests for it wait on its lock meanwhile and then get a fresh instance."""
+        async with self.exclusive(workspace, destroy, grace):
+            pass
+
+    @asynccontextmanager
+    async def exclusive(
+        self, workspace: str, close: Callable[[T], Awaitable[None]], grace: float = 600.0
+    ) -> AsyncIterator[None]:
+        """The workspace with no instance while the block runs: its work waited for (up to
+        ``grace`` seconds), its instance (if any) ended by ``close``; requests for it wait
+        on its lock and get a fresh instance after the block."""
         async with self._lock(workspace):
             entry = self._entries.get(workspace)
-            if entry is None:
-                return
-            deadline = time.monotonic() + grace
-            while entry.leases:  # a lease taken while waiting is waited for too
-                await asyncio.wait_for(entry.idle.wait(), max(0.0, deadline - time.monotonic()))
-            del self._entries[workspace]
-            await destroy(entry.instance)
+            if entry is not None:
+                deadline = time.monotonic() + grace
+                while entry.leases:  # a lease taken while waiting is waited for too
+                    await asyncio.wait_for(entry.idle.wait(), max(0.0, deadline - time.monotonic()))
+                del self._entries[workspace]
+                await close(entry.instance)
+            yield
 
     async def close_all(self, grace: float = 30.0) -> None:
         """Shutdown: wait (bounded) for running work, then close every instance."""

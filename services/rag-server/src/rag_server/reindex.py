@@ -224,25 +224,25 @@ async def run(runtime: RagRuntime, progress: Progress) -> None:
     settings, factory, workspace = runtime.settings, runtime.factory, progress.workspace
     data_dir = settings.data_dir
     try:
-        rag = await factory.build(workspace, embedder=progress.source)
-        try:
-            # the instance's own embedding function (rate-limited like every embedding call)
-            # embeds with the current model; only the size it declares is the old one
+        # the pool's instance (built with the old model; its graph is served meanwhile), held
+        # so it is not evicted under the rebuild
+        async with runtime.pool.lease(workspace) as rag:
+            # its own embedding function (rate-limited like every embedding call) embeds
+            # with the current model; only the size it declares is the old one
             embedding_func = replace(
                 rag.embedding_func,
                 embedding_dim=progress.target.dimensions,
                 model_name=progress.target.model,
             )
             files = await rebuild(rag, embedding_func, data_dir, settings.reindex_batch, progress)
-        finally:
-            await factory.close(rag)
-        if files:  # local: move the files in, journaled
-            _write_journal(data_dir, workspace, progress.target, files)
-            finish_switch(data_dir, workspace)
+        # no instance while switching: the next request opens the new vectors
+        async with runtime.pool.exclusive(workspace, factory.close):
+            if files:  # local: the files moved in, journaled
+                _write_journal(data_dir, workspace, progress.target, files)
+                finish_switch(data_dir, workspace)
             await runtime.registry.set_embedder(workspace, progress.target)
             _clean(data_dir, workspace)
-        else:  # PostgreSQL: the new model's tables are read from now on
-            await runtime.registry.set_embedder(workspace, progress.target)
+        if not files:  # PostgreSQL: the old model's rows are dropped
             old = await factory.build(workspace, embedder=progress.source)
             try:
                 for attr in VECTOR_STORES:

@@ -101,7 +101,10 @@ class RagRuntime:
 
     async def _build(self, workspace: str) -> LightRAG:
         await self.registry.add(workspace, self.embedder)
-        rag = await self.factory.build(workspace)
+        # one built with another embedding model is opened with its vectors' size: its graph
+        # and documents are read as before, its searches and writes refused until reindexed
+        recorded = await self.registry.embedder(workspace)
+        rag = await self.factory.build(workspace, embedder=recorded)
         self.metrics.instances_created.inc()
         return rag
 
