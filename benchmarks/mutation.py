@@ -12,8 +12,12 @@ under their real names (every other module comes from the installed packages). m
 which tests call each mutated function and runs only those per mutant, fastest first.
 
 The configuration is ``[tool.mutmut]`` in pyproject.toml (``paths_to_mutate`` as staged,
-``src/<package>/<module>.py``; ``tests_dir``), and the equivalent mutants excluded from the
-score, each with its reason, are in ``[tool.sparkstack.mutation]``. The report (score per
+``src/<package>/<module>.py``; ``tests_dir``, the tests of a module named nowhere else).
+``[tool.sparkstack.mutation.tests]`` names the tests that state each module's promises:
+modules with the same tests share one mutmut run, staged in ``.artifacts/mutation/run<n>``,
+so the fast in-process tests of a module are not waited behind every test that happens to
+call it. The equivalent mutants excluded from the score, each with its reason, are in
+``[tool.sparkstack.mutation.equivalent]``. The report (score per
 module, surviving mutants) is printed and written to ``benchmarks/mutation-<date>.md``.
 """
 
@@ -51,29 +55,40 @@ def real_file(staged: str) -> Path:
     return Path(spec.origin).parent.joinpath(*parts[1:])
 
 
-def stage(config: dict, modules: list[str]) -> None:
-    if STAGE.exists():
-        shutil.rmtree(STAGE)
-    (STAGE / "src").mkdir(parents=True)
+def module_of(staged: str) -> str:
+    """``src/orchestrator/memory.py`` -> ``orchestrator.memory``."""
+    return staged.removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+
+def groups(modules: list[str], tests: dict[str, list[str]], default: list[str]) -> dict:
+    """Modules run against the same tests share one mutmut run: tests -> modules."""
+    found: dict[tuple[str, ...], list[str]] = {}
     for staged in modules:
-        target = STAGE / staged
+        found.setdefault(tuple(tests.get(module_of(staged), default)), []).append(staged)
+    return found
+
+
+def stage(where: Path, config: dict, modules: list[str], tests: list[str]) -> None:
+    (where / "src").mkdir(parents=True)
+    for staged in modules:
+        target = where / staged
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(real_file(staged), target)
-    shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tests", where / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     staged_config = {
         "tool": {
             "pytest": root["tool"]["pytest"],
-            "mutmut": {**config, "paths_to_mutate": modules},
+            "mutmut": {**config, "paths_to_mutate": modules, "tests_dir": tests},
         }
     }
-    (STAGE / "pyproject.toml").write_text(tomli_w.dumps(staged_config))
+    (where / "pyproject.toml").write_text(tomli_w.dumps(staged_config))
 
 
 def results() -> dict[str, str]:
-    """mutant name -> status, from mutmut's .meta files."""
+    """mutant name -> status, from mutmut's .meta files (of every group's run)."""
     found: dict[str, str] = {}
-    for meta in (STAGE / "mutants").glob("src/**/*.py.meta"):
+    for meta in STAGE.glob("*/mutants/src/**/*.py.meta"):
         data = json.loads(meta.read_text())
         for name, code in data.get("exit_code_by_key", {}).items():
             found[name] = status_by_exit_code[code]
@@ -110,7 +125,8 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
         "",
         *(f"- `{name}`: {why}" for name, why in sorted(equivalent.items())),
         "",
-        "Surviving mutants (`mutmut show <name>` in .artifacts/mutation shows the change):",
+        "Surviving mutants (`mutmut show <name>` in its .artifacts/mutation/run<n> shows the "
+        "change):",
         "",
         *(
             f"- `{name}` ({status})"
@@ -144,8 +160,10 @@ def main() -> None:
     args = ap.parse_args()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     config = dict(pyproject["tool"]["mutmut"])
-    equivalent = pyproject["tool"]["sparkstack"]["mutation"]["equivalent"]
+    ours = pyproject["tool"]["sparkstack"]["mutation"]
+    equivalent, tests = ours["equivalent"], ours["tests"]
     modules = list(config.pop("paths_to_mutate"))
+    default_tests = list(config.pop("tests_dir"))
     if args.module:
         wanted = {m.replace(".", "/") + ".py" for m in args.module}
         modules = [m for m in modules if m.removeprefix("src/") in wanted]
@@ -156,12 +174,19 @@ def main() -> None:
         text = report(results(), equivalent, started)
         print(text)
         return
-    stage(config, modules)
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     # its console script: `python -m mutmut` would import mutmut.__main__ twice
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     cmd = [mutmut, "run", "--max-children", str(args.max_children)]
-    subprocess.run(cmd, cwd=STAGE, env=env, check=False)
+    for n, (group_tests, group) in enumerate(groups(modules, tests, default_tests).items()):
+        where = STAGE / f"run{n}"
+        stage(where, config, group, list(group_tests))
+        began = dt.datetime.now()
+        print(f"== {', '.join(map(module_of, group))} against {len(group_tests)} test path(s)")
+        subprocess.run(cmd, cwd=where, env=env, check=False)
+        print(f"== {(dt.datetime.now() - began).total_seconds() / 60:.1f} minutes")
     text = report(results(), equivalent, started)
     print(text)
     if not args.no_write:

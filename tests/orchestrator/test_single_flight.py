@@ -77,3 +77,37 @@ async def test_when_every_caller_left_the_load_is_cancelled() -> None:
     assert load.cancelled
     fresh = Load(0)
     assert await cache.get("k", fresh) == "value" and fresh.calls == 1
+
+
+async def test_values_live_for_their_ttl_and_the_least_recently_used_go_first() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=0.3, max_entries=2)
+    loads = {k: Load(0) for k in "abc"}
+    assert await cache.get("a", loads["a"]) == "value"
+    assert await cache.get("b", loads["b"]) == "value"
+    assert (cache.hits, cache.misses) == (0, 2)
+    await cache.get("a", loads["a"])  # a hit: "a" is now the most recently used
+    assert (cache.hits, cache.misses) == (1, 2) and loads["a"].calls == 1
+    await cache.get("c", loads["c"])  # over max_entries: "b" (least recently used) goes
+    await cache.get("a", loads["a"])
+    assert loads["a"].calls == 1
+    await cache.get("b", loads["b"])
+    assert loads["b"].calls == 2
+    await asyncio.sleep(0.35)  # past the ttl: loaded again
+    await cache.get("b", loads["b"])
+    assert loads["b"].calls == 3 and cache.misses == 5
+
+
+async def test_without_a_ttl_only_concurrent_callers_share_and_clear_forgets() -> None:
+    uncached: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=0)
+    load = Load(0.05)
+    await asyncio.gather(uncached.get("k", load), uncached.get("k", load))
+    assert load.calls == 1 and (uncached.hits, uncached.misses) == (1, 1)
+    await uncached.get("k", load)  # nothing kept
+    assert load.calls == 2
+
+    cached: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=60)
+    kept = Load(0)
+    await cached.get("k", kept)
+    cached.clear()
+    await cached.get("k", kept)
+    assert kept.calls == 2
