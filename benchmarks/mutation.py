@@ -14,7 +14,8 @@ which tests call each mutated function and runs only those per mutant, fastest f
 The configuration is ``[tool.mutmut]`` in pyproject.toml (``paths_to_mutate`` as staged,
 ``src/<package>/<module>.py``; ``tests_dir``, the tests of a module named nowhere else).
 ``[tool.sparkstack.mutation.tests]`` names the tests that state each module's promises:
-modules with the same tests share one mutmut run, staged in ``.artifacts/mutation/run<n>``,
+modules with the same tests share one mutmut run, staged in ``.artifacts/mutation/<module>``
+(kept across runs: ``--module`` re-runs one group, and the report covers all),
 so the fast in-process tests of a module are not waited behind every test that happens to
 call it. The equivalent mutants excluded from the score, each with its reason, are in
 ``[tool.sparkstack.mutation.equivalent]``. The report (score per
@@ -125,8 +126,8 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
         "",
         *(f"- `{name}`: {why}" for name, why in sorted(equivalent.items())),
         "",
-        "Surviving mutants (`mutmut show <name>` in its .artifacts/mutation/run<n> shows the "
-        "change):",
+        "Surviving mutants (`mutmut show <name>` in its .artifacts/mutation/<module> shows "
+        "the change):",
         "",
         *(
             f"- `{name}` ({status})"
@@ -174,14 +175,16 @@ def main() -> None:
         text = report(results(), equivalent, started)
         print(text)
         return
-    if STAGE.exists():
-        shutil.rmtree(STAGE)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     # its console script: `python -m mutmut` would import mutmut.__main__ twice
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     cmd = [mutmut, "run", "--max-children", str(args.max_children)]
-    for n, (group_tests, group) in enumerate(groups(modules, tests, default_tests).items()):
-        where = STAGE / f"run{n}"
+    for group_tests, group in groups(modules, tests, default_tests).items():
+        # one directory per group, named after its first module: a later run of other
+        # modules keeps this one's results, and the report covers every group run so far
+        where = STAGE / module_of(group[0])
+        if where.exists():
+            shutil.rmtree(where)
         stage(where, config, group, list(group_tests))
         began = dt.datetime.now()
         print(f"== {', '.join(map(module_of, group))} against {len(group_tests)} test path(s)")
