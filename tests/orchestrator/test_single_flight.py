@@ -111,3 +111,49 @@ async def test_without_a_ttl_only_concurrent_callers_share_and_clear_forgets() -
     cached.clear()
     await cached.get("k", kept)
     assert kept.calls == 2
+
+
+async def test_callers_leaving_one_by_one_leave_the_last_one_its_result() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=0)
+    load = Load(0.3)
+    callers = [asyncio.create_task(cache.get("k", load)) for _ in range(4)]
+    await asyncio.sleep(0.05)
+    for leaving in callers[:3]:
+        leaving.cancel()
+        await asyncio.gather(leaving, return_exceptions=True)
+    assert not load.cancelled  # one caller still waits for it
+    assert await callers[3] == "value" and load.calls == 1
+    assert (cache.hits, cache.misses) == (3, 1)  # every caller after the first shared it
+
+
+async def test_a_failed_or_abandoned_load_leaves_no_stray_error() -> None:
+    """Its callers got their outcome; nothing else may surface it (no "exception in
+    callback", no "exception was never retrieved" in the log)."""
+    loop = asyncio.get_running_loop()
+    strays: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: strays.append(context))
+    try:
+        cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=10)
+        with pytest.raises(ConnectionError):
+            await cache.get("k", Load(0, fail=ConnectionError("down")))
+        abandoned = asyncio.create_task(cache.get("j", Load(5)))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        await asyncio.gather(abandoned, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert len(cache) == 0
+    finally:
+        loop.set_exception_handler(previous)
+    assert strays == []
+
+
+async def test_hits_count_every_answer_from_the_cache_and_no_ttl_keeps_nothing() -> None:
+    cache: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=60)
+    load = Load(0)
+    for _ in range(4):
+        await cache.get("k", load)
+    assert (cache.hits, cache.misses, load.calls, len(cache)) == (3, 1, 1, 1)
+    uncached: SingleFlightCache[str] = SingleFlightCache(ttl_seconds=0)
+    await uncached.get("k", load)
+    assert len(uncached) == 0  # nothing kept that would never be read

@@ -73,5 +73,9 @@ class SingleFlightCache(Generic[V]):
             while len(self._values) > self.max_entries:
                 self._values.popitem(last=False)
 
+    def __len__(self) -> int:
+        """Values kept (loads in flight not counted)."""
+        return len(self._values)
+
     def clear(self) -> None:
         self._values.clear()
