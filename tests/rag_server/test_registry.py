@@ -123,3 +123,11 @@ async def test_a_workspace_from_before_embedders_were_recorded_adopts_one(tmp_pa
     await registry.set_embedder("old", SMALL)
     assert await registry.embedder("old") == SMALL
     assert json.loads(path.read_text())["old"]["created"] == "2026-01-01T00:00:00+00:00"
+
+
+async def test_a_fresh_data_directory_is_made_with_its_parents(tmp_path: Path) -> None:
+    """`RAG_SERVER_DATA_DIR` may point where nothing exists yet (a first start)."""
+    registry = FileRegistry(tmp_path / "not" / "there" / "yet" / "workspaces.json")
+    await registry.start()
+    assert await registry.add("first", EmbedderId("m", 8))
+    assert await registry.names() == ["first"]
