@@ -103,11 +103,19 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
         module = m.group("module") if m else name
         status = "equivalent" if name in equivalent else status
         by_module.setdefault(module, Counter())[status] += 1
+    minutes = {
+        d.name: float((d / "minutes").read_text())
+        for d in sorted(STAGE.glob("*/"))
+        if (d / "minutes").exists()
+    }
     lines = [
         f"# Mutation testing, {started:%Y-%m-%d}",
         "",
-        f"`uv run python benchmarks/mutation.py` with mutmut {version('mutmut')}, "
-        f"{(dt.datetime.now() - started).total_seconds() / 60:.0f} minutes on this machine.",
+        f"`uv run python benchmarks/mutation.py` with mutmut {version('mutmut')} on this "
+        f"machine: {sum(minutes.values()):.0f} minutes in all, one mutmut run per group of "
+        "modules with the same tests ("
+        + ", ".join(f"{name} {m:.1f}" for name, m in minutes.items())
+        + " minutes).",
         "",
         "| module | mutants | killed | survived | no test | timeout | equivalent | not run "
         "| score |",
@@ -189,7 +197,9 @@ def main() -> None:
         began = dt.datetime.now()
         print(f"== {', '.join(map(module_of, group))} against {len(group_tests)} test path(s)")
         subprocess.run(cmd, cwd=where, env=env, check=False)
-        print(f"== {(dt.datetime.now() - began).total_seconds() / 60:.1f} minutes")
+        minutes = (dt.datetime.now() - began).total_seconds() / 60
+        (where / "minutes").write_text(f"{minutes:.2f}")
+        print(f"== {minutes:.1f} minutes")
     text = report(results(), equivalent, started)
     print(text)
     if not args.no_write:
