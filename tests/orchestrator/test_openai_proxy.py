@@ -268,13 +268,94 @@ def test_backend_timeout_is_504(llm: tuple[FakeLLM, str], fake: FakeLLM) -> None
         assert time.monotonic() - started < 2.5
 
 
-def test_backend_errors_pass_through(client: openai.OpenAI, fake: FakeLLM) -> None:
-    fake.fail_next(1, status=500, kind="chat")
+def test_backend_errors_pass_through(
+    client: openai.OpenAI, fake: FakeLLM, orchestrator: str
+) -> None:
+    before = metric_value(
+        orchestrator, 'orchestrator_backend_errors_total{role="coding",status="500"}'
+    )
+    fake.fail_next(1, status=500, kind="chat", message="the model ran out of memory")
     with pytest.raises(openai.InternalServerError) as err:
         client.chat.completions.create(
             model="qwen3-coder", messages=[{"role": "user", "content": "x"}]
         )
     assert err.value.status_code == 500
+    assert err.value.body["message"] == "the model ran out of memory"  # the backend's own
+    after = metric_value(
+        orchestrator, 'orchestrator_backend_errors_total{role="coding",status="500"}'
+    )
+    assert after == before + 1
+
+
+def test_a_backend_error_that_is_not_openai_shaped_is_wrapped_in_one() -> None:
+    """A proxy in front of the backend answering plain text: the client still gets an
+    OpenAI error, saying which model's backend answered what."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"overloaded, try later " + b"x" * 600})
+
+    with serve_asgi(app) as backend, serve_asgi(create_app(proxy_settings(backend))) as url:
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "qwen3-coder", "messages": HI},
+            headers=bearer(ADMIN_KEY),
+        )
+        assert r.status_code == 503
+        error = r.json()["error"]
+        assert error["type"] == error["code"] == "backend_error"
+        text = "overloaded, try later " + "x" * 478  # the first 500 bytes of the answer
+        assert error["message"] == f"the backend of model 'qwen3-coder' answered 503: {text}"
+        assert (
+            metric_value(url, 'orchestrator_backend_errors_total{role="coding",status="503"}') == 1
+        )
+
+
+def test_embeddings_pass_their_fields_and_refuse_what_is_not_a_request(
+    orchestrator: str, fake: FakeLLM
+) -> None:
+    url = f"{orchestrator}/v1/embeddings"
+    ok = httpx.post(
+        url,
+        json={"model": "qwen3-embedding", "input": "parse it", "dimensions": 64},
+        headers=bearer(ADMIN_KEY),
+    )
+    assert ok.status_code == 200 and ok.json()["model"] == "qwen3-embedding"
+    sent = fake.requests_for("/v1/embeddings")[-1]["body"]
+    assert sent == {"model": "qwen3-embedding:0.6b", "input": "parse it", "dimensions": 64}
+    assert len(ok.json()["data"][0]["embedding"]) == 64
+    refused = 'orchestrator_requests_total{endpoint="embeddings",status="400"}'
+    before = metric_value(orchestrator, refused)
+    for body, param, message in (
+        ({"model": "qwen3-embedding"}, "input", "'input' is required"),
+        ({"input": "x"}, "model", "'model' is required"),
+        (
+            {"model": "qwen3-coder", "input": "x"},
+            "model",
+            "model 'qwen3-coder' is not an embedding model",
+        ),
+    ):
+        r = httpx.post(url, json=body, headers=bearer(ADMIN_KEY))
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param and r.json()["error"]["message"] == message
+    bad = httpx.post(
+        url, content=b"[1]", headers={"content-type": "application/json", **bearer(ADMIN_KEY)}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+    assert metric_value(orchestrator, refused) == before + 4
+    unknown = httpx.post(url, json={"model": "gpt-17", "input": "x"}, headers=bearer(ADMIN_KEY))
+    assert unknown.status_code == 404
+
+
+def metric_value(orchestrator: str, series: str) -> float:
+    text = httpx.get(f"{orchestrator}/metrics", headers=bearer(ADMIN_KEY)).text
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_a_wrong_or_malformed_key_is_a_401_in_openai_format(orchestrator: str) -> None:
