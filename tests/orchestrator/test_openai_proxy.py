@@ -468,6 +468,43 @@ def test_model_name_split_across_network_reads_is_still_renamed(fake: FakeLLM) -
         assert chunks[0].choices[0].delta.content == "hi"
 
 
+def test_the_last_line_of_a_stream_without_a_newline_is_renamed_too() -> None:
+    """A backend whose stream ends without a final newline: the held-back last line still
+    reaches the client, with the model name the client asked for (compact or spaced JSON)."""
+    import asyncio
+
+    upstream = b"qwen3-coder-next:q4_K_M"
+    blob = (
+        b'data: {"model":"' + upstream + b'","choices":[{"delta":{"content":"a"}}]}\n\n'
+        b'data: {"model": "' + upstream + b'", "choices": [{"delta": {"content": "b"}}]}'
+    )
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        for i in range(0, len(blob), 7):
+            await send({"type": "http.response.body", "body": blob[i : i + 7], "more_body": True})
+            await asyncio.sleep(0.001)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    with serve_asgi(app) as backend, serve_asgi(create_app(proxy_settings(backend))) as url:
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "qwen3-coder", "messages": HI, "stream": True},
+            headers=bearer(ADMIN_KEY),
+        )
+        assert r.status_code == 200
+        assert r.content == blob.replace(b'"' + upstream + b'"', b'"qwen3-coder"')
+
+
 def test_a_stream_the_backend_breaks_off_ends_with_an_error_the_client_sees(
     client: openai.OpenAI, fake: FakeLLM
 ) -> None:
