@@ -200,7 +200,13 @@ def metric(m: Memory, tier: str, state: str) -> float:
     return m.metrics.memory.labels(tier, state)._value.get()
 
 
-async def test_each_tier_reports_its_state_and_a_failing_or_slow_one_is_skipped() -> None:
+def sample(m: Memory, name: str, labels: dict[str, str]) -> float:
+    return m.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_each_tier_reports_its_state_and_a_failing_or_slow_one_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hit = RecallHit("s9", "Session s9 balanced the ledger by hand.", 0.8)
     m = build(
         Working([], delay=0.5),  # slower than its deadline
@@ -221,8 +227,15 @@ async def test_each_tier_reports_its_state_and_a_failing_or_slow_one_is_skipped(
         "tokens": tiers["recall"]["tokens"],
     }
     assert tiers["working"]["found"] == 0 and tiers["archival"]["items"] == []
+    assert tiers["working"]["tokens"] == tiers["archival"]["tokens"] == 0
+    assert tiers["working"]["items"] == []
     assert (metric(m, "working", "timeout"), metric(m, "recall", "ok")) == (1, 1)
     assert metric(m, "archival", "error") == 1
+    # why a tier failed is in the log; how long each took and the wait for a slot in metrics
+    assert "memory tier archival failed: ConnectionError: rag-server down" in caplog.text
+    for tier in ("working", "recall", "archival"):
+        assert sample(m, "orchestrator_memory_seconds_count", {"tier": tier}) == 1
+    assert sample(m, "orchestrator_pool_wait_seconds_count", {"pool": "memory"}) == 1
     empty = await build(Working([]), Recall([]), Archive([])).context(call())
     assert empty.states == {"working": "empty", "recall": "empty", "archival": "empty"}
     assert empty.block is None and empty.record["tokens"] == 0  # type: ignore[index]
@@ -330,6 +343,7 @@ async def test_the_turn_is_recorded_with_the_memory_it_was_given() -> None:
         {"role": "user", "content": "old question"},
         {"role": "assistant", "content": "old answer"},
         {"role": "developer", "content": "more rules"},
+        {"role": "system", "content": "late rules"},
         {"role": "user", "content": "new question", "name": "dev", "extra": "dropped"},
         {"role": "tool", "content": "tool output", "tool_call_id": "t1"},
     ]
@@ -348,7 +362,22 @@ async def test_the_turn_is_recorded_with_the_memory_it_was_given() -> None:
     assert m.tasks == set()
 
 
-async def test_a_store_failing_after_the_answer_loses_only_its_own_copy() -> None:
+async def test_a_first_turn_records_every_message_of_the_client() -> None:
+    writer = Writer()
+    m = build(Working([]), Recall([]), Archive([]), writer=writer)
+    first = [
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "part one"},
+        {"role": "user", "content": "part two"},
+    ]
+    m.remember(ChatCall("ws", "s1", "m", first, "part two", True), "answer")
+    await m.drain()
+    assert [x["content"] for x in writer.submitted[0][2]] == ["part one", "part two", "answer"]
+
+
+async def test_a_store_failing_after_the_answer_loses_only_its_own_copy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     working, promoted = Working([]), []
     working.append_fails = True
     kept = Writer(turn=2)
@@ -368,3 +397,48 @@ async def test_a_store_failing_after_the_answer_loses_only_its_own_copy() -> Non
     await m.drain()
     # not stored in PostgreSQL: nothing to promote; the working copy is still written
     assert promoted == [("ws", "s1", 2)] and len(working.appended) == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert "working memory could not store a turn: ConnectionError: valkey went away" in logged
+    assert "recall could not store a turn: ConnectionError: postgres went away" in logged
+
+
+async def test_two_questions_get_their_own_embedding_and_knowledge() -> None:
+    embedder, archive = Embedder(), Archive([])
+    m = build(Working([]), Recall([]), archive, embedder=embedder, recall_top_k=1, archival_top_k=1)
+    await m.context(call(question="How does the ledger balance accounts?"))
+    await m.context(call(question="Who signs off the audit?"))
+    assert embedder.texts == ["How does the ledger balance accounts?", "Who signs off the audit?"]
+    assert [c[1] for c in archive.calls] == [
+        "How does the ledger balance accounts?",
+        "Who signs off the audit?",
+    ]  # one lookup each: a top_k of 1 still asks
+
+
+async def test_the_search_tiers_keep_their_own_deadlines() -> None:
+    slow_recall = build(Working([]), Recall([], delay=0.5), Archive([]), recall_deadline_ms=50)
+    assert (await slow_recall.context(call())).states["recall"] == "timeout"
+    slow_archive = build(Working([]), Recall([]), Archive([], delay=0.5), archival_deadline_ms=50)
+    assert (await slow_archive.context(call())).states["archival"] == "timeout"
+    patient = build(
+        Working([]),
+        Recall([], delay=0.05),
+        Archive([], delay=0.05),
+        recall_deadline_ms=1000,
+        archival_deadline_ms=1000,
+    )
+    assert (await patient.context(call())).states == {
+        "working": "empty",
+        "recall": "empty",
+        "archival": "empty",
+    }
+
+
+async def test_a_hit_too_long_for_the_budget_leaves_room_for_shorter_ones() -> None:
+    long_hit = RecallHit("s8", "ledger " * 400, 0.9)
+    short_hit = RecallHit("s9", "The ledger closes at midnight.", 0.8)
+    ctx = await memory(400, recall=[long_hit, short_hit]).context(call())
+    assert ctx.block is not None
+    assert ctx.block.startswith(
+        "Memory from earlier work (context for you; do not repeat it verbatim unless asked):\n"
+    )
+    assert short_hit.text in ctx.block and long_hit.text not in ctx.block
