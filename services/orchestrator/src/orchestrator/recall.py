@@ -262,20 +262,24 @@ class RecallStore:
 
     async def _embed_again(self, conn: asyncpg.Connection, embed: Embed) -> int:
         rows = await conn.fetch("SELECT id, text FROM summaries ORDER BY id")
-        vectors: list[tuple[int, str]] = []
+        # the column is made again at the new size (its index goes with it), then filled a
+        # batch at a time: only one batch's vectors are held (the transaction undoes it all
+        # if the embedder fails)
+        await conn.execute("ALTER TABLE summaries DROP COLUMN embedding")
+        await conn.execute(f"ALTER TABLE summaries ADD COLUMN embedding vector({self.dim})")
         for start in range(0, len(rows), REEMBED_BATCH):
             batch = rows[start : start + REEMBED_BATCH]
             embedded = await embed([r["text"] for r in batch])
-            vectors += [
-                (r["id"], vector_literal(v, self.dim)) for r, v in zip(batch, embedded, strict=True)
-            ]
-        # the column is made again at the new size (its index goes with it)
-        await conn.execute("ALTER TABLE summaries DROP COLUMN embedding")
-        await conn.execute(f"ALTER TABLE summaries ADD COLUMN embedding vector({self.dim})")
-        await conn.executemany("UPDATE summaries SET embedding = $2::vector WHERE id = $1", vectors)
+            await conn.executemany(
+                "UPDATE summaries SET embedding = $2::vector WHERE id = $1",
+                [
+                    (r["id"], vector_literal(v, self.dim))
+                    for r, v in zip(batch, embedded, strict=True)
+                ],
+            )
         await conn.execute("ALTER TABLE summaries ALTER COLUMN embedding SET NOT NULL")
         await conn.execute(schema_sql(self.dim))  # the index again
-        return len(vectors)
+        return len(rows)
 
     # -- sessions and messages -------------------------------------------------------------
     async def record_session(
