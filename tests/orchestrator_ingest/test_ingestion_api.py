@@ -163,14 +163,16 @@ class Consumer:
                     taken.append(msg)
             wait = 0.3
 
-    async def take_until(self, count: int, within: float) -> list[Any]:
-        """Messages until ``count`` arrived or ``within`` seconds passed (riding out the test
-        client's own reconnect after a NATS restart)."""
+    async def take_until(
+        self, count: int, within: float, jobs: Iterable[str] | None = None
+    ) -> list[Any]:
+        """Messages (of ``jobs``, if given) until ``count`` arrived or ``within`` seconds
+        passed (riding out the test client's own reconnect after a NATS restart)."""
         deadline = time.monotonic() + within
         taken: list[Any] = []
         while len(taken) < count and time.monotonic() < deadline:
             try:
-                taken += await self.take(wait=0.5)
+                taken += await self.take(wait=0.5, jobs=jobs)
             except Exception:
                 await asyncio.sleep(0.2)
         return taken
@@ -845,10 +847,11 @@ async def test_upload_while_nats_is_down_is_published_once_it_is_back(
     finally:
         infra.nats.start()
 
-    msgs = await consumer.take_until(1, within=15)
+    # only this job's messages count: an earlier test's late retry may be queued too
+    msgs = await consumer.take_until(1, within=15, jobs=[body["job_id"]])
     assert len(msgs) == 1, "the relay did not publish after NATS came back"
     assert msgs[0].headers[MSG_ID_HEADER] == body["job_id"]
-    assert await consumer.take(wait=1.0) == []
+    assert await consumer.take(wait=1.0, jobs=[body["job_id"]]) == []
     entry = await store.outbox_entry(body["job_id"])
     assert entry is not None and entry.published_at is not None
     assert entry.publish_attempts >= 1
@@ -867,7 +870,7 @@ async def test_upload_while_nats_is_down_is_published_once_it_is_back(
         stream=QUEUE.stream,
     )
     assert ack.duplicate
-    assert await consumer.take(wait=1.0) == []
+    assert await consumer.take(wait=1.0, jobs=[job.id]) == []
 
 
 async def test_nats_down_at_startup_does_not_stop_the_service(
@@ -1106,7 +1109,7 @@ async def test_relay_publishes_pending_rows_and_dedupes(
         )
         republished_here = await relay.publish_pending()
         await wait_published(store, job.id)
-        msgs = await consumer.take(wait=1.0)
+        msgs = await consumer.take(wait=1.0, jobs=[job.id])
         # whichever relay republished it (ours or the app's), JetStream dropped the copy: the
         # consumer sees the job once
         assert [m.headers[MSG_ID_HEADER] for m in msgs] == [job.id]
