@@ -91,9 +91,12 @@ class Proxy:
             client_history=_has_history(messages),
         )
         memory = MemoryContext(states={"memory": "off"})
+        # X-Memory: off keeps the request out of memory both ways: nothing read, nothing kept
+        remembered: ChatCall | None = None
         if self.memory is not None and header(scope, b"x-memory") != "off":
             memory = await self.memory.context(call)
             call.memory = memory.record
+            remembered = call
             if memory.block:
                 data["messages"] = _inject(messages, memory.block)
         data["model"] = route.upstream_model
@@ -107,11 +110,21 @@ class Proxy:
         ]
         url = f"{route.base_url}/chat/completions"
         await self._forward(
-            url, orjson.dumps(data), route, stream, started, headers, receive, send, call
+            "chat",
+            url,
+            orjson.dumps(data),
+            route,
+            stream,
+            started,
+            headers,
+            receive,
+            send,
+            remembered,
         )
 
     async def _forward(
         self,
+        endpoint: str,
         url: str,
         body: bytes,
         route: Route,
@@ -140,7 +153,7 @@ class Proxy:
                 answer, out = _rewrite_json(raw, route.requested)
                 overhead = pre + (time.perf_counter() - arrived)
                 await send_response(send, 200, out, [*headers, _overhead(overhead)])
-                self._done("chat", overhead, call, answer)
+                self._done(endpoint, overhead, call, answer)
                 return
             overhead = pre + (time.perf_counter() - arrived)
             content_type = upstream.headers.get("content-type", "text/event-stream").encode()
@@ -186,11 +199,11 @@ class Proxy:
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             answer = _sse_text(b"".join(collected)) if collected is not None else ""
-            self._done("chat", overhead, call, answer)
+            self._done(endpoint, overhead, call, answer)
         except Disconnected:
             self.metrics.disconnects.labels("waiting").inc()
         except APIError as exc:
-            self.metrics.requests.labels("chat", str(exc.status)).inc()
+            self.metrics.requests.labels(endpoint, str(exc.status)).inc()
             await send_response(send, exc.status, exc.body(), headers)
         finally:
             watcher.cancel()
@@ -299,7 +312,9 @@ class Proxy:
             return
         data["model"] = route.upstream_model
         url = f"{route.base_url}/embeddings"
-        await self._forward(url, orjson.dumps(data), route, False, started, [], receive, send, None)
+        await self._forward(
+            "embeddings", url, orjson.dumps(data), route, False, started, [], receive, send, None
+        )
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = orjson.dumps({"object": "list", "data": self.router.listing()})
