@@ -68,6 +68,7 @@ class Upstream:
             raise self.error
 
     async def read(self) -> bytes:
+        await asyncio.sleep(0)  # a read takes at least a turn of the loop, as a socket's does
         if self.hang:
             await self._wait_forever()
         if self.error is not None:
@@ -100,6 +101,7 @@ class Backend:
     ) -> Upstream:
         self.sent.append(Sent(method, url, orjson.loads(content), dict(headers)))
         self.opened.set()
+        await asyncio.sleep(0)  # an answer takes at least a turn of the loop
         if self.answer is None:
             try:
                 await asyncio.Event().wait()
@@ -115,11 +117,13 @@ class Backend:
 @dataclass
 class Memory:
     block: str | None = "Memory: the ledger balances nightly."
+    delay: float = 0.0  # how long the tiers take
     calls: list[ChatCall] = field(default_factory=list)
     remembered: list[tuple[ChatCall, str]] = field(default_factory=list)
 
     async def context(self, call: ChatCall) -> MemoryContext:
         self.calls.append(call)
+        await asyncio.sleep(self.delay)
         return MemoryContext(
             block=self.block, states={"working": "ok", "recall": "empty"}, record={"n": 1}
         )
@@ -133,7 +137,7 @@ class Reply:
     status: int
     headers: dict[bytes, bytes]
     chunks: list[bytes]
-    ended: bool  # the last body message said no more body
+    ended: bool  # the last body message, and only it, said no more body
 
     @property
     def body(self) -> bytes:
@@ -170,11 +174,13 @@ class Client:
         start = [m for m in self.sent if m["type"] == "http.response.start"]
         assert len(start) == 1, self.sent
         bodies = [m for m in self.sent if m["type"] == "http.response.body"]
+        # ASGI: a body message without more_body ends the response; nothing may follow it
+        ends = [not m.get("more_body", False) for m in bodies]
         return Reply(
             start[0]["status"],
             dict(start[0]["headers"]),
             [m["body"] for m in bodies if m["body"]],
-            bool(bodies) and not bodies[-1].get("more_body", False),
+            bool(bodies) and ends == [False] * (len(bodies) - 1) + [True],
         )
 
 
@@ -259,6 +265,21 @@ async def test_the_backend_gets_the_clients_fields_with_its_own_tag_and_memory()
     assert call.messages[1] == {"role": "user", "content": "why?"}  # as the client sent them
 
 
+async def test_workspace_and_session_can_come_as_headers() -> None:
+    backend = Backend(Upstream(chunks=[completion("qwen3-coder-next:q4_K_M", "ok")]))
+    memory = Memory()
+    proxy, _ = make_proxy(backend, memory)
+    question = {"model": "coder", "messages": [{"role": "user", "content": "why?"}]}
+    reply = await chat(proxy, question, (b"x-workspace", b"books"), (b"x-session-id", b"s-9"))
+    assert reply.headers[b"x-workspace"] == b"books" and reply.headers[b"x-session-id"] == b"s-9"
+    assert (memory.calls[0].workspace, memory.calls[0].session_id) == ("books", "s-9")
+    # without a system prompt the memory block opens the conversation
+    assert backend.sent[0].body["messages"] == [
+        {"role": "system", "content": memory.block},
+        {"role": "user", "content": "why?"},
+    ]
+
+
 async def test_no_backend_key_means_no_authorization_header() -> None:
     backend = Backend(Upstream(chunks=[completion("qwen3:8b", "ok")]))
     proxy, _ = make_proxy(backend)
@@ -296,7 +317,7 @@ async def test_memory_off_by_header_or_an_empty_block_leaves_the_messages_alone(
 
 async def test_a_plain_answer_comes_back_under_the_requested_name_and_is_remembered() -> None:
     upstream = Upstream(chunks=[completion("qwen3-coder-next:q4_K_M", "Because.")])
-    memory = Memory()
+    memory = Memory(delay=0.02)
     proxy, metrics = make_proxy(Backend(upstream), memory)
     reply = await chat(proxy, QUESTION)
 
@@ -308,8 +329,9 @@ async def test_a_plain_answer_comes_back_under_the_requested_name_and_is_remembe
     assert reply.headers[b"x-session-id"] == b"s-1"
     assert reply.headers[b"x-workspace"] == b"shop"
     assert reply.headers[b"x-memory"] == b"working=ok, recall=empty"
+    # the orchestrator's own time: memory's 20 ms included, the backend's excluded
     overhead = float(reply.headers[b"x-orchestrator-overhead-ms"])
-    assert 0 < overhead < 10_000
+    assert 20 <= overhead < 10_000
     [(call, answer)] = memory.remembered
     assert answer == "Because." and call.memory == {"n": 1}
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status="200") == 1
@@ -327,27 +349,50 @@ async def test_an_answer_that_is_not_json_is_passed_on_as_it_came() -> None:
 
 
 async def test_a_stream_is_renamed_line_by_line_whatever_the_network_splits() -> None:
-    # the last line unterminated, and cuts in the middle of the model name and of lines
-    raw = sse("qwen3-coder-next:q4_K_M", "The ", "ledger ", "balances.").rstrip(b"\n")
-    cuts = [7, 30, 31, 90, len(raw) - 9, len(raw) - 1]
+    # compact and spaced JSON (backends write both); the last line, unterminated, carries
+    # the model name and a piece of the answer; cuts in the middle of names and lines
+    def events(model: str) -> bytes:
+        spaced = b"data: " + orjson.dumps({"choices": [{"delta": {"content": "nightly"}}]})
+        spaced = spaced.replace(b"{", b'{"model": "' + model.encode() + b'", ', 1)
+        last = b"data: " + orjson.dumps({"model": model, "choices": [{"delta": {"content": "!"}}]})
+        return sse(model, "The ", "ledger ", "balances ") + spaced + b"\n\n" + last
+
+    raw = events("qwen3-coder-next:q4_K_M")
+    cuts = [7, 30, 31, 90, len(raw) - 30, len(raw) - 9, len(raw) - 1]
     chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     upstream = Upstream(chunks=chunks, headers={"content-type": "text/event-stream; charset=x"})
-    memory = Memory()
+    memory = Memory(delay=0.02)
     proxy, metrics = make_proxy(Backend(upstream), memory)
     reply = await chat(proxy, {**QUESTION, "stream": True})
 
-    expected = sse("coder", "The ", "ledger ", "balances.").rstrip(b"\n")
     assert reply.status == 200 and reply.ended
-    assert reply.body == expected
+    assert reply.body == events("coder")
     # only whole lines go out (the unterminated last one at the end)
     assert all(c.endswith(b"\n") for c in reply.chunks[:-1])
     assert reply.headers[b"content-type"] == b"text/event-stream; charset=x"
     assert reply.headers[b"cache-control"] == b"no-cache"
     assert reply.headers[b"x-session-id"] == b"s-1"
-    assert float(reply.headers[b"x-orchestrator-overhead-ms"]) >= 0
-    assert [answer for _, answer in memory.remembered] == ["The ledger balances."]
+    assert 20 <= float(reply.headers[b"x-orchestrator-overhead-ms"]) < 10_000
+    assert [answer for _, answer in memory.remembered] == ["The ledger balances nightly!"]
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status="200") == 1
     assert upstream.closed
+
+
+async def test_whole_lines_go_out_as_soon_as_they_arrive() -> None:
+    def event(model: str, piece: str) -> bytes:
+        return b"data: " + orjson.dumps(
+            {"model": model, "choices": [{"delta": {"content": piece}}]}
+        )
+
+    tag = "qwen3-coder-next:q4_K_M"
+    reads = [event(tag, "a") + b"\n\n" + event(tag, "b") + b"\n\n", b"data: [DONE]\n\n"]
+    proxy, _ = make_proxy(Backend(Upstream(chunks=reads)))
+    reply = await chat(proxy, {**QUESTION, "stream": True})
+    # a read of two whole events is sent on at once, not held back line by line
+    assert reply.chunks == [
+        event("coder", "a") + b"\n\n" + event("coder", "b") + b"\n\n",
+        b"data: [DONE]\n\n",
+    ]
 
 
 async def test_a_stream_under_the_backends_own_name_is_passed_through_untouched() -> None:
@@ -387,17 +432,32 @@ async def test_an_openai_shaped_backend_error_reaches_the_client_as_it_is() -> N
 
 
 @pytest.mark.parametrize(
-    "raw", [b"<html>bad gateway</html>", b'["error"]', b'{"error": "just a string"}']
+    ("raw", "shown"),
+    [
+        (b"<html>bad gateway</html>", "<html>bad gateway</html>"),
+        (b'["error"]', '["error"]'),
+        (b'{"error": "just a string"}', '{"error": "just a string"}'),
+        (b"caf\xe9 " + b"x" * 600, "caf\ufffd " + "x" * 495),  # cut at 500 bytes
+    ],
 )
-async def test_any_other_backend_error_is_wrapped_in_an_openai_error(raw: bytes) -> None:
-    proxy, metrics = make_proxy(Backend(Upstream(status=503, chunks=[raw + b"x" * 600])))
+async def test_any_other_backend_error_is_wrapped_in_an_openai_error(
+    raw: bytes, shown: str
+) -> None:
+    proxy, metrics = make_proxy(Backend(Upstream(status=503, chunks=[raw])))
     reply = await chat(proxy, QUESTION)
-    assert reply.status == 503
+    assert reply.status == 503 and reply.ended
     error = reply.json()["error"]
     assert error["type"] == "backend_error" and error["code"] == "backend_error"
-    text = (raw + b"x" * 600)[:500].decode()
-    assert error["message"] == f"the backend of model 'coder' answered 503: {text}"
+    assert error["message"] == f"the backend of model 'coder' answered 503: {shown}"
     assert count(metrics, "orchestrator_backend_errors_total", role="coding", status="503") == 1
+
+
+async def test_a_backend_error_whose_body_never_comes_is_a_504() -> None:
+    upstream = Upstream(status=500, error=HTTPTimeout("read timed out"))
+    proxy, _ = make_proxy(Backend(upstream))
+    reply = await chat(proxy, QUESTION)
+    assert reply.status == 504 and reply.json()["error"]["code"] == "backend_timeout"
+    assert upstream.closed
 
 
 async def test_an_unreachable_backend_is_a_502_that_says_what_to_start_or_set() -> None:
@@ -446,7 +506,7 @@ async def test_a_stream_that_breaks_off_ends_with_an_error_event() -> None:
     last = reply.chunks[-1]
     assert last.startswith(b"data: ") and last.endswith(b"\n\n")
     error = orjson.loads(last[6:])["error"]
-    assert error["code"] == "backend_stream_broken"
+    assert error["code"] == "backend_stream_broken" and error["type"] == "backend_error"
     assert error["message"] == "the backend of model 'coder' broke off the stream (HTTPError)"
     assert count(metrics, "orchestrator_backend_errors_total", role="coding", status="stream") == 1
     assert memory.remembered == []  # half an answer is not a turn
@@ -557,6 +617,12 @@ async def test_a_bad_chat_request_is_refused_with_an_openai_error_and_counted(
     assert reply.status == status and reply.ended
     error = reply.json()["error"]
     assert (error["code"], error["param"]) == (code, param)
+    assert error["type"] == "invalid_request_error"
+    said = {
+        "session_id": "session id",
+        None: "JSON" if status == 400 else "over the limit of 1024 bytes",
+    }
+    assert said.get(param, param) in error["message"], error["message"]
     assert backend.sent == [] and memory.calls == []
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status=str(status)) == 1
 
@@ -594,6 +660,7 @@ async def test_embeddings_go_to_the_embedding_backend_under_its_tag() -> None:
     assert reply.json() == {"object": "list", "model": "embed", "data": [{"embedding": [0.5]}]}
     assert float(reply.headers[b"x-orchestrator-overhead-ms"]) >= 0
     assert b"x-session-id" not in reply.headers  # no session: embeddings are not a chat
+    assert b"cache-control" not in reply.headers and len(reply.chunks) == 1  # not a stream
     assert memory.calls == [] and memory.remembered == []
     assert count(metrics, "orchestrator_requests_total", endpoint="embeddings", status="200") == 1
     assert upstream.closed
@@ -618,6 +685,9 @@ async def test_a_bad_embeddings_request_is_refused_and_counted(
     assert reply.status == status
     error = reply.json()["error"]
     assert (error["code"], error["param"]) == (code, param)
+    assert error["type"] == "invalid_request_error"
+    said = {None: "JSON" if status == 400 else "over the limit of 1024 bytes"}
+    assert said.get(param, param) in error["message"], error["message"]
     assert backend.sent == []
     labels = {"endpoint": "embeddings", "status": str(status)}
     assert count(metrics, "orchestrator_requests_total", **labels) == 1
