@@ -215,3 +215,90 @@ def test_qualnames_agree_with_ast_on_stdlib_packages(package: str) -> None:
         r = parser.parse(FileResult(path=str(path)), source, "python")
         assert Counter(s.qualname for s in r.symbols) == ast_qualnames(source), path
         assert "".join(c.text for c in r.chunks) == source.decode("utf-8", "replace")
+
+
+DOCSTRINGS = '''
+def triple():
+    """Reserve stock
+    for an order."""
+
+def single_quotes():
+    \'\'\'Cancel it.\'\'\'
+
+def plain_double():
+    "One line."
+
+def plain_single():
+    'Another line.'
+
+def raw_prefix():
+    r"""Match \\d+ digits."""
+
+def upper_raw():
+    R\'\'\'Upper-case prefix.\'\'\'
+
+def empty_doc():
+    ""
+
+def no_doc():
+    pass
+
+def assignment_first():
+    x = "not a docstring"
+    return x
+
+def call_first():
+    print("not a docstring either")
+
+def number_first():
+    1
+
+class Documented:
+    """A class doc."""
+
+    def method(self):
+        "Method doc."
+        return 1
+'''
+
+
+def test_docstrings_are_what_cpython_reads_as_docstrings() -> None:
+    """Every quoting style and prefix, and the statements that are not docstrings: the doc
+    of each definition is CPython's own docstring, whitespace folded."""
+    source = DOCSTRINGS.encode()
+    r = parse(source, "docs.py")
+    ours = {s.qualname: s.doc for s in r.symbols if s.kind in ("function", "class", "method")}
+    expected = {}
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.ClassDef):
+                doc = ast.get_docstring(child, clean=False) or ""
+                expected[prefix + child.name] = " ".join(doc.split())
+                walk(child, prefix + child.name + ".")
+
+    walk(ast.parse(source), "")
+    assert ours == expected
+    assert ours["triple"] == "Reserve stock for an order."
+    assert ours["raw_prefix"] == "Match \\d+ digits."
+    assert ours["no_doc"] == ours["assignment_first"] == ours["empty_doc"] == ""
+
+
+def test_signatures_are_the_header_up_to_the_body() -> None:
+    source = (
+        b"def spread(\n    a: int,\n    b: str = 'x:y',\n) -> dict[str, int]:\n    return {}\n\n"
+        b"class Point(Base, metaclass=Meta):\n    x = 1\n\n"
+        b"def one_line(a): return a\n\n"
+        b'def caf\xc3\xa9(a, b="\xff"): pass\n'
+    )
+    r = parse(source, "sig.py")
+    sig = {s.qualname: s.signature for s in r.symbols}
+    assert sig["spread"] == "def spread( a: int, b: str = 'x:y', ) -> dict[str, int]"
+    assert sig["Point"] == "class Point(Base, metaclass=Meta)"
+    assert sig["one_line"] == "def one_line(a)"
+    assert sig["café"] == 'def café(a, b="\ufffd")'  # a byte that is not UTF-8 is replaced
+    long_args = ", ".join(f"argument_{i}: int" for i in range(100))
+    r = parse(f"def wide({long_args}):\n    pass\n".encode(), "wide.py")
+    [wide] = [s for s in r.symbols if s.qualname == "wide"]
+    assert wide.signature.startswith("def wide(argument_0: int, argument_1: int")
+    assert 100 < len(wide.signature) <= 400
