@@ -20,13 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from host_setup import checks, runner
+from host_setup import checks, render, runner
 from host_setup.checks import Settings
 from host_setup.steps import build_steps, build_worker_steps
 from scripted_host import ScriptedHost
 
 PLANS = Path(__file__).parent / "plans"
-REPO = str(Path(__file__).resolve().parents[2])  # the checkout's path is not part of a plan
+# the checkout's path is not part of a plan
+SECRET_SCRIPT = render.find_ensure_secret() or render.ENSURE_SECRET_SCRIPT
 
 
 def plan_of(host: ScriptedHost) -> list[str]:
@@ -58,7 +59,8 @@ CASES: dict[str, Callable[[], list[str]]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_plan_is_the_reviewed_one(case: str) -> None:
-    text = "\n".join(CASES[case]()).replace(REPO, "<checkout>") + "\n"
+    text = "\n".join(CASES[case]()) + "\n"
+    text = text.replace(SECRET_SCRIPT, "<checkout>/" + render.ENSURE_SECRET_SCRIPT)
     path = PLANS / f"{case}.txt"
     if os.environ.get("SPARKSTACK_UPDATE_PLANS") == "1":
         PLANS.mkdir(exist_ok=True)
