@@ -90,8 +90,9 @@ class Sent:
 class Backend:
     """The proxy's HTTP client: records what it is asked to send, answers as scripted."""
 
-    def __init__(self, answer: Upstream | Exception | None = None) -> None:
+    def __init__(self, answer: Upstream | Exception | None = None, delay: float = 0.0) -> None:
         self.answer = answer  # None: the backend never sends its headers
+        self.delay = delay  # before its headers come
         self.sent: list[Sent] = []
         self.cancelled = False
         self.opened = asyncio.Event()
@@ -101,7 +102,7 @@ class Backend:
     ) -> Upstream:
         self.sent.append(Sent(method, url, orjson.loads(content), dict(headers)))
         self.opened.set()
-        await asyncio.sleep(0)  # an answer takes at least a turn of the loop
+        await asyncio.sleep(self.delay)  # an answer takes at least a turn of the loop
         if self.answer is None:
             try:
                 await asyncio.Event().wait()
@@ -339,6 +340,19 @@ async def test_a_plain_answer_comes_back_under_the_requested_name_and_is_remembe
     assert upstream.closed
 
 
+async def test_a_client_that_waits_gets_a_slow_backends_answer() -> None:
+    upstream = Upstream(chunks=[completion("qwen3-coder-next:q4_K_M", "Slowly.")])
+    proxy, metrics = make_proxy(Backend(upstream, delay=0.05))
+    assert (await chat(proxy, QUESTION)).json()["choices"][0]["message"]["content"] == "Slowly."
+    raw = sse("qwen3-coder-next:q4_K_M", "Slowly.")
+    proxy, _ = make_proxy(Backend(Upstream(chunks=[raw]), delay=0.05))
+    assert (await chat(proxy, {**QUESTION, "stream": True})).body == sse("coder", "Slowly.")
+    vectors = orjson.dumps({"model": "qwen3-embedding:0.6b", "data": [{"embedding": [1.0]}]})
+    proxy, _ = make_proxy(Backend(Upstream(chunks=[vectors]), delay=0.05))
+    assert (await embed(proxy, {"model": "embed", "input": "a"})).json()["model"] == "embed"
+    assert count(metrics, "orchestrator_client_disconnects_total", phase="waiting") == 0
+
+
 async def test_an_answer_that_is_not_json_is_passed_on_as_it_came() -> None:
     upstream = Upstream(chunks=[b"not json at all"])
     memory = Memory()
@@ -352,10 +366,13 @@ async def test_a_stream_is_renamed_line_by_line_whatever_the_network_splits() ->
     # compact and spaced JSON (backends write both); the last line, unterminated, carries
     # the model name and a piece of the answer; cuts in the middle of names and lines
     def events(model: str) -> bytes:
-        spaced = b"data: " + orjson.dumps({"choices": [{"delta": {"content": "nightly"}}]})
-        spaced = spaced.replace(b"{", b'{"model": "' + model.encode() + b'", ', 1)
-        last = b"data: " + orjson.dumps({"model": model, "choices": [{"delta": {"content": "!"}}]})
-        return sse(model, "The ", "ledger ", "balances ") + spaced + b"\n\n" + last
+        def spaced(piece: str) -> bytes:
+            line = b"data: " + orjson.dumps({"choices": [{"delta": {"content": piece}}]})
+            return line.replace(b"{", b'{"model": "' + model.encode() + b'", ', 1)
+
+        return (
+            sse(model, "The ", "ledger ", "balances ") + spaced("nightly") + b"\n\n" + spaced("!")
+        )
 
     raw = events("qwen3-coder-next:q4_K_M")
     cuts = [7, 30, 31, 90, len(raw) - 30, len(raw) - 9, len(raw) - 1]
@@ -619,9 +636,15 @@ async def test_a_bad_chat_request_is_refused_with_an_openai_error_and_counted(
     assert (error["code"], error["param"]) == (code, param)
     assert error["type"] == "invalid_request_error"
     said = {
-        "session_id": "session id",
-        None: "JSON" if status == 400 else "over the limit of 1024 bytes",
+        "session_id": "invalid session id",
+        "messages": "'messages' must be a non-empty list of messages with a 'role'",
+        None: "the request body is not valid JSON"
+        if code == "invalid_json"
+        else "the request body must be a JSON object"
+        if status == 400
+        else "request body over the limit of 1024 bytes",
     }
+    assert error["message"].startswith(said.get(param, ""))
     assert said.get(param, param) in error["message"], error["message"]
     assert backend.sent == [] and memory.calls == []
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status=str(status)) == 1
@@ -686,7 +709,15 @@ async def test_a_bad_embeddings_request_is_refused_and_counted(
     error = reply.json()["error"]
     assert (error["code"], error["param"]) == (code, param)
     assert error["type"] == "invalid_request_error"
-    said = {None: "JSON" if status == 400 else "over the limit of 1024 bytes"}
+    said = {
+        "input": "'input' is required",
+        None: "the request body is not valid JSON"
+        if code == "invalid_json"
+        else "the request body must be a JSON object"
+        if status == 400
+        else "request body over the limit of 1024 bytes",
+    }
+    assert error["message"].startswith(said.get(param, ""))
     assert said.get(param, param) in error["message"], error["message"]
     assert backend.sent == []
     labels = {"endpoint": "embeddings", "status": str(status)}
