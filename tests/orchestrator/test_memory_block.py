@@ -168,6 +168,10 @@ async def test_the_block_never_exceeds_the_budget_and_every_tier_gets_its_share(
     assert ctx.record["tokens"] == count_tokens(ctx.block) and ctx.record["budget"] == budget
     tiers = ctx.record["tiers"]
     assert sum(t["tokens"] for t in tiers.values()) <= budget
+    # each tier's count is what its section adds to the block (header + sections = block)
+    head = ctx.block.split("\n## ", 1)[0]
+    assert count_tokens(head) + sum(t["tokens"] for t in tiers.values()) == ctx.record["tokens"]
+    assert all(t["tokens"] > 0 for t in tiers.values() if t["items"])
     if budget < 200:
         return  # too small for a line of each tier
     assert all(tiers[t]["items"] for t in ("working", "recall", "archival")), tiers
@@ -442,3 +446,35 @@ async def test_a_hit_too_long_for_the_budget_leaves_room_for_shorter_ones() -> N
         "Memory from earlier work (context for you; do not repeat it verbatim unless asked):\n"
     )
     assert short_hit.text in ctx.block and long_hit.text not in ctx.block
+
+
+async def test_a_tier_without_room_for_its_title_leaves_the_rest_to_the_next() -> None:
+    """Recall's share of a small budget cannot hold its heading: it is skipped, and the
+    knowledge base after it still gets the room."""
+    recall = [RecallHit("s2", "The ledger rounded cents last week.", 0.9)]
+    archive = [ArchivalHit("The ledger balances accounts nightly.", "docs/ledger.md")]
+    budget = 56
+    head = "Memory from earlier work (context for you; do not repeat it verbatim unless asked):\n"
+    title = "\n## Related earlier sessions in this workspace\n"
+    assert int((budget - count_tokens(head)) * 0.25) <= count_tokens(title)  # the premise
+    ctx = await memory(budget, recall=recall, archive=archive).context(call())
+    assert ctx.block is not None and archive[0].text in ctx.block
+    assert recall[0].text not in ctx.block and count_tokens(ctx.block) <= budget
+
+
+async def test_a_recall_top_k_of_one_asks_for_one_hit() -> None:
+    recall = Recall([RecallHit("s2", "The ledger rounded cents last week.", 0.9)])
+    m = build(Working([]), recall, Archive([]), recall_top_k=1)
+    ctx = await m.context(call())
+    assert recall.calls and recall.calls[0][2]["top_k"] == 1
+    assert ctx.block is not None and "The ledger rounded cents last week." in ctx.block
+
+
+async def test_tier_times_and_slot_waits_are_measured_in_seconds() -> None:
+    m = build(Working([], delay=0.02), Recall([]), Archive([]))
+    await m.context(call())
+    registry = m.metrics.registry
+    working = registry.get_sample_value("orchestrator_memory_seconds_sum", {"tier": "working"})
+    assert working is not None and 0.02 <= working < 5
+    waited = registry.get_sample_value("orchestrator_pool_wait_seconds_sum", {"pool": "memory"})
+    assert waited is not None and 0 <= waited < 5
