@@ -86,17 +86,22 @@ def stage(where: Path, config: dict, modules: list[str], tests: list[str]) -> No
     (where / "pyproject.toml").write_text(tomli_w.dumps(staged_config))
 
 
-def results() -> dict[str, str]:
-    """mutant name -> status, from mutmut's .meta files (of every group's run)."""
+def results(live: set[str]) -> dict[str, str]:
+    """mutant name -> status, from mutmut's .meta files (of every group's run; a directory
+    of a grouping that no longer exists is left out, its results are stale)."""
     found: dict[str, str] = {}
     for meta in STAGE.glob("*/mutants/src/**/*.py.meta"):
+        if meta.relative_to(STAGE).parts[0] not in live:
+            continue
         data = json.loads(meta.read_text())
         for name, code in data.get("exit_code_by_key", {}).items():
             found[name] = status_by_exit_code[code]
     return found
 
 
-def report(found: dict[str, str], equivalent: dict[str, str], started: dt.datetime) -> str:
+def report(
+    found: dict[str, str], equivalent: dict[str, str], started: dt.datetime, live: set[str]
+) -> str:
     by_module: dict[str, Counter[str]] = {}
     for name, status in found.items():
         m = MUTANT.match(name)
@@ -106,7 +111,7 @@ def report(found: dict[str, str], equivalent: dict[str, str], started: dt.dateti
     minutes = {
         d.name: float((d / "minutes").read_text())
         for d in sorted(STAGE.glob("*/"))
-        if (d / "minutes").exists()
+        if d.name in live and (d / "minutes").exists()
     }
     lines = [
         f"# Mutation testing, {started:%Y-%m-%d}",
@@ -173,6 +178,8 @@ def main() -> None:
     equivalent, tests = ours["equivalent"], ours["tests"]
     modules = list(config.pop("paths_to_mutate"))
     default_tests = list(config.pop("tests_dir"))
+    # each group's directory is named after its first module
+    live = {module_of(g[0]) for g in groups(modules, tests, default_tests).values()}
     if args.module:
         wanted = {m.replace(".", "/") + ".py" for m in args.module}
         modules = [m for m in modules if m.removeprefix("src/") in wanted]
@@ -180,7 +187,7 @@ def main() -> None:
             raise SystemExit(f"none of {args.module} is in [tool.mutmut] paths_to_mutate")
     started = dt.datetime.now()
     if args.report_only:
-        text = report(results(), equivalent, started)
+        text = report(results(live), equivalent, started, live)
         print(text)
         return
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -200,7 +207,7 @@ def main() -> None:
         minutes = (dt.datetime.now() - began).total_seconds() / 60
         (where / "minutes").write_text(f"{minutes:.2f}")
         print(f"== {minutes:.1f} minutes")
-    text = report(results(), equivalent, started)
+    text = report(results(live), equivalent, started, live)
     print(text)
     if not args.no_write:
         out = ROOT / "benchmarks" / f"mutation-{started:%Y-%m-%d}.md"
