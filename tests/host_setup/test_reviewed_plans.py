@@ -1,6 +1,7 @@
 """The whole plan for a few hosts, as reviewed: every command line `host-setup plan` prints
 (and so `apply` runs) on a fresh DGX OS, an x86_64 machine, a host without containerd, a
-finished host and a reset with purge, kept in ``plans/``.
+finished host, one half done, one whose releases were uninstalled by hand, and a reset with
+purge, kept in ``plans/``.
 
 The tests beside this one state the rules (what each step does given its facts); these pin
 the exact command lines a person reviewed, flag for flag, so no option, path or file content
@@ -42,6 +43,24 @@ def finished() -> ScriptedHost:
     return host
 
 
+def half_done() -> ScriptedHost:
+    """The host steps applied, then a reboot lost a module and a sysctl."""
+    host = ScriptedHost()
+    runner.apply(host, build_steps(Settings())[:11], lambda _l: None)
+    host.modules.discard("iscsi_tcp")
+    host.sysctls["net.ipv4.ip_forward"] = "0"
+    return host
+
+
+def releases_lost() -> ScriptedHost:
+    """A finished host whose KServe and Longhorn releases were uninstalled by hand (their
+    CRDs and the rest left): only those are installed again."""
+    host = finished()
+    del host.cluster.releases[("kserve", "kserve")]
+    del host.cluster.releases[("longhorn", "longhorn-system")]
+    return host
+
+
 def reset_with_purge() -> list[str]:
     lines: list[str] = []
     runner.reset(finished(), Settings(), purge=True, dry_run=True, out=lines.append)
@@ -53,6 +72,8 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "x86_64": lambda: plan_of(ScriptedHost(arch="x86_64", containerd="1.7.28")),
     "no-containerd": lambda: plan_of(ScriptedHost(containerd=None)),
     "finished": lambda: plan_of(finished()),
+    "half-done": lambda: plan_of(half_done()),
+    "releases-lost": lambda: plan_of(releases_lost()),
     "reset-purge": reset_with_purge,
 }
 
