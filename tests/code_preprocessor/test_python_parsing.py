@@ -253,6 +253,9 @@ def call_first():
 def number_first():
     1
 
+def returns_string():
+    return "not a docstring: a return value"
+
 class Documented:
     """A class doc."""
 
@@ -289,6 +292,7 @@ def test_signatures_are_the_header_up_to_the_body() -> None:
         b"def spread(\n    a: int,\n    b: str = 'x:y',\n) -> dict[str, int]:\n    return {}\n\n"
         b"class Point(Base, metaclass=Meta):\n    x = 1\n\n"
         b"def one_line(a): return a\n\n"
+        b"class Box:\n    pass\n\n"
         b'def caf\xc3\xa9(a, b="\xff"): pass\n'
     )
     r = parse(source, "sig.py")
@@ -296,9 +300,30 @@ def test_signatures_are_the_header_up_to_the_body() -> None:
     assert sig["spread"] == "def spread( a: int, b: str = 'x:y', ) -> dict[str, int]"
     assert sig["Point"] == "class Point(Base, metaclass=Meta)"
     assert sig["one_line"] == "def one_line(a)"
+    assert sig["Box"] == "class Box"  # only the colon goes, not the name's last letters
     assert sig["café"] == 'def café(a, b="\ufffd")'  # a byte that is not UTF-8 is replaced
     long_args = ", ".join(f"argument_{i}: int" for i in range(100))
     r = parse(f"def wide({long_args}):\n    pass\n".encode(), "wide.py")
     [wide] = [s for s in r.symbols if s.qualname == "wide"]
     assert wide.signature.startswith("def wide(argument_0: int, argument_1: int")
     assert 100 < len(wide.signature) <= 400
+
+
+def test_each_call_is_recorded_on_its_line_with_its_target_as_written() -> None:
+    source = (
+        b"import logging\n"
+        b"log = logging.getLogger(__name__)\n"
+        b"\n"
+        b"def ship(order):\n"
+        b"    check(order)\n"
+        b"    log.info('shipping %s', order)\n"
+        b"    return transport.send(order)\n"
+    )
+    r = parse(source, "ship.py")
+    calls = sorted((x.line, x.source, x.target) for x in r.relations if x.kind == "calls")
+    assert calls == [
+        (2, "ship.py", "logging.getLogger"),  # at module level: the file is the source
+        (5, "ship", "check"),
+        (6, "ship", "log.info"),
+        (7, "ship", "transport.send"),
+    ]
