@@ -16,6 +16,7 @@ from host_setup import facts as F
 from host_setup.checks import Settings
 from host_setup.ops import Remove, Run, StepError, Write
 from host_setup.steps import build_steps
+from host_states import HOSTS
 from known_facts import KnownFacts
 from scripted_host import ScriptedHost
 
@@ -346,30 +347,6 @@ def expected_changes(ops) -> list[str]:
 def is_subsequence(part: list[str], whole: list[str]) -> bool:
     it = iter(whole)
     return all(any(x == y for y in it) for x in part)
-
-
-def half_done() -> ScriptedHost:
-    host = ScriptedHost()
-    runner.apply(host, build_steps(Settings())[:10], lambda _l: None)
-    host.modules.discard("iscsi_tcp")
-    host.sysctls["net.ipv4.ip_forward"] = "0"
-    return host
-
-
-def after_reset() -> ScriptedHost:
-    host = ScriptedHost()
-    runner.apply(host, build_steps(Settings()), lambda _l: None)
-    runner.reset(host, Settings(), out=lambda _l: None)
-    return host
-
-
-HOSTS = {
-    "fresh DGX OS": lambda: ScriptedHost(),
-    "no containerd": lambda: ScriptedHost(containerd=None),
-    "x86_64": lambda: ScriptedHost(arch="x86_64", containerd="1.7.28"),
-    "half done": half_done,
-    "after reset": after_reset,
-}
 
 
 @pytest.mark.parametrize("state", list(HOSTS))

@@ -24,6 +24,7 @@ import pytest
 from host_setup import checks, render, runner
 from host_setup.checks import Settings
 from host_setup.steps import build_steps, build_worker_steps
+from host_states import finished, half_done, releases_lost
 from scripted_host import ScriptedHost
 
 PLANS = Path(__file__).parent / "plans"
@@ -35,30 +36,6 @@ def plan_of(host: ScriptedHost) -> list[str]:
     lines: list[str] = []
     runner.plan(host, build_steps(Settings()), lines.append)
     return lines
-
-
-def finished() -> ScriptedHost:
-    host = ScriptedHost()
-    runner.apply(host, build_steps(Settings()), lambda _l: None)
-    return host
-
-
-def half_done() -> ScriptedHost:
-    """The host steps applied, then a reboot lost a module and a sysctl."""
-    host = ScriptedHost()
-    runner.apply(host, build_steps(Settings())[:11], lambda _l: None)
-    host.modules.discard("iscsi_tcp")
-    host.sysctls["net.ipv4.ip_forward"] = "0"
-    return host
-
-
-def releases_lost() -> ScriptedHost:
-    """A finished host whose KServe and Longhorn releases were uninstalled by hand (their
-    CRDs and the rest left): only those are installed again."""
-    host = finished()
-    del host.cluster.releases[("kserve", "kserve")]
-    del host.cluster.releases[("longhorn", "longhorn-system")]
-    return host
 
 
 def reset_with_purge() -> list[str]:

@@ -596,6 +596,27 @@ async def test_a_client_that_leaves_while_sending_is_not_answered() -> None:
 
 # -- requests refused before any backend call ------------------------------------------------
 
+# how each refusal's message begins: by the field it names, or by code and field
+SAID = {
+    "session_id": "invalid session id",
+    "messages": "'messages' must be a non-empty list of messages with a 'role'",
+    "input": "'input' is required",
+    "invalid_request:model": "'model' is required",
+    "model_not_found:model": "The model 'nope' does not exist",
+    "model_not_supported:model": "model '",
+    "invalid_json:None": "the request body is not valid JSON",
+    "invalid_request:None": "the request body must be a JSON object",
+    "request_too_large:None": "request body over the limit of 1024 bytes",
+}
+
+
+def assert_refused(reply: Reply, status: int, code: str, param: str | None) -> None:
+    assert reply.status == status and reply.ended
+    error = reply.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == (code, param, "invalid_request_error")
+    said = SAID[param if param not in (None, "model") else f"{code}:{param}"]
+    assert error["message"].startswith(said), error["message"]
+
 
 @pytest.mark.parametrize(
     ("body", "status", "code", "param"),
@@ -631,21 +652,7 @@ async def test_a_bad_chat_request_is_refused_with_an_openai_error_and_counted(
     memory = Memory()
     proxy, metrics = make_proxy(backend, memory, max_body=1024)
     reply = await chat(proxy, body)
-    assert reply.status == status and reply.ended
-    error = reply.json()["error"]
-    assert (error["code"], error["param"]) == (code, param)
-    assert error["type"] == "invalid_request_error"
-    said = {
-        "session_id": "invalid session id",
-        "messages": "'messages' must be a non-empty list of messages with a 'role'",
-        None: "the request body is not valid JSON"
-        if code == "invalid_json"
-        else "the request body must be a JSON object"
-        if status == 400
-        else "request body over the limit of 1024 bytes",
-    }
-    assert error["message"].startswith(said.get(param, ""))
-    assert said.get(param, param) in error["message"], error["message"]
+    assert_refused(reply, status, code, param)
     assert backend.sent == [] and memory.calls == []
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status=str(status)) == 1
 
@@ -705,20 +712,7 @@ async def test_a_bad_embeddings_request_is_refused_and_counted(
     backend = Backend(Upstream())
     proxy, metrics = make_proxy(backend, max_body=1024)
     reply = await embed(proxy, body)
-    assert reply.status == status
-    error = reply.json()["error"]
-    assert (error["code"], error["param"]) == (code, param)
-    assert error["type"] == "invalid_request_error"
-    said = {
-        "input": "'input' is required",
-        None: "the request body is not valid JSON"
-        if code == "invalid_json"
-        else "the request body must be a JSON object"
-        if status == 400
-        else "request body over the limit of 1024 bytes",
-    }
-    assert error["message"].startswith(said.get(param, ""))
-    assert said.get(param, param) in error["message"], error["message"]
+    assert_refused(reply, status, code, param)
     assert backend.sent == []
     labels = {"endpoint": "embeddings", "status": str(status)}
     assert count(metrics, "orchestrator_requests_total", **labels) == 1
