@@ -539,10 +539,14 @@ def test_the_console_works_from_the_keyboard_and_says_why_an_upload_failed(
         tab.page.keyboard.type(ADMIN_KEY)  # the key field has the focus
         tab.page.keyboard.press("Enter")
         expect(tab.page.get_by_role("heading", name="Workspaces")).to_be_visible()
-        for _ in range(30):  # Tab through the page until the Ingest link has the focus
+        # Tab through the page until the Ingest link has the focus (past every workspace
+        # other tests created: each has four stops, and focus wraps to the top)
+        for _ in range(500):
             tab.page.keyboard.press("Tab")
             if tab.page.evaluate("document.activeElement.textContent") == "Ingest":
                 break
+        else:
+            pytest.fail("Tab never reached the Ingest link")
         tab.page.keyboard.press("Enter")
         expect(tab.page.get_by_role("heading", name="Ingest")).to_be_visible()
         # a workspace name the API refuses: the page says why
