@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import os
 import statistics
 import sys
@@ -131,6 +130,52 @@ def cpu_ms(pid: int) -> float:
     return ticks * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+def process_label(pid: str) -> str | None:
+    """What a process is, for the CPU breakdown: a Python program by its script or module,
+    anything else by its executable's name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    words = [a.decode(errors="replace") for a in argv if a]
+    if not words:
+        return None
+    if "python" not in Path(words[0]).name:
+        return Path(words[0].split()[0]).name.split(":")[0]
+    for word in words[1:]:
+        for name in ("bench_orchestrator", "orchestrator", "rag_server", "fast_backend", "fake"):
+            if name in word:
+                return {"fake": "fake-llm", "bench_orchestrator": "load generator"}.get(
+                    name, name.replace("_", "-")
+                )
+    return "python (other)"
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's CPU milliseconds so far, with its label."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            label = process_label(proc.name)
+            try:
+                ms = cpu_ms(int(proc.name))
+            except (OSError, IndexError):
+                continue
+            if label is not None:
+                out[int(proc.name)] = (label, ms)
+    return out
+
+
+def cpu_breakdown(before: dict, after: dict, n: int) -> str:
+    """CPU milliseconds per request each kind of process spent between two snapshots."""
+    spent: dict[str, float] = {}
+    for pid, (label, ms) in after.items():
+        spent[label] = spent.get(label, 0.0) + ms - before.get(pid, (label, 0.0))[1]
+    parts = sorted(((ms / n, label) for label, ms in spent.items() if ms > 0), reverse=True)
+    total = sum(ms for ms, _ in parts)
+    return f"{total:.2f} ms in all: " + ", ".join(f"{label} {ms:.2f}" for ms, label in parts)
+
+
 def tier_outcomes(url: str) -> dict[tuple[str, str], float]:
     """orchestrator_memory_tier_total{tier, state} from the orchestrator's /metrics."""
     text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
@@ -150,14 +195,20 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
     worst = None
     for run in range(runs):
         marks: list[float] = []
+        snapshots: list[dict] = []
         before_tiers = tier_outcomes(url)
-        mark = functools.partial(lambda into: into.append(cpu_ms(pid)), marks)
+
+        def mark(marks: list = marks, snapshots: list = snapshots) -> None:
+            marks.append(cpu_ms(pid))
+            snapshots.append(cpu_by_process())
+
         chat = f"{url}/v1/chat/completions"
         # run numbers from 1: the same-question burst before used the sessions of run 0
         rate, times = asyncio.run(burst(chat, body, n, distinct=True, run=run + 1, at_start=mark))
         before_cpu = marks[0]
         time.sleep(0.5)  # what it records after answering counts too
         cpu = (cpu_ms(pid) - before_cpu) / n
+        breakdown = cpu_breakdown(snapshots[0], cpu_by_process(), n)
         after = tier_outcomes(url)
         counts: dict[str, dict[str, int]] = {}
         for (tier, state), value in after.items():
@@ -173,6 +224,7 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
             f"    run {run + 1}: {cpu:5.2f} ms CPU/request  {rate:6.1f} req/s  "
             f"p50 {pct(ms, 0.5):6.1f} ms  p99 {pct(ms, 0.99):6.1f} ms  {tiers}"
         )
+        print(f"           CPU per request by process: {breakdown}")
         errors = sum(v for c in counts.values() for k, v in c.items() if k in ("error", "timeout"))
         row = (cpu, rate, errors)
         if worst is None or cpu > worst[0]:

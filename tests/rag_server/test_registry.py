@@ -10,7 +10,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from rag_server.registry import EmbedderId, FileRegistry, PostgresRegistry, WorkspaceRegistry
+from rag_server.registry import (
+    CachedRegistry,
+    EmbedderId,
+    FileRegistry,
+    PostgresRegistry,
+    WorkspaceRegistry,
+)
 from support import fresh_database
 
 
@@ -131,3 +137,84 @@ async def test_a_fresh_data_directory_is_made_with_its_parents(tmp_path: Path) -
     await registry.start()
     assert await registry.add("first", EmbedderId("m", 8))
     assert await registry.names() == ["first"]
+
+
+class CountingRegistry(FileRegistry):
+    """The file registry, counting its reads, and able to hold one read open."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads = 0
+        self.hold: asyncio.Event | None = None
+
+    async def names(self) -> list[str]:
+        self.reads += 1
+        names = await super().names()
+        if self.hold is not None:
+            await self.hold.wait()
+        return names
+
+    async def embedder(self, name: str) -> EmbedderId | None:
+        self.reads += 1
+        return await super().embedder(name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_searches_reuse_what_the_registry_said_within_the_ttl(tmp_path: Path) -> None:
+    inner = CountingRegistry(tmp_path / "workspaces.json")
+    clock = Clock()
+    registry = CachedRegistry(inner, 1.0, clock=clock)
+    await registry.start()
+    await registry.add("alpha", QWEN)
+    reads = inner.reads
+    for _ in range(50):  # a burst of searches in one workspace
+        assert await registry.names() == ["alpha"]
+        assert await registry.embedder("alpha") == QWEN
+    assert inner.reads - reads == 2  # one read of each, not 100
+    # another process's change (the file edited behind this one's back) shows after the ttl
+    other = FileRegistry(tmp_path / "workspaces.json")
+    await other.add("beta", SMALL)
+    await other.set_embedder("alpha", SMALL)
+    assert await registry.names() == ["alpha"]
+    clock.now += 1.0
+    assert await registry.names() == ["alpha", "beta"]
+    assert await registry.embedder("alpha") == SMALL
+
+
+async def test_own_changes_are_seen_at_once(tmp_path: Path) -> None:
+    registry = CachedRegistry(CountingRegistry(tmp_path / "workspaces.json"), 3600.0)
+    await registry.start()
+    assert await registry.names() == []
+    assert await registry.embedder("alpha") is None
+    await registry.add("alpha", QWEN)
+    assert await registry.names() == ["alpha"]
+    assert await registry.embedder("alpha") == QWEN
+    await registry.set_embedder("alpha", SMALL)
+    assert await registry.embedder("alpha") == SMALL
+    await registry.remove("alpha")
+    assert await registry.names() == []  # a deleted workspace is gone for searches at once
+    # the list handed out is the caller's: changing it changes nothing cached
+    await registry.add("beta", QWEN)
+    (await registry.names()).append("ghost")
+    assert await registry.names() == ["beta"]
+
+
+async def test_a_read_that_overlaps_a_change_is_not_kept(tmp_path: Path) -> None:
+    inner = CountingRegistry(tmp_path / "workspaces.json")
+    registry = CachedRegistry(inner, 3600.0)
+    await registry.start()
+    held = inner.hold = asyncio.Event()
+    slow = asyncio.create_task(registry.names())  # reads [] and is held before answering
+    await asyncio.sleep(0.01)
+    inner.hold = None
+    await registry.add("alpha", QWEN)
+    held.set()
+    assert await slow == []  # what it read before the change...
+    assert await registry.names() == ["alpha"]  # ...is not what later searches are told

@@ -44,7 +44,7 @@ def upload_path(upload: UploadFile, override: str | None = None) -> str:
     return (override or upload.filename or "unnamed").replace("\\", "/").lstrip("/")
 
 
-def pool_of(request: Request) -> ParserPool:
+async def pool_of(request: Request) -> ParserPool:
     return request.app.state.pool
 
 

@@ -159,7 +159,7 @@ def principal_of(scope: Scope) -> Principal:
     return principal
 
 
-def caller(request: Request) -> Principal:
+async def caller(request: Request) -> Principal:
     return principal_of(request.scope)
 
 

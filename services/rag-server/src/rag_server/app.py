@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
 from lightrag.constants import GRAPH_FIELD_SEP
@@ -47,10 +47,11 @@ from .models import (
     QueryRequest,
     WorkspaceRequest,
     from_stored_sources,
+    json_response,
     jsonable,
     to_stored_source,
 )
-from .registry import FileRegistry, PostgresRegistry, WorkspaceRegistry
+from .registry import CachedRegistry, FileRegistry, PostgresRegistry, WorkspaceRegistry
 from .runtime import RagRuntime
 from .settings import Settings
 
@@ -58,11 +59,11 @@ log = logging.getLogger("rag_server")
 DELETE_WAIT_SECONDS = 300.0
 
 
-def runtime_of(request: Request) -> RagRuntime:
+async def runtime_of(request: Request) -> RagRuntime:
     return request.app.state.runtime
 
 
-def workspace_of(
+async def workspace_of(
     request: Request,
     lightrag_workspace: Annotated[str | None, Header(alias="LIGHTRAG-WORKSPACE")] = None,
 ) -> str:
@@ -162,12 +163,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if settings.rerank_base_url
                 else None
             )
-            registry: WorkspaceRegistry = (
+            registry: WorkspaceRegistry = CachedRegistry(
                 FileRegistry(settings.data_dir / "workspaces.json")
                 if settings.profile == "local"
                 else PostgresRegistry(
                     settings.postgres_dsn or "", secret_value(settings.postgres_password)
-                )
+                ),
+                settings.registry_cache_seconds,
             )
             await registry.start()
             runtime = RagRuntime(
@@ -547,7 +549,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/query/data")
     async def query_data(
         body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
-    ) -> dict[str, Any]:
+    ) -> Response:
         started = time.perf_counter()
         embed: EmbeddingBackend = request.app.state.backends["embedding"]
         given = body.query_embedding
@@ -564,7 +566,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if vector:
                     await score_chunks(rag, result, vector)
         observe(runtime, "query_data", body.mode, started)
-        return from_stored_sources(jsonable(result))
+        return json_response(from_stored_sources(jsonable(result)))
 
     @app.post("/query/stream")
     async def query_stream(

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 from typing import Any, Literal
 
+import orjson
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 QueryMode = Literal["local", "global", "hybrid", "naive", "mix", "bypass"]
@@ -119,6 +122,18 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "value") and type(value).__module__.startswith("lightrag"):
         return value.value
     return value
+
+
+def json_response(value: Any) -> Response:
+    """``value`` as a JSON answer in one pass of orjson: search results are read on every
+    chat turn, and FastAPI's generic encoder would walk them twice (what orjson cannot encode
+    goes through that encoder)."""
+    body = orjson.dumps(
+        value,
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        default=jsonable_encoder,
+    )
+    return Response(body, media_type="application/json")
 
 
 # LightRAG 1.5 treats two documents whose file paths share a basename as duplicates and drops

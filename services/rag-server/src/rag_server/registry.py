@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,3 +150,75 @@ class PostgresRegistry:
     async def remove(self, name: str) -> bool:
         status = await self._db().execute(_REMOVE, name)
         return status.endswith(" 1")
+
+
+class CachedRegistry:
+    """Every search checks that its workspace exists and was built with today's embedding
+    model: two reads of the registry per query. This keeps what they return for
+    ``ttl_seconds`` (another process's change is seen within it; this process's own changes
+    at once), so a burst of queries costs no file read or database round trip each."""
+
+    def __init__(self, inner: WorkspaceRegistry, ttl_seconds: float, clock=time.monotonic) -> None:
+        self.inner = inner
+        self.ttl = ttl_seconds
+        self._clock = clock
+        self._names: tuple[float, list[str]] | None = None
+        self._embedders: dict[str, tuple[float, EmbedderId | None]] = {}
+        # a read that started before a change must not store what it read after it
+        self._generation = 0
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def _fresh(self, stamp: float) -> bool:
+        return self._clock() - stamp < self.ttl
+
+    async def names(self) -> list[str]:
+        if self._names is not None and self._fresh(self._names[0]):
+            return list(self._names[1])
+        generation, stamp = self._generation, self._clock()
+        names = await self.inner.names()
+        if generation == self._generation:
+            self._names = (stamp, list(names))
+        return names
+
+    async def embedder(self, name: str) -> EmbedderId | None:
+        cached = self._embedders.get(name)
+        if cached is not None and self._fresh(cached[0]):
+            return cached[1]
+        generation, stamp = self._generation, self._clock()
+        embedder = await self.inner.embedder(name)
+        if generation == self._generation:
+            if len(self._embedders) >= _MAX_CACHED_EMBEDDERS:
+                self._embedders.clear()
+            self._embedders[name] = (stamp, embedder)
+        return embedder
+
+    def _changed(self) -> None:
+        self._generation += 1
+        self._names = None
+        self._embedders.clear()
+
+    async def add(self, name: str, embedder: EmbedderId) -> bool:
+        try:
+            return await self.inner.add(name, embedder)
+        finally:
+            self._changed()
+
+    async def remove(self, name: str) -> bool:
+        try:
+            return await self.inner.remove(name)
+        finally:
+            self._changed()
+
+    async def set_embedder(self, name: str, embedder: EmbedderId) -> None:
+        try:
+            await self.inner.set_embedder(name, embedder)
+        finally:
+            self._changed()
+
+
+_MAX_CACHED_EMBEDDERS = 4096  # workspaces are far fewer; a bound all the same

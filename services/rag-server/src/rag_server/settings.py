@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # what a stop can cost: it is embedded again by the next run)
     reindex_batch: int = Field(256, ge=1, le=10_000)
     default_workspace: str = "default"
+    # how long what the registry says (which workspaces exist, their embedding model) is
+    # reused by searches; this process's own changes are seen at once
+    registry_cache_seconds: float = Field(1.0, ge=0)
     # a request body over this is refused (413) while it streams in, before it is parsed
     max_request_bytes: int = Field(64 << 20, ge=1024)
     # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required:

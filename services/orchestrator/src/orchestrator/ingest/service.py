@@ -136,7 +136,7 @@ class IngestionService:
             self._upload_bytes.labels(kind).inc(size)
 
 
-def get_ingestion(request: Request) -> IngestionService:
+async def get_ingestion(request: Request) -> IngestionService:
     """The service from ``request.app.state.ingestion`` (503 when the app has none)."""
     service = getattr(request.app.state, "ingestion", None)
     if not isinstance(service, IngestionService):
