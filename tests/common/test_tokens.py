@@ -5,7 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from sparkstack_common.tokens import count_tokens, count_tokens_bytes, decode, encode
+from sparkstack_common.tokens import (
+    TokenIds,
+    count_tokens,
+    count_tokens_bytes,
+    decode,
+    encode,
+)
 
 SAMPLES = [
     "def getHTTPResponse_code(self, x):\n    return x  # done\n",
@@ -48,3 +54,19 @@ def test_token_boundaries_resemble_bpe() -> None:
     assert count_tokens("snake_case") == 2
     assert count_tokens("a.b(c)") == 6
     assert count_tokens("é") == 2  # two UTF-8 bytes, like byte fallback
+
+
+def test_ids_made_on_demand_are_the_encoded_ids() -> None:
+    rng = random.Random(11)
+    alphabet = "abcXYZ019_ \t\n\r.,;:(){}[]<>=+-*/'\"#éß漢🙂"
+    texts = [*SAMPLES, "   ", "\t \x0b", "\r"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80))) for _ in range(300)]
+    for text in texts:
+        ids, lazy = encode(text), TokenIds(text)
+        assert len(lazy) == len(ids), repr(text)  # blank-only text too: one id
+        assert lazy == ids and list(lazy) == ids
+        k = len(ids) // 2
+        assert lazy[:k] == ids[:k] and decode(lazy[:k]) == decode(ids[:k])
+        if ids:
+            assert lazy[-1] == ids[-1]
+        assert decode(lazy) == text

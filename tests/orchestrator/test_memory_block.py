@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 from orchestrator.archival import ArchivalHit, summary_source
 from orchestrator.memory import Memory
@@ -52,14 +53,21 @@ class Working(Tier):
         self.appended.append((workspace, session_id, messages))
 
 
+def plain(value: Any) -> Any:
+    """A vector as the store receives it over the wire: numbers in a list."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return tuple(plain(v) for v in value) if isinstance(value, tuple) else value
+
+
 class Recall(Tier):
     async def search(self, workspace: str, vector: list[float], **kw: Any) -> list[RecallHit]:
-        return await self._answer(workspace, vector, kw)
+        return await self._answer(workspace, plain(vector), kw)
 
 
 class Archive(Tier):
     async def search(self, workspace: str, query: str, *rest: Any) -> list[ArchivalHit]:
-        return await self._answer(workspace, query, *rest)
+        return await self._answer(workspace, query, *(plain(r) for r in rest))
 
 
 class Embedder:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 from memory_support import DIM, unique
 from orchestrator import recall as recall_module
@@ -175,6 +176,28 @@ async def test_search_ranks_within_the_workspace_excluding_the_session(
         h.session_id for h in await recall.search(ws, query, None, 5, -1)
     ]
     assert await recall.search(unique("empty"), query, None, 5, -1.0) == []
+    # the orchestrator keeps query vectors as float32 arrays: same hits, same order
+    as_array = await recall.search(ws, np.asarray(query, np.float32), sessions["current"], 5, -1)
+    assert [h.session_id for h in as_array] == ids
+    assert [h.similarity for h in as_array] == pytest.approx([h.similarity for h in hits], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "vector, problem",
+    [
+        (np.full(DIM, np.nan, np.float32), "NaN or infinity"),
+        (np.r_[np.zeros(DIM - 1, np.float32), np.float32("inf")], "NaN or infinity"),
+        (np.zeros(DIM, np.int64), "other than numbers"),
+        (np.zeros(DIM - 1, np.float32), f"{DIM - 1} dimensions, expected {DIM}"),
+        ([0.0] * (DIM - 1) + [float("nan")], "NaN or infinity"),
+        ([0.0] * (DIM - 1) + ["x"], "other than numbers"),
+    ],
+)
+async def test_a_search_vector_that_is_not_one_is_refused(
+    recall: RecallStore, vector: object, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        await recall.search(unique("ws"), vector, None, 3, -1.0)  # type: ignore[arg-type]
 
 
 async def test_sessions_listing_and_delete(recall: RecallStore, pg_pool: asyncpg.Pool) -> None:

@@ -148,7 +148,7 @@ class HTTP:
         sent = dict(headers or {})
         if json is not None:
             sent.setdefault("content-type", "application/json")
-            return orjson.dumps(json), sent
+            return orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY), sent
         return content, sent
 
     async def request(

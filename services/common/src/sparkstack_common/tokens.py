@@ -18,6 +18,8 @@ No token spans a newline, so text cut at line boundaries counts as the sum of it
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 _LOWER = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789")
 _UPPER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -57,7 +59,49 @@ def encode(text: str) -> list[int]:
     ]
 
 
-def decode(tokens: list[int]) -> str:
+class TokenIds(Sequence[int]):
+    """``encode(text)`` made on demand: its length comes from ``count_tokens`` (C-speed), and
+    the ids are built only when one is read. LightRAG encodes every chunk and prompt of a
+    search to take ``len()`` of the ids, and rarely looks at them."""
+
+    __slots__ = ("_data", "_ids", "_len")
+
+    def __init__(self, text: str) -> None:
+        self._data = text.encode("utf-8", "surrogatepass")
+        self._ids: list[int] | None = None
+        self._len: int | None = None
+
+    def _list(self) -> list[int]:
+        if self._ids is None:
+            self._ids = [int.from_bytes(b"\x01" + p, "big") for p in _PIECE.findall(self._data)]
+        return self._ids
+
+    def __len__(self) -> int:
+        if self._len is None:
+            counted = count_tokens_bytes(self._data)
+            # text of nothing but blanks counts 0 and encodes to one id
+            self._len = counted if counted or not self._data else len(self._list())
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TokenIds):
+            return self._data == other._data
+        return isinstance(other, list) and self._list() == other
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+
+def decode(tokens: Sequence[int]) -> str:
     """The text of ``tokens``; a slice that cuts a character in two gets U+FFFD there."""
     raw = b"".join(t.to_bytes((t.bit_length() + 7) // 8, "big")[1:] for t in tokens)
     return raw.decode("utf-8", "replace")

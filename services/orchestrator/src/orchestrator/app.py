@@ -25,6 +25,8 @@ from .documents_api import router as documents_router
 from .errors import APIError, error_dict
 from .gate import CONSOLE, MULTIPART_PATHS, Gate, parse_hosts
 from .graph_api import router as graph_router
+from .hot_path import ROUTES as HOT_ROUTES
+from .hot_path import HotPath
 from .ingest.routes import router as ingestion_router
 from .ingest.service import IngestionService
 from .keys_api import router as keys_router
@@ -98,12 +100,11 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.router = router
+    # HotPath answers these; the routes are what the router knows of them (another method on
+    # their paths is a 405, not a 404)
     app.router.routes.extend(
-        [
-            Route("/v1/chat/completions", _ProxyEndpoint("chat"), methods=["POST"]),
-            Route("/v1/embeddings", _ProxyEndpoint("embeddings"), methods=["POST"]),
-            Route("/v1/models", _ProxyEndpoint("models"), methods=["GET"]),
-        ]
+        Route(path, _ProxyEndpoint(name), methods=[method])
+        for (method, path), name in HOT_ROUTES.items()
     )
     mcp_tools.mount(mcp_server, app.router.routes)
     app.router.routes.extend(console_routes(CONSOLE))
@@ -168,6 +169,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         per_path=dict.fromkeys(MULTIPART_PATHS),
         refuse=send_api_error,
     )
+    # the OpenAI routes skip the stack below once the Gate let them in (hot_path.py)
+    app.add_middleware(HotPath, max_body=settings.max_request_bytes)
     # added last, so outermost: the Gate sees every request, CORS (when configured) answers
     # a browser's preflight before it
     app.add_middleware(Gate, allowed_hosts=parse_hosts(settings.allowed_hosts))

@@ -8,6 +8,7 @@ retried write is a no-op (rag-server answers ``duplicated``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ class ArchivalClient:
         query: str,
         mode: str = "naive",
         top_k: int = 4,
-        embedding: tuple[str, list[float]] | None = None,
+        embedding: tuple[str, Sequence[float]] | None = None,
     ) -> list[ArchivalHit]:
         """Snippets of what the workspace knows about ``query``: chunks first, then entities
         and relations, at most ``top_k`` of each, each clipped to ``max_chars``.

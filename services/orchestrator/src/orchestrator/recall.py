@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import numpy as np
 import orjson
 from sparkstack_common.migrations import MIGRATION_LOCK, migrate
 
@@ -118,18 +119,24 @@ class Summary:
     created_at: datetime
 
 
-def vector_literal(embedding: Sequence[float], dim: int) -> str:
+def vector_literal(embedding: Sequence[float] | np.ndarray, dim: int) -> str:
     """pgvector's text form of ``embedding`` (which is JSON's: ``[0.1,0.2]``); checks its
     length and that it is finite."""
     if len(embedding) != dim:
         raise ValueError(f"embedding has {len(embedding)} dimensions, expected {dim}")
-    try:
-        finite = math.isfinite(math.fsum(embedding))
-    except TypeError as exc:
-        raise ValueError("embedding contains something other than numbers") from exc
+    if isinstance(embedding, np.ndarray):
+        if embedding.dtype.kind != "f":
+            raise ValueError("embedding contains something other than numbers")
+        finite = bool(np.isfinite(embedding).all())
+    else:
+        embedding = list(embedding)
+        try:
+            finite = math.isfinite(math.fsum(embedding))
+        except TypeError as exc:
+            raise ValueError("embedding contains something other than numbers") from exc
     if not finite:
         raise ValueError("embedding contains NaN or infinity")
-    return orjson.dumps(list(embedding), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return orjson.dumps(embedding, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _session(row: asyncpg.Record) -> SessionInfo:

@@ -81,8 +81,9 @@ class ConfigurationError(RuntimeError):
 class OfflineTokenizer:
     """sparkstack's tokenizer: immutable, so thread-safe and shareable across deep copies."""
 
-    def encode(self, content: str) -> list[int]:
-        return tokens.encode(content)
+    def encode(self, content: str) -> tokens.TokenIds:
+        # LightRAG mostly takes len() of what this returns: counted, not built
+        return tokens.TokenIds(content)
 
     def decode(self, ids: list[int]) -> str:
         return tokens.decode(ids)
