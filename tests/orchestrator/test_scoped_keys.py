@@ -346,3 +346,17 @@ def test_browser_requests_are_refused(api: str, settings: Settings) -> None:
             },
         )
         assert preflight.headers["access-control-allow-origin"] == "http://console.example"
+
+
+def test_the_openai_routes_keep_the_door_and_the_methods(api: str) -> None:
+    """They go from the Gate straight to the proxy: the key is still checked first, and a
+    method they do not take is a 405 as on any other route."""
+    body = {"model": "qwen3-coder", "messages": [{"role": "user", "content": "hi"}]}
+    for path in ("/v1/chat/completions", "/v1/embeddings"):
+        r = httpx.post(f"{api}{path}", json=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = httpx.post(f"{api}{path}", json=body, headers=bearer("sk-not-a-key"))
+        assert r.status_code == 401
+        assert get(api, ADMIN_KEY, path).status_code == 405
+    assert httpx.get(f"{api}/v1/models").status_code == 401
+    assert httpx.post(f"{api}/v1/models", json={}, headers=ADMIN).status_code == 405
