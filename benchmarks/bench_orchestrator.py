@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -176,6 +177,20 @@ def cpu_breakdown(before: dict, after: dict, n: int) -> str:
     return f"{total:.2f} ms in all: " + ", ".join(f"{label} {ms:.2f}" for ms, label in parts)
 
 
+_REFERENCE = json.dumps({"vector": [0.1234567] * 1024, "text": "x" * 1000})
+
+
+def reference_ms() -> float:
+    """CPU milliseconds this process needs for a fixed piece of work. On a shared virtual
+    machine the same work takes up to half as long again in some seconds as in others (a
+    neighbour on the physical core): printed next to each run, it tells a slow machine from
+    a slow orchestrator."""
+    started = time.process_time()
+    for _ in range(150):
+        json.loads(_REFERENCE)
+    return (time.process_time() - started) * 1000
+
+
 def tier_outcomes(url: str) -> dict[tuple[str, str], float]:
     """orchestrator_memory_tier_total{tier, state} from the orchestrator's /metrics."""
     text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
@@ -193,10 +208,12 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
     pid = listening_pid(int(url.rsplit(":", 1)[1]))
     print(f"  all tiers on, {n} distinct questions at once, {runs} runs (orchestrator pid {pid})")
     worst = None
+    fastest = min(reference_ms() for _ in range(5))
     for run in range(runs):
         marks: list[float] = []
         snapshots: list[dict] = []
         before_tiers = tier_outcomes(url)
+        reference = [reference_ms()]
 
         def mark(marks: list = marks, snapshots: list = snapshots) -> None:
             marks.append(cpu_ms(pid))
@@ -209,6 +226,8 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
         time.sleep(0.5)  # what it records after answering counts too
         cpu = (cpu_ms(pid) - before_cpu) / n
         breakdown = cpu_breakdown(snapshots[0], cpu_by_process(), n)
+        reference.append(reference_ms())
+        fastest = min(fastest, *reference)
         after = tier_outcomes(url)
         counts: dict[str, dict[str, int]] = {}
         for (tier, state), value in after.items():
@@ -225,6 +244,8 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
             f"p50 {pct(ms, 0.5):6.1f} ms  p99 {pct(ms, 0.99):6.1f} ms  {tiers}"
         )
         print(f"           CPU per request by process: {breakdown}")
+        slow = [f"{r / fastest:.2f}" for r in reference]
+        print(f"           reference work before/after, 1.00 = fastest seen: {'/'.join(slow)}")
         errors = sum(v for c in counts.values() for k, v in c.items() if k in ("error", "timeout"))
         row = (cpu, rate, errors)
         if worst is None or cpu > worst[0]:

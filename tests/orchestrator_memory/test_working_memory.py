@@ -167,3 +167,20 @@ async def test_a_burst_beyond_the_pool_queues_instead_of_failing(redis_url: str)
         assert len(pool._in_use_connections) + len(pool._available_connections) <= 4
     finally:
         await client.aclose()
+
+
+async def test_a_call_cut_off_by_the_timeout_leaves_no_answer_behind(redis_url: str) -> None:
+    """The bound is WorkingMemory's, around the whole call: the command it cuts off must not
+    leave its late answer on the connection for the next caller to read as its own."""
+    client = redis_client(redis_url, max_connections=1)  # one connection: the next call reuses it
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10, timeout=0.3, max_concurrency=1)
+    ws, sid = unique("ws"), unique("s")
+    try:
+        await wm.append(ws, sid, [msg("user", "kept")])
+        with pytest.raises(WorkingMemoryUnavailable, match="did not answer"):
+            await wm._call(lambda: client.blpop([unique("never")], timeout=1))  # answers at 1 s
+        await asyncio.sleep(1.0)  # the blocked command's nil answer would have arrived by now
+        assert await wm.recent(ws, sid, 5) == [msg("user", "kept")]
+        assert await wm.turn_count(ws, sid) == 0
+    finally:
+        await client.aclose()

@@ -32,16 +32,19 @@ class WorkingMemoryUnavailable(RuntimeError):
 def redis_client(
     url: str, timeout: float = 1.0, password: str | None = None, max_connections: int = 64
 ) -> aioredis.Redis:
-    """A Redis client that fails fast: connect and socket timeouts of ``timeout`` seconds and
-    one immediate retry (it replaces a connection that a Redis restart broke), instead of
+    """A Redis client that fails fast: a connect timeout of ``timeout`` seconds and one
+    immediate retry (it replaces a connection that a Redis restart broke), instead of
     redis-py's default of ten retries with back-off. Its pool refuses a connection beyond
-    ``max_connections``: `WorkingMemory` queues its callers in front of it."""
+    ``max_connections``: `WorkingMemory` queues its callers in front of it.
+
+    No socket timeout: every call is bounded as a whole by `WorkingMemory` (and a tier's
+    deadline), and redis-py would otherwise run each command's send in a task of its own
+    (``asyncio.wait_for``), a cost paid on every chat turn."""
     return aioredis.Redis.from_url(
         url,
         password=password,
         max_connections=max_connections,
         socket_connect_timeout=timeout,
-        socket_timeout=timeout,
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
