@@ -321,6 +321,22 @@ async def test_bad_input(local_url: str) -> None:
         assert r.status_code == 400
         r = await client.post("/query/data", json={"query": "ab"}, headers=ws("bad-input"))
         assert r.status_code == 400 and "query" in r.json()["detail"]
+        # the searches' body is read by pydantic's own parser: the same 400s, naming the field
+        for body, field in (
+            (b'{"query": "the loader", "mode": "fancy"}', "mode"),
+            (
+                b'{"query": "the loader", "query_embedding": {"model": "m", "vector": ["x"]}}',
+                "query_embedding.vector.0",
+            ),
+            (b'{"query": "the loader"', "body"),
+            (b"[1, 2]", "body"),
+        ):
+            r = await client.post(
+                "/query/data",
+                content=body,
+                headers={**ws("bad-input"), "content-type": "application/json"},
+            )
+            assert r.status_code == 400 and r.json()["detail"].startswith(field), r.text
         r = await client.post(
             "/query", json={"query": "x", "mode": "naive"}, headers=ws("bad-input")
         )

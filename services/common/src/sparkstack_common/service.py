@@ -107,8 +107,12 @@ def serve_cli(
     default_host: str = "127.0.0.1",
     argv: Sequence[str] | None = None,
     required: Mapping[str, object] | None = None,
+    access_log: bool = True,
 ) -> None:
-    """``--host``/``--port`` (and ``--log-level``) for a service's console script.
+    """``--host``/``--port`` (and ``--log-level``, ``--access-log``) for a service's console
+    script. ``access_log``: whether every request is logged unless the flag says otherwise;
+    the orchestrator (the door) logs them, the services only it calls do not by default
+    (one line per memory lookup and probe, paid on every chat turn).
 
     ``required`` maps environment variable names to their settings' values: a service that
     would run without a credential it needs stops here with one clear line instead."""
@@ -125,6 +129,7 @@ def serve_cli(
     parser.add_argument("--host", default=default_host)
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=access_log)
     args = parser.parse_args(argv)
     uvicorn.run(
         app_factory,
@@ -132,6 +137,7 @@ def serve_cli(
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        access_log=args.access_log,
         loop="uvloop",
         http="httptools",
     )

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,6 +19,7 @@ from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
 from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
+from pydantic import ValidationError
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.http import HTTP
@@ -53,6 +53,7 @@ from .models import (
 )
 from .registry import CachedRegistry, FileRegistry, PostgresRegistry, WorkspaceRegistry
 from .runtime import RagRuntime
+from .scores import score_chunks
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
@@ -109,6 +110,25 @@ async def writable_workspace(
         raise HTTPException(409, refusal)
     return workspace
 
+
+async def query_body(request: Request) -> QueryRequest:
+    """A search's body, parsed and checked in one pass of pydantic's JSON parser: the
+    orchestrator's searches carry the question's vector, a thousand numbers FastAPI would
+    parse with the standard library and then check one by one again."""
+    try:
+        return QueryRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+# what /docs shows for the route whose body query_body reads (/query declares the schema)
+QUERY_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueryRequest"}}},
+    }
+}
 
 Runtime = Annotated[RagRuntime, Depends(runtime_of)]
 Workspace = Annotated[str, Depends(writable_workspace)]
@@ -546,9 +566,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return out
 
-    @app.post("/query/data")
+    @app.post("/query/data", openapi_extra=QUERY_BODY_DOC)
     async def query_data(
-        body: QueryRequest, request: Request, runtime: Runtime, workspace: ExistingWorkspace
+        request: Request,
+        runtime: Runtime,
+        workspace: ExistingWorkspace,
+        body: Annotated[QueryRequest, Depends(query_body)],
     ) -> Response:
         started = time.perf_counter()
         embed: EmbeddingBackend = request.app.state.backends["embedding"]
@@ -564,7 +587,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with runtime.pool.lease(workspace) as rag:
                 result = await rag.aquery_data(body.query, param=param_of(body, False))
                 if vector:
-                    await score_chunks(rag, result, vector)
+                    model = str(runtime.embedder)
+                    await score_chunks(runtime.chunk_vectors, rag, workspace, model, result, vector)
         observe(runtime, "query_data", body.mode, started)
         return json_response(from_stored_sources(jsonable(result)))
 
@@ -724,23 +748,6 @@ def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> No
     runtime.metrics.queries.labels(endpoint, mode).inc()
     runtime.metrics.query_seconds.labels(endpoint, mode).observe(time.perf_counter() - started)
     runtime.observe_pool()
-
-
-async def score_chunks(rag: LightRAG, result: Any, query: list[float]) -> None:
-    """Each retrieved chunk's cosine similarity to the query (``score``), whichever mode
-    found it, so a client can tell a close match from the best of poor ones."""
-    chunks = ((result or {}).get("data") or {}).get("chunks") or []
-    ids = [c["chunk_id"] for c in chunks if c.get("chunk_id")]
-    if not ids:
-        return
-    vectors = await rag.chunks_vdb.get_vectors_by_ids(ids)
-    q = np.asarray(query, dtype=np.float32)
-    q_norm = float(np.linalg.norm(q)) or 1.0
-    for c in chunks:
-        v = vectors.get(c.get("chunk_id") or "")
-        if v is not None and len(v) == len(q):
-            v = np.asarray(v, dtype=np.float32)
-            c["score"] = round(float(v @ q) / ((float(np.linalg.norm(v)) or 1.0) * q_norm), 4)
 
 
 def doc_json(doc_id: str, status: Any) -> dict[str, Any]:

@@ -17,5 +17,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         default_port=settings.port,
         default_host=settings.host,
         argv=argv,
+        access_log=False,  # its callers are our services; the orchestrator logs the door
         required={"RAG_SERVER_API_KEY": settings.api_key},
     )

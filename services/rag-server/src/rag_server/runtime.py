@@ -21,6 +21,7 @@ from .instances import InstanceFactory, clear_query_cache
 from .metrics import Metrics
 from .pool import WorkspacePool
 from .registry import EmbedderId, WorkspaceRegistry
+from .scores import ChunkVectors
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
@@ -42,6 +43,8 @@ class RagRuntime:
     # the last reindex of each workspace since start (running, done or failed)
     reindexes: dict[str, reindex.Progress] = field(default_factory=dict)
     _evicted_seen: int = 0
+    # vectors of chunks recently scored (scores.py)
+    chunk_vectors: ChunkVectors = field(init=False)
 
     def code_lock(self, workspace: str) -> asyncio.Lock:
         return self.code_locks.setdefault(workspace, asyncio.Lock())
@@ -50,6 +53,7 @@ class RagRuntime:
         self.pool = WorkspacePool(self._build, self.factory.close, self.settings.max_workspaces)
         self.pending = PendingDocuments(self.settings.data_dir / "extraction-pending.json")
         self.model_watch = ModelWatch(self.factory.llm)
+        self.chunk_vectors = ChunkVectors(self.settings.score_vector_cache_mb << 20)
 
     @property
     def embedder(self) -> EmbedderId:

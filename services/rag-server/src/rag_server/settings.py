@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # how long what the registry says (which workspaces exist, their embedding model) is
     # reused by searches; this process's own changes are seen at once
     registry_cache_seconds: float = Field(1.0, ge=0)
+    # chunk vectors kept for the scores of search results (0: read each time)
+    score_vector_cache_mb: int = Field(16, ge=0)
     # a request body over this is refused (413) while it streams in, before it is parsed
     max_request_bytes: int = Field(64 << 20, ge=1024)
     # every route but /health and /ready needs "Authorization: Bearer <api_key>" (required:

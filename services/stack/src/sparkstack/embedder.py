@@ -142,5 +142,6 @@ def main() -> None:
         "sparkstack-embedder",
         "sparkstack.embedder:create_app",
         ports.EMBEDDER,
+        access_log=False,  # its callers are our services; the orchestrator logs the door
         required={"SPARKSTACK_EMBEDDER_API_KEY": os.environ.get("SPARKSTACK_EMBEDDER_API_KEY")},
     )
