@@ -118,7 +118,8 @@ class Memory:
     ) -> tuple[str, list[str]]:
         started = time.perf_counter()
         try:
-            items = await asyncio.wait_for(work, deadline)
+            async with asyncio.timeout(deadline):  # in this task: wait_for would start another
+                items = await work
             state = "ok" if items else "empty"
         except TimeoutError:
             items, state = [], "timeout"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -140,16 +141,20 @@ class Proxy:
         try:
             before = time.perf_counter()
             opening = self.client.open("POST", url, content=body, headers=self.backend_headers)
-            upstream = await self._race(opening, watcher, route)
+            if stream:
+                upstream = await self._race(opening, watcher, route)
+                raw = None
+            else:  # the whole answer is awaited at once: one race, not one per step
+                upstream, raw = await self._race(_whole(opening), watcher, route)
             arrived = time.perf_counter()
             pre = before - started
             if upstream.status_code >= 400:
-                raw = await self._race(upstream.read(), watcher, route)
+                if raw is None:
+                    raw = await self._race(upstream.read(), watcher, route)
                 await self._backend_error(send, upstream, raw, route, headers)
                 return
             rename = _renamer(route.upstream_model, route.requested)
-            if not stream:
-                raw = await self._race(upstream.read(), watcher, route)
+            if raw is not None:
                 answer, out = _rewrite_json(raw, route.requested)
                 overhead = pre + (time.perf_counter() - arrived)
                 await send_response(send, 200, out, [*headers, _overhead(overhead)])
@@ -359,6 +364,17 @@ def _inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
     while i < len(messages) and messages[i].get("role") in ("system", "developer"):
         i += 1
     return [*messages[:i], {"role": "system", "content": block}, *messages[i:]]
+
+
+async def _whole(
+    opening: Awaitable[StreamedResponse],
+) -> tuple[StreamedResponse, bytes]:
+    upstream = await opening
+    try:
+        return upstream, await upstream.read()
+    except BaseException:
+        upstream.close()
+        raise
 
 
 def _renamer(upstream: str, requested: str) -> tuple[bytes, bytes, bytes, bytes] | None:
