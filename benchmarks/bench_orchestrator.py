@@ -290,7 +290,7 @@ def main() -> None:
         roles = ("CODING", "REASONING", "EXTRACT", "EMBED")
         urls = {f"ORCHESTRATOR_{r}_URL": f"{backend}/v1" for r in roles}
         argv = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
-        argv += ["--log-level", "warning"]
+        argv += ["--log-level", "info"]  # as deployed: every request in the access log
 
         if args.burst_only:
             memory = stack.enter_context(memory_stack(data, argv, urls, backend))
