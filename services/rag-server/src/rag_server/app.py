@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -576,17 +577,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         embed: EmbeddingBackend = request.app.state.backends["embedding"]
         given = body.query_embedding
-        vector = given.vector if given and embed.accepts(given.model, given.vector) else None
+        vector: np.ndarray | None = None
         if given is not None:
-            runtime.metrics.given_embeddings.labels("used" if vector else "ignored").inc()
+            # float32, as stored: converted once for LightRAG's search and the scores
+            # (float32's range too: a number beyond it is infinite, and refused)
+            with np.errstate(over="ignore"):
+                sent = np.asarray(given.vector, dtype=np.float32)
+            vector = sent if embed.accepts(given.model, sent) else None
+            runtime.metrics.given_embeddings.labels("ignored" if vector is None else "used").inc()
         if vector is None:
             # embedded once here and handed to LightRAG below: the chunks' scores need it
             with contextlib.suppress(Exception):  # LightRAG then embeds, and says why not
-                vector = (await embed([body.query]))[0].tolist()
-        with embed.given(body.query, embed.embedder.model, vector) if vector else nullcontext():
+                vector = (await embed([body.query]))[0]
+        taken = vector is not None
+        with embed.given(body.query, embed.embedder.model, vector) if taken else nullcontext():
             async with runtime.pool.lease(workspace) as rag:
                 result = await rag.aquery_data(body.query, param=param_of(body, False))
-                if vector:
+                if taken:
                     model = str(runtime.embedder)
                     await score_chunks(runtime.chunk_vectors, rag, workspace, model, result, vector)
         observe(runtime, "query_data", body.mode, started)

@@ -8,7 +8,6 @@ every workspace's instance.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -131,18 +130,18 @@ class EmbeddingBackend(_Shared):
         )
 
         # query vectors callers sent along (text -> vector, queries in flight using it)
-        self._given: dict[str, tuple[list[float], int]] = {}
+        self._given: dict[str, tuple[np.ndarray, int]] = {}
 
-    def accepts(self, model: str, vector: list[float]) -> bool:
+    def accepts(self, model: str, vector: np.ndarray) -> bool:
         """Whether a caller's vector is one of ours: our model, our size, finite."""
         return (
             model == self.embedder.model
-            and len(vector) == self.embedder.dim
-            and math.isfinite(math.fsum(vector))
+            and vector.shape == (self.embedder.dim,)
+            and bool(np.isfinite(vector).all())
         )
 
     @contextmanager
-    def given(self, text: str, model: str, vector: list[float]) -> Iterator[bool]:
+    def given(self, text: str, model: str, vector: np.ndarray) -> Iterator[bool]:
         """While the block runs, ``text`` embeds to ``vector`` without a backend call, if the
         caller's model is ours and the vector fits; yields whether it was taken. Keyed by
         text, not by request: LightRAG calls the embedding function from its own worker
@@ -165,7 +164,7 @@ class EmbeddingBackend(_Shared):
         given = {t: self._given[t][0] for t in texts if t in self._given}
         missing = [t for t in dict.fromkeys(texts) if t not in given]
         fetched = dict(zip(missing, await self.embedder.embed(missing), strict=True))
-        return np.array([given.get(t) or fetched[t] for t in texts], dtype=np.float32)
+        return np.array([given[t] if t in given else fetched[t] for t in texts], np.float32)
 
     async def reachable(self) -> tuple[bool, str]:
         return await _probe(self.client, self.base_url, self.api_key)
