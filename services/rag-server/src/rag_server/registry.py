@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,7 +159,12 @@ class CachedRegistry:
     ``ttl_seconds`` (another process's change is seen within it; this process's own changes
     at once), so a burst of queries costs no file read or database round trip each."""
 
-    def __init__(self, inner: WorkspaceRegistry, ttl_seconds: float, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        inner: WorkspaceRegistry,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.inner = inner
         self.ttl = ttl_seconds
         self._clock = clock
