@@ -70,3 +70,19 @@ def test_ids_made_on_demand_are_the_encoded_ids() -> None:
         if ids:
             assert lazy[-1] == ids[-1]
         assert decode(lazy) == text
+
+
+def test_ids_on_demand_are_counted_not_built_for_their_length() -> None:
+    lazy = TokenIds("def getHTTPResponse_code(self, x):\n    return x\n")
+    assert len(lazy) == len(encode("def getHTTPResponse_code(self, x):\n    return x\n"))
+    assert lazy._ids is None  # what makes LightRAG's counting cheap: no ids were made
+    assert TokenIds("same") == TokenIds("same") and TokenIds("same") != TokenIds("other")
+    assert TokenIds("ab cd") != encode("cd ab") and TokenIds("ab") != "ab"
+
+
+def test_a_lone_surrogate_is_counted_not_fatal() -> None:
+    """Text from a file whose name or content was decoded with surrogateescape."""
+    text = "bad \udcff byte"
+    ids = encode(text)
+    assert len(ids) == count_tokens(text) == len(TokenIds(text))
+    assert decode(ids).startswith("bad ") and decode(ids).endswith(" byte")

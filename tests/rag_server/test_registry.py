@@ -210,11 +210,27 @@ async def test_a_read_that_overlaps_a_change_is_not_kept(tmp_path: Path) -> None
     inner = CountingRegistry(tmp_path / "workspaces.json")
     registry = CachedRegistry(inner, 3600.0)
     await registry.start()
+    await registry.add("first", QWEN)  # an earlier change: the next must still count
     held = inner.hold = asyncio.Event()
-    slow = asyncio.create_task(registry.names())  # reads [] and is held before answering
+    slow = asyncio.create_task(registry.names())  # reads ["first"], held before answering
     await asyncio.sleep(0.01)
     inner.hold = None
     await registry.add("alpha", QWEN)
     held.set()
-    assert await slow == []  # what it read before the change...
-    assert await registry.names() == ["alpha"]  # ...is not what later searches are told
+    assert await slow == ["first"]  # what it read before the change...
+    assert await registry.names() == ["alpha", "first"]  # ...is not what later ones are told
+
+
+async def test_the_embedders_kept_are_bounded(tmp_path: Path) -> None:
+    inner = CountingRegistry(tmp_path / "workspaces.json")
+    registry = CachedRegistry(inner, 3600.0, max_embedders=3)
+    await registry.start()
+    for name in ("a", "b", "c"):
+        await registry.embedder(name)
+    reads = inner.reads
+    for name in ("a", "b", "c"):  # all three kept
+        await registry.embedder(name)
+    assert inner.reads == reads
+    await registry.embedder("d")  # a fourth: the kept ones make room
+    await registry.embedder("a")
+    assert inner.reads == reads + 2

@@ -164,10 +164,12 @@ class CachedRegistry:
         inner: WorkspaceRegistry,
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        max_embedders: int = 4096,  # workspaces are far fewer; a bound all the same
     ) -> None:
         self.inner = inner
         self.ttl = ttl_seconds
         self._clock = clock
+        self.max_embedders = max_embedders
         self._names: tuple[float, list[str]] | None = None
         self._embedders: dict[str, tuple[float, EmbedderId | None]] = {}
         # a read that started before a change must not store what it read after it
@@ -198,7 +200,7 @@ class CachedRegistry:
         generation, stamp = self._generation, self._clock()
         embedder = await self.inner.embedder(name)
         if generation == self._generation:
-            if len(self._embedders) >= _MAX_CACHED_EMBEDDERS:
+            if len(self._embedders) >= self.max_embedders:
                 self._embedders.clear()
             self._embedders[name] = (stamp, embedder)
         return embedder
@@ -225,6 +227,3 @@ class CachedRegistry:
             await self.inner.set_embedder(name, embedder)
         finally:
             self._changed()
-
-
-_MAX_CACHED_EMBEDDERS = 4096  # workspaces are far fewer; a bound all the same
