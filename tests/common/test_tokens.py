@@ -9,6 +9,7 @@ from sparkstack_common.tokens import (
     TokenIds,
     count_tokens,
     count_tokens_bytes,
+    cut_at_tokens,
     decode,
     encode,
 )
@@ -86,3 +87,20 @@ def test_a_lone_surrogate_is_counted_not_fatal() -> None:
     ids = encode(text)
     assert len(ids) == count_tokens(text) == len(TokenIds(text))
     assert decode(ids).startswith("bad ") and decode(ids).endswith(" byte")
+
+
+def test_a_cut_keeps_the_longest_prefix_within_the_budget_and_whole_characters() -> None:
+    rng = random.Random(5)
+    alphabet = "abXY_ \n.(À漢🙂é"  # À is C3 80: a continuation byte of 0x80
+    for _ in range(300):
+        data = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))).encode()
+        budget = rng.randint(0, 12)
+        # the longest prefix within the budget, by counting every one (at least one byte)
+        longest = max(
+            [1] + [n for n in range(1, len(data) + 1) if count_tokens_bytes(data[:n]) <= budget]
+        )
+        while longest < len(data) and 0x80 <= data[longest] < 0xC0:
+            longest += 1  # then to the end of its character
+        cut = cut_at_tokens(data, budget)
+        assert cut == longest, (data, budget)
+        data[:cut].decode()  # whole characters: no error

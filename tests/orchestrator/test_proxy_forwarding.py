@@ -492,6 +492,33 @@ async def test_an_unreachable_backend_is_a_502_that_says_what_to_start_or_set() 
     assert count(metrics, "orchestrator_requests_total", endpoint="chat", status="502") == 1
 
 
+async def test_a_streamed_request_gets_the_same_errors_as_a_plain_one() -> None:
+    """Before its first byte a stream is an ordinary answer: the backend's error as it is,
+    a 502 naming the setting, a 504 for a body that never comes."""
+    streamed = {**QUESTION, "stream": True}
+    error = orjson.dumps({"error": {"message": "context too long", "type": "invalid_request"}})
+    upstream = Upstream(status=400, chunks=[error])
+    memory = Memory()
+    proxy, metrics = make_proxy(Backend(upstream), memory)
+    reply = await chat(proxy, streamed)
+    assert reply.status == 400 and reply.body == error and upstream.closed
+    assert memory.remembered == []
+    assert count(metrics, "orchestrator_backend_errors_total", role="coding", status="400") == 1
+
+    proxy, _ = make_proxy(Backend(HTTPError("ClientConnectorError: refused")))
+    reply = await chat(proxy, streamed)
+    assert reply.status == 502
+    assert "point ORCHESTRATOR_CODING_URL at one that serves it" in reply.json()["error"]["message"]
+
+    upstream = Upstream(status=500, error=HTTPTimeout("read timed out"))
+    proxy, _ = make_proxy(Backend(upstream))
+    reply = await chat(proxy, streamed)
+    assert reply.status == 504 and reply.json()["error"]["message"] == (
+        "the backend of model 'coder' at http://coding.test/v1 did not answer in time (HTTPTimeout)"
+    )
+    assert upstream.closed
+
+
 async def test_a_backend_that_does_not_answer_in_time_is_a_504() -> None:
     proxy, metrics = make_proxy(Backend(HTTPTimeout("no answer")))
     reply = await chat(proxy, QUESTION)
