@@ -745,16 +745,21 @@ async def test_prose_without_an_extraction_model_is_searchable_then_extracted(
 
             model = create_fake_llm(chat_models=["qwen3:8b"], embedding_models=[])
             with serve_asgi(model.app, port=port):
+                # the graph gets the entities a moment before the document is marked processed:
+                # wait for both (a check of the status on the first label raced that moment)
                 deadline = time.monotonic() + 60
                 while True:
                     labels = (await c.get("/graph/label/list", headers=ws(name))).json()
-                    if "OrionBroker" in labels:
+                    r = await c.post(
+                        "/documents/status", json={"ids": ["doc-orion"]}, headers=ws(name)
+                    )
+                    state = r.json()["documents"]["doc-orion"]["status"]
+                    if "OrionBroker" in labels and state == "processed":
                         break
-                    assert time.monotonic() < deadline, labels
+                    assert state != "failed", r.text  # on its way: pending, parsing, processing
+                    assert time.monotonic() < deadline, (labels, state)
                     await asyncio.sleep(0.2)
                 assert model.count("chat") > 0
-                r = await c.post("/documents/status", json={"ids": ["doc-orion"]}, headers=ws(name))
-                assert r.json()["documents"]["doc-orion"]["status"] == "processed"
                 pending = json.loads((tmp_path / "extraction-pending.json").read_text())
                 assert "doc-orion" not in pending.get(name, [])
                 data = await query_data(c, name, "Who relays PulsarEvents?", "naive")
