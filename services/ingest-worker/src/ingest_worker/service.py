@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from sparkstack_common.auth import secret_value
 from sparkstack_common.body_limit import BodyLimit
+from sparkstack_common.heap import settle
 from sparkstack_common.http import HTTP
 from sparkstack_common.ingestion.nats import NatsLink
 from sparkstack_common.ingestion.outbox import OutboxRelay
@@ -83,6 +84,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         relay = OutboxRelay(store, link, settings.queue)
         link.start()
         relay.start()
+        settle()
         server = uvicorn.Server(
             uvicorn.Config(
                 status_app(worker, pool, metrics),
