@@ -71,6 +71,31 @@ async def test_turn_counter(redis: aioredis.Redis) -> None:
     assert 0 < await redis.ttl(wm.turns_key(ws, sid)) <= 600
 
 
+async def test_writes_survive_a_redis_that_forgot_the_script(redis: aioredis.Redis) -> None:
+    """Each write is one server-side script; a Redis restarted (or flushed) since the last
+    write no longer knows it and gets it again, the caller sees nothing of it."""
+    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=3)
+    ws, sid = unique("ws"), unique("s")
+    assert await wm.append_turn(ws, sid, [msg("user", "q1")]) == 1
+    await redis.script_flush()
+    assert await wm.append_turn(ws, sid, [msg("user", "q2"), msg("assistant", "a2")]) == 2
+    await redis.script_flush()
+    await wm.append(ws, sid, [msg("user", "q3")])
+    assert [m["content"] for m in await wm.recent(ws, sid, 10)] == ["q2", "a2", "q3"]
+
+
+async def test_a_long_conversation_in_one_write_keeps_its_newest_messages(
+    redis: aioredis.Redis,
+) -> None:
+    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=50)
+    ws, sid = unique("ws"), unique("s")
+    history = [msg("user", f"m{i}") for i in range(20_000)]
+    assert await wm.append_turn(ws, sid, history) == 1
+    assert [m["content"] for m in await wm.recent(ws, sid, 100)] == [
+        f"m{i}" for i in range(19_950, 20_000)
+    ]
+
+
 async def test_ttl_is_refreshed_and_expires(redis: aioredis.Redis) -> None:
     wm = WorkingMemory(redis, ttl_seconds=100, max_messages=10)
     ws, sid = unique("ws"), unique("s")

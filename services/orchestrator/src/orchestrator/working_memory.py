@@ -1,10 +1,10 @@
 """Working memory: the latest messages of each session in a Redis list, with a TTL and a cap.
 
 One list and one turn counter per (workspace, session). Both keys share a Redis Cluster hash
-tag, so every update is one MULTI/EXEC pipeline even on a cluster. Every operation is bounded
-by ``timeout``: a Redis that is down or hanging surfaces as :class:`WorkingMemoryUnavailable`
-within that time, never as a hang (the client should also have socket timeouts and a short
-retry policy; :func:`redis_client` builds one).
+tag, so every update is one script (atomic, one command, one reply) even on a cluster. Every
+operation is bounded by ``timeout``: a Redis that is down or hanging surfaces as
+:class:`WorkingMemoryUnavailable` within that time, never as a hang (:func:`redis_client`
+builds a client with a short connect timeout and one immediate retry).
 """
 
 from __future__ import annotations
@@ -23,6 +23,24 @@ from redis.exceptions import RedisError
 T = TypeVar("T")
 
 KEY_PREFIX = "sparkstack:wm"
+
+# One write of a session, atomically: append the messages, keep the newest ARGV[1], refresh
+# both keys' TTL (ARGV[2]), count a turn when ARGV[3] is "1" and return the new count. A
+# MULTI/EXEC pipeline of the same commands is seven commands and seven replies to parse.
+# KEYS: messages list, turn counter. ARGV[4..]: the messages, oldest first.
+WRITE_SCRIPT = """
+if #ARGV > 3 then
+  for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+if ARGV[3] == '1' then
+  local count = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return count
+end
+return 0
+"""
 
 
 class WorkingMemoryUnavailable(RuntimeError):
@@ -73,6 +91,8 @@ class WorkingMemory:
         # waiter on each release, which under a burst costs more CPU than the commands.
         self._slots = asyncio.Semaphore(max_concurrency)
         self.observe_wait = observe_wait
+        # EVALSHA, loading the script again when Redis answers NOSCRIPT (after a restart)
+        self._write_script = redis.register_script(WRITE_SCRIPT)
 
     # -- keys ------------------------------------------------------------------------------
     @staticmethod
@@ -116,16 +136,7 @@ class WorkingMemory:
 
     async def incr_turn(self, workspace: str, session_id: str) -> int:
         """Count one user turn (refreshing the TTL); returns the new count."""
-        key = self.turns_key(workspace, session_id)
-
-        async def run() -> int:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, self.ttl_seconds)
-                count, _ = await pipe.execute()
-            return int(count)
-
-        return await self._call(run)
+        return await self._write(workspace, session_id, [], count_turn=True)
 
     async def delete(self, workspace: str, session_id: str) -> None:
         keys = (self.messages_key(workspace, session_id), self.turns_key(workspace, session_id))
@@ -142,21 +153,12 @@ class WorkingMemory:
         messages: list[dict[str, Any]],
         count_turn: bool,
     ) -> int:
-        key = self.messages_key(workspace, session_id)
-        turns = self.turns_key(workspace, session_id)
         encoded = [json.dumps(m, ensure_ascii=False, separators=(",", ":")) for m in messages]
+        keys = (self.messages_key(workspace, session_id), self.turns_key(workspace, session_id))
+        args = (self.max_messages, self.ttl_seconds, 1 if count_turn else 0, *encoded)
 
         async def run() -> int:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                if encoded:
-                    pipe.rpush(key, *encoded)
-                    pipe.ltrim(key, -self.max_messages, -1)
-                    pipe.expire(key, self.ttl_seconds)
-                if count_turn:
-                    pipe.incr(turns)
-                    pipe.expire(turns, self.ttl_seconds)
-                results = await pipe.execute()
-            return int(results[-2]) if count_turn else 0
+            return int(await self._write_script(keys=keys, args=args))
 
         return await self._call(run)
 
