@@ -1,11 +1,9 @@
-"""The services' HTTP client for their internal calls (backends, rag-server), on aiohttp.
+"""The services' HTTP client for their internal calls (backends, rag-server, embedders).
 
-httpx's connection pool spends CPU in proportion to its connections for every request it
-places (`_assign_requests_to_connections` walks them all), which under a burst of hundreds of
-concurrent calls took 41 % of the orchestrator's CPU and made its throughput swing by 3x;
-aiohttp keeps idle connections per host in a queue. This module is the small part of a client
-the services use: a request whose body is read, a streamed request, errors in two kinds
-(`HTTPError` for transport problems, its subclass `HTTPTimeout`), JSON through orjson.
+The small part of a client the services use: a request whose body is read, a streamed
+request, errors in two kinds (`HTTPError` for transport problems, its subclass
+`HTTPTimeout`), JSON through orjson. The connections are :mod:`sparkstack_common.http_wire`'s
+(why not httpx or aiohttp: there, with the figures).
 """
 
 from __future__ import annotations
@@ -15,20 +13,22 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import orjson
 
+from sparkstack_common.http_wire import (
+    Connection,
+    HTTPError,
+    HTTPTimeout,
+    Pool,
+    request_head,
+    target_of,
+)
 
-class HTTPError(Exception):
-    """The request did not get an answer: connection refused or broken, DNS, timeout."""
-
-
-class HTTPTimeout(HTTPError):
-    """No answer (or no next byte) within the timeout."""
+__all__ = ["HTTP", "HTTPError", "HTTPTimeout", "Response", "StreamedResponse", "multipart"]
 
 
 class Response:
-    """A whole answer: status, headers and body."""
+    """A whole answer: status, headers (names in lower case) and body."""
 
     __slots__ = ("content", "headers", "status_code", "url")
 
@@ -48,37 +48,42 @@ class Response:
 
 
 class StreamedResponse:
-    """An answer whose body is read as it arrives."""
+    """An answer whose body is read as it arrives; `close` it."""
 
-    def __init__(self, raw: aiohttp.ClientResponse) -> None:
-        self._raw = raw
-        self.status_code = raw.status
-        self.headers = raw.headers
+    def __init__(
+        self, pool: Pool, origin: tuple[str, str, int], conn: Connection, timeout: float | None
+    ) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._conn: Connection | None = conn
+        self._timeout = timeout
+        self.status_code = conn.status
+        self.headers: Mapping[str, str] = conn.headers
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._raw.content.iter_any():
-                yield chunk
-        except TimeoutError as exc:
-            raise HTTPTimeout(f"no data from {self._raw.url} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HTTPError(f"{type(exc).__name__}: {exc}") from exc
+        conn = self._open()
+        while True:
+            if conn.chunks:
+                yield conn.take()
+            elif conn.complete:
+                return
+            else:
+                await conn.wait(self._timeout)
 
     async def read(self) -> bytes:
-        try:
-            return await self._raw.read()
-        except TimeoutError as exc:
-            raise HTTPTimeout(f"no data from {self._raw.url} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HTTPError(f"{type(exc).__name__}: {exc}") from exc
+        return b"".join([chunk async for chunk in self.iter_chunks()])
 
     def close(self) -> None:
         """Read to the end: the connection goes back to the pool. Not: it is closed, and the
         server sees the caller go (a backend stops generating)."""
-        if self._raw.content.at_eof():
-            self._raw.release()
-        else:
-            self._raw.close()
+        if self._conn is not None:
+            self._pool.release(self._origin, self._conn)
+            self._conn = None
+
+    def _open(self) -> Connection:
+        if self._conn is None:
+            raise HTTPError("the answer was closed")
+        return self._conn
 
 
 def multipart(files: Sequence[tuple[str, tuple[str, bytes]]]) -> tuple[bytes, str]:
@@ -99,33 +104,16 @@ def multipart(files: Sequence[tuple[str, tuple[str, bytes]]]) -> tuple[bytes, st
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def timeout_of(read: float | None, connect: float | None = None) -> aiohttp.ClientTimeout:
-    """`read`: the longest wait for the answer's next byte (the first included)."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
-
-
 class HTTP:
-    """One per process, opened in its lifespan (aiohttp needs the running loop)."""
+    """One per process, opened in its lifespan. ``timeout``: the longest wait for an
+    answer's next byte (the first included) unless a call says otherwise;
+    ``max_connections``: connections in use at once (the calls beyond wait their turn)."""
 
     def __init__(
-        self,
-        *,
-        timeout: float = 60.0,
-        connect_timeout: float = 5.0,
-        max_connections: int = 512,
-        max_per_host: int = 0,
+        self, *, timeout: float = 60.0, connect_timeout: float = 5.0, max_connections: int = 512
     ) -> None:
-        self.default_timeout = timeout_of(timeout, connect_timeout)
-        self.connect_timeout = connect_timeout
-        connector = aiohttp.TCPConnector(
-            limit=max_connections, limit_per_host=max_per_host, ttl_dns_cache=60
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.default_timeout,
-            json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            raise_for_status=False,
-        )
+        self.timeout = timeout
+        self._pool = Pool(max_connections, connect_timeout)
 
     async def __aenter__(self) -> HTTP:
         return self
@@ -134,22 +122,17 @@ class HTTP:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.session.close()
-
-    def _timeout(self, timeout: float | None) -> aiohttp.ClientTimeout:
-        if timeout is None:
-            return self.default_timeout
-        return timeout_of(timeout, self.connect_timeout)
+        self._pool.close()
 
     @staticmethod
     def _body(
         json: Any, content: bytes | None, headers: Mapping[str, str] | None
-    ) -> tuple[bytes | None, dict[str, str]]:
-        sent = dict(headers or {})
+    ) -> tuple[bytes, dict[str, str]]:
+        sent = {name.lower(): value for name, value in (headers or {}).items()}
         if json is not None:
             sent.setdefault("content-type", "application/json")
             return orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY), sent
-        return content, sent
+        return content or b"", sent
 
     async def request(
         self,
@@ -161,22 +144,27 @@ class HTTP:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         files: Sequence[tuple[str, tuple[str, bytes]]] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (aiohttp's per-read timeout)
+        timeout: float | None = None,  # noqa: ASYNC109 (the wait for each next byte)
     ) -> Response:
         """`files`: a multipart body of (field, (filename, bytes)) parts."""
-        data, sent = self._body(json, content, headers)
+        body, sent = self._body(json, content, headers)
         if files is not None:
-            data, sent["content-type"] = multipart(files)
+            body, sent["content-type"] = multipart(files)
+        target = target_of(url)
+        head = request_head(method, target, sent, dict(params) if params else None, len(body))
+        read = self.timeout if timeout is None else timeout
+        conn = await self._pool.acquire(target.origin)
         try:
-            async with self.session.request(
-                method, url, data=data, params=params, headers=sent, timeout=self._timeout(timeout)
-            ) as r:
-                body = await r.read()
-                return Response(r.status, r.headers, body, url)
-        except TimeoutError as exc:
+            conn.send(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.send(body)
+            while not conn.complete:
+                await conn.wait(read)
+            return Response(conn.status, conn.headers, conn.take(), url)
+        except HTTPTimeout as exc:
             raise HTTPTimeout(f"{method} {url}: no answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HTTPError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._pool.release(target.origin, conn)
 
     async def get(self, url: str, **kwargs: Any) -> Response:
         return await self.request("GET", url, **kwargs)
@@ -192,19 +180,25 @@ class HTTP:
         json: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (aiohttp's per-read timeout)
+        timeout: float | None = None,  # noqa: ASYNC109 (the wait for each next byte)
     ) -> StreamedResponse:
-        """The answer once its headers arrived, its body still to read; `close` it."""
-        data, sent = self._body(json, content, headers)
+        """The answer once its head arrived, its body still to read; `close` it."""
+        body, sent = self._body(json, content, headers)
+        target = target_of(url)
+        head = request_head(method, target, sent, None, len(body))
+        read = self.timeout if timeout is None else timeout
+        conn = await self._pool.acquire(target.origin)
         try:
-            raw = await self.session.request(
-                method, url, data=data, headers=sent, timeout=self._timeout(timeout)
-            )
-        except TimeoutError as exc:
-            raise HTTPTimeout(f"{method} {url}: no answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise HTTPError(f"{type(exc).__name__}: {exc}") from exc
-        return StreamedResponse(raw)
+            conn.streaming = True
+            conn.send(head + body)
+            while not conn.head:
+                await conn.wait(read)
+        except BaseException as exc:
+            self._pool.release(target.origin, conn)
+            if isinstance(exc, HTTPTimeout):
+                raise HTTPTimeout(f"{method} {url}: no answer in time") from exc
+            raise
+        return StreamedResponse(self._pool, target.origin, conn, read)
 
     @asynccontextmanager
     async def stream(self, method: str, url: str, **kwargs: Any) -> AsyncIterator[StreamedResponse]:
