@@ -7,6 +7,7 @@ Each rag-server runs as its own process, as in production: LightRAG keeps proces
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -327,6 +328,20 @@ async def test_bad_input(local_url: str) -> None:
             (
                 b'{"query": "the loader", "query_embedding": {"model": "m", "vector": ["x"]}}',
                 "query_embedding.vector.0",
+            ),
+            (
+                b'{"query": "the loader", '
+                b'"query_embedding": {"model": "m", "vector_base64": "%%%%%%%%"}}',
+                "query_embedding.vector_base64",
+            ),
+            (  # five bytes: not a whole float32
+                b'{"query": "the loader", '
+                b'"query_embedding": {"model": "m", "vector_base64": "AAAAAAA="}}',
+                "query_embedding.vector_base64",
+            ),
+            (
+                b'{"query": "the loader", "query_embedding": {"model": "m"}}',
+                "query_embedding",
             ),
             (b'{"query": "the loader"', "body"),
             (b"[1, 2]", "body"),
@@ -651,6 +666,10 @@ async def test_a_query_vector_from_the_caller_is_used_when_its_model_is_ours(
         assert chunks[0]["score"] == pytest.approx(expected, abs=1e-3)
         embeds = llm.count("embed")
         assert "UpsilonKiln" in await top_chunk({"model": "qwen3-embedding:0.6b", "vector": kiln})
+        # the same as little-endian float32 in base64 (what the orchestrator sends)
+        packed = base64.b64encode(np.asarray(kiln, dtype="<f4").tobytes()).decode()
+        given = {"model": "qwen3-embedding:0.6b", "vector_base64": packed}
+        assert "UpsilonKiln" in await top_chunk(given)
         assert llm.count("embed") == embeds  # no second embedding of the question
         # another model's vector (or one of another size) is not ours to compare: ignored
         assert "OmicronLedger" in await top_chunk({"model": "other-embedder", "vector": kiln})

@@ -8,10 +8,12 @@ retried write is a no-op (rag-server answers ``duplicated``).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sparkstack_common.http import HTTP
 from sparkstack_common.rag_client import RagClient, RagRefused, RagUnavailable
 
@@ -70,7 +72,13 @@ class ArchivalClient:
             return []
         body: dict[str, Any] = {"query": query, "mode": mode, "top_k": top_k, "chunk_top_k": top_k}
         if embedding is not None and query == query.strip():  # rag-server strips the query
-            body["query_embedding"] = {"model": embedding[0], "vector": embedding[1]}
+            # little-endian float32 in base64: 5 KiB to copy instead of 1024 numbers to print
+            # here and parse there
+            packed = np.asarray(embedding[1], dtype="<f4").tobytes()
+            body["query_embedding"] = {
+                "model": embedding[0],
+                "vector_base64": base64.b64encode(packed).decode(),
+            }
         try:
             answer = await self.rag.query_data(workspace, body)
         except (RagUnavailable, RagRefused) as exc:

@@ -581,8 +581,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if given is not None:
             # float32, as stored: converted once for LightRAG's search and the scores
             # (float32's range too: a number beyond it is infinite, and refused)
-            with np.errstate(over="ignore"):
-                sent = np.asarray(given.vector, dtype=np.float32)
+            sent = given.array()
             vector = sent if embed.accepts(given.model, sent) else None
             runtime.metrics.given_embeddings.labels("ignored" if vector is None else "used").inc()
         if vector is None:

@@ -7,6 +7,7 @@ every workspace's instance.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -131,6 +132,9 @@ class EmbeddingBackend(_Shared):
 
         # query vectors callers sent along (text -> vector, queries in flight using it)
         self._given: dict[str, tuple[np.ndarray, int]] = {}
+        # LightRAG reads the embedding function's signature on every call (does it take
+        # max_token_size?); inspect finds this one at once instead of rebuilding it
+        self.__signature__ = inspect.signature(self.__call__)
 
     def accepts(self, model: str, vector: np.ndarray) -> bool:
         """Whether a caller's vector is one of ours: our model, our size, finite."""
