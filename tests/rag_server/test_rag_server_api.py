@@ -309,9 +309,17 @@ async def test_global_llm_limit_and_eviction_with_many_workspaces(
 
 async def test_bad_input(local_url: str) -> None:
     async with httpx.AsyncClient(base_url=local_url, timeout=60, headers=bearer(RAG_KEY)) as client:
+        search = {"query": "the loader", "mode": "naive"}
         for bad in ("a b", "x" * 65, "a.b", "../etc"):
             r = await client.post("/documents/text", json={"text": "hello"}, headers=ws(bad))
             assert r.status_code == 400 and "invalid workspace" in r.json()["detail"]
+            r = await client.post("/query/data", json=search, headers=ws(bad))
+            assert r.status_code == 400 and "invalid workspace" in r.json()["detail"]
+        # searching a workspace nobody wrote to: 404, and it is not created by asking
+        r = await client.post("/query/data", json=search, headers=ws("never-written"))
+        assert r.status_code == 404 and "does not exist" in r.json()["detail"]
+        listed = (await client.get("/workspaces")).json()["workspaces"]
+        assert "never-written" not in {w["name"] for w in listed}
         track = await ingest(client, "bad-input", ["The KappaLoader reads files."])
         await wait_done(client, "bad-input", track)
         r = await client.get("/documents/track_status/nope", headers=ws("bad-input"))
@@ -472,19 +480,22 @@ def test_ready_names_the_backend_that_is_down(tmp_path: Path, fake: tuple[FakeLL
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("path", "start"),
+    [("/documents/texts", b'{"texts": ["'), ("/query/data", b'{"query": "')],
+    ids=["insert", "search"],
+)
 def test_a_body_over_the_limit_is_refused_before_it_is_read(
-    tmp_path: Path, fake: tuple[FakeLLM, str], declared: bool
+    tmp_path: Path, fake: tuple[FakeLLM, str], declared: bool, path: str, start: bytes
 ) -> None:
     limit = 1 << 20
     with rag_server(fake[1], tmp_path, max_request_bytes=limit) as url:
         headers = {**ws("big"), **bearer(RAG_KEY), "Content-Type": "application/json"}
+        if path == "/query/data":  # searched workspaces exist
+            r = httpx.post(f"{url}/workspaces", json={"name": "big"}, headers=bearer(RAG_KEY))
+            assert r.status_code in (200, 201), r.text
         status, body, sent = oversized_post(
-            url,
-            "/documents/texts",
-            headers,
-            10 << 30 if declared else None,
-            64 << 20,
-            b'{"texts": ["',
+            url, path, headers, 10 << 30 if declared else None, 64 << 20, start
         )
         assert status == 413
         assert b"RAG_SERVER_MAX_REQUEST_BYTES" in body

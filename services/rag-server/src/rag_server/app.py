@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,7 +18,6 @@ from lightrag import LightRAG, QueryParam
 from lightrag.base import DocStatus
 from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
-from pydantic import ValidationError
 from sparkstack_common.auth import ServiceKeyAuth, secret_value
 from sparkstack_common.body_limit import BodyLimit
 from sparkstack_common.http import HTTP
@@ -48,13 +45,23 @@ from .models import (
     QueryRequest,
     WorkspaceRequest,
     from_stored_sources,
-    json_response,
     jsonable,
     to_stored_source,
 )
 from .registry import CachedRegistry, FileRegistry, PostgresRegistry, WorkspaceRegistry
 from .runtime import RagRuntime
-from .scores import score_chunks
+from .search import (
+    WORKSPACE_HEADER,
+    SearchPath,
+    bad_request,
+    check_known,
+    check_searchable,
+    named_workspace,
+    observe,
+    query_of,
+    search_data,
+)
+from .search import param_of as query_param
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
@@ -67,14 +74,9 @@ async def runtime_of(request: Request) -> RagRuntime:
 
 async def workspace_of(
     request: Request,
-    lightrag_workspace: Annotated[str | None, Header(alias="LIGHTRAG-WORKSPACE")] = None,
+    lightrag_workspace: Annotated[str | None, Header(alias=WORKSPACE_HEADER)] = None,
 ) -> str:
-    try:
-        return validate_workspace(
-            lightrag_workspace, default=request.app.state.settings.default_workspace
-        )
-    except InvalidWorkspace as exc:
-        raise HTTPException(400, str(exc)) from exc
+    return named_workspace(request.app.state.settings, lightrag_workspace)
 
 
 async def known_workspace(
@@ -83,20 +85,16 @@ async def known_workspace(
     """For reads that embed nothing (graph, documents): a workspace nobody wrote to is a
     404, and reading never creates one. One built with another embedding model is read as
     it is (before and during its reindex)."""
-    runtime: RagRuntime = request.app.state.runtime
-    if workspace not in await runtime.registry.names():
-        raise HTTPException(404, f"workspace {workspace!r} does not exist")
+    await check_known(request.app.state.runtime, workspace)
     return workspace
 
 
 async def existing_workspace(
-    request: Request, workspace: Annotated[str, Depends(known_workspace)]
+    request: Request, workspace: Annotated[str, Depends(workspace_of)]
 ) -> str:
     """For searches and changes: also a 409, naming both models, when the workspace was
     built with another embedding model."""
-    runtime: RagRuntime = request.app.state.runtime
-    if refusal := await runtime.embedder_refusal(workspace):
-        raise HTTPException(409, refusal)
+    await check_searchable(request.app.state.runtime, workspace)
     return workspace
 
 
@@ -113,14 +111,7 @@ async def writable_workspace(
 
 
 async def query_body(request: Request) -> QueryRequest:
-    """A search's body, parsed and checked in one pass of pydantic's JSON parser: the
-    orchestrator's searches carry the question's vector, a thousand numbers FastAPI would
-    parse with the standard library and then check one by one again."""
-    try:
-        return QueryRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-        raise RequestValidationError(errors) from None
+    return query_of(await request.body())
 
 
 # what /docs shows for the route whose body query_body reads (/query declares the schema)
@@ -217,6 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if api_key is None:
         raise ConfigurationError("RAG_SERVER_API_KEY is not set: rag-server needs its key")
     app = FastAPI(title="rag-server", version="0.1.0", lifespan=lifespan)
+    # innermost first: the searches' direct route runs after the key and the body limit
+    app.add_middleware(SearchPath, settings=settings)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_request_bytes, setting="RAG_SERVER_MAX_REQUEST_BYTES"
     )
@@ -224,11 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        return JSONResponse({"detail": problems}, status_code=400)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return bad_request(exc)
 
     def backend_check(name: str):
         async def check(request: Request) -> tuple[bool, str]:
@@ -544,10 +534,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # -- queries ------------------------------------------------------------------------
     def param_of(body: QueryRequest, stream: bool) -> QueryParam:
-        fields = body.param_fields()
-        # rerank only where a reranker is configured (LightRAG would warn on every query)
-        fields.setdefault("enable_rerank", bool(settings.rerank_base_url))
-        return QueryParam(**fields, stream=stream)
+        return query_param(settings, body, stream)
 
     @app.post("/query")
     async def query(
@@ -574,29 +561,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workspace: ExistingWorkspace,
         body: Annotated[QueryRequest, Depends(query_body)],
     ) -> Response:
-        started = time.perf_counter()
+        # SearchPath answers before this route is reached; the same function either way
         embed: EmbeddingBackend = request.app.state.backends["embedding"]
-        given = body.query_embedding
-        vector: np.ndarray | None = None
-        if given is not None:
-            # float32, as stored: converted once for LightRAG's search and the scores
-            # (float32's range too: a number beyond it is infinite, and refused)
-            sent = given.array()
-            vector = sent if embed.accepts(given.model, sent) else None
-            runtime.metrics.given_embeddings.labels("ignored" if vector is None else "used").inc()
-        if vector is None:
-            # embedded once here and handed to LightRAG below: the chunks' scores need it
-            with contextlib.suppress(Exception):  # LightRAG then embeds, and says why not
-                vector = (await embed([body.query]))[0]
-        taken = vector is not None
-        with embed.given(body.query, embed.embedder.model, vector) if taken else nullcontext():
-            async with runtime.pool.lease(workspace) as rag:
-                result = await rag.aquery_data(body.query, param=param_of(body, False))
-                if taken:
-                    model = str(runtime.embedder)
-                    await score_chunks(runtime.chunk_vectors, rag, workspace, model, result, vector)
-        observe(runtime, "query_data", body.mode, started)
-        return json_response(from_stored_sources(jsonable(result)))
+        return await search_data(runtime, settings, embed, workspace, body)
 
     @app.post("/query/stream")
     async def query_stream(
@@ -748,12 +715,6 @@ async def delete_one(rag: LightRAG, doc_id: str, delete_llm_cache: bool) -> dict
         if outcome.get("status") != "not_allowed" or time.monotonic() > deadline:
             return outcome
         await asyncio.sleep(0.5)
-
-
-def observe(runtime: RagRuntime, endpoint: str, mode: str, started: float) -> None:
-    runtime.metrics.queries.labels(endpoint, mode).inc()
-    runtime.metrics.query_seconds.labels(endpoint, mode).observe(time.perf_counter() - started)
-    runtime.observe_pool()
 
 
 def doc_json(doc_id: str, status: Any) -> dict[str, Any]:
