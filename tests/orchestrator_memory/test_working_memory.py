@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from memory_support import unique
-from orchestrator.working_memory import WorkingMemory, WorkingMemoryUnavailable, redis_client
+from orchestrator.working_memory import (
+    WRITE_SCRIPT,
+    WorkingMemory,
+    WorkingMemoryUnavailable,
+    redis_client,
+)
 from sparkstack.infra import EmbeddedInfra
 
 
@@ -82,6 +88,23 @@ async def test_writes_survive_a_redis_that_forgot_the_script(redis: aioredis.Red
     await redis.script_flush()
     await wm.append(ws, sid, [msg("user", "q3")])
     assert [m["content"] for m in await wm.recent(ws, sid, 10)] == ["q2", "a2", "q3"]
+
+
+async def test_warming_opens_the_connections_and_loads_the_script(redis_url: str) -> None:
+    """At start-up, not in the first burst: its lookups have 100 ms each."""
+    admin = redis_client(redis_url)
+    client = redis_client(redis_url)
+    try:
+        await admin.script_flush()
+        before = len(await admin.client_list())
+        wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
+        await wm.warm(6)
+        assert len(await admin.client_list()) - before >= 6
+        sha = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
+        assert await admin.script_exists(sha) == [True]
+    finally:
+        await client.aclose()
+        await admin.aclose()
 
 
 async def test_a_long_conversation_in_one_write_keeps_its_newest_messages(

@@ -26,7 +26,7 @@ from .recall import SERVER_SETTINGS as recall_settings
 from .recall import RecallStore
 from .settings import Settings
 from .turn_writer import TurnWriter
-from .working_memory import WorkingMemory, redis_client
+from .working_memory import WorkingMemory, WorkingMemoryUnavailable, redis_client
 
 log = logging.getLogger("orchestrator")
 
@@ -57,6 +57,7 @@ class Runtime:
     memory: Memory | None = None
     ingestion: Any = None
     _schema_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _warm_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         s = self.settings
@@ -85,6 +86,13 @@ class Runtime:
         self.keyring.start()
         if s.memory_enabled:
             self._start_memory()
+            assert self.working is not None
+            working, opened = self.working, min(s.memory_concurrency, s.redis_pool_size)
+            self._warm_task = asyncio.create_task(
+                until_done(
+                    "working memory", lambda: working.warm(opened), (WorkingMemoryUnavailable,)
+                )
+            )
         self._schema_task = asyncio.create_task(self._ensure_schema())
 
     def _start_memory(self) -> None:
@@ -153,8 +161,9 @@ class Runtime:
     async def close(self) -> None:
         if self.ingestion is not None:
             await self.ingestion.close()
-        if self._schema_task is not None:
-            self._schema_task.cancel()
+        for task in (self._schema_task, self._warm_task):
+            if task is not None:
+                task.cancel()
         if self.keyring is not None:
             await self.keyring.close()
         if self.memory is not None:

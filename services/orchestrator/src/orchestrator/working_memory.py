@@ -145,6 +145,13 @@ class WorkingMemory:
     async def ping(self) -> bool:
         return bool(await self._call(self.redis.ping))
 
+    async def warm(self, connections: int) -> None:
+        """Open ``connections`` connections and load the write script now, at start-up: a
+        first burst would otherwise open them all at once, each with its handshake, inside
+        the tier's 100 ms deadline (and answer the first writes with NOSCRIPT)."""
+        await asyncio.gather(*(self.ping() for _ in range(connections)))
+        await self._call(lambda: self.redis.script_load(WRITE_SCRIPT))
+
     # -- internals -------------------------------------------------------------------------
     async def _write(
         self,
