@@ -68,6 +68,8 @@ def request_head(
         path += ("&" if "?" in path else "?") + urlencode(params)
     lines = [f"{method} {path} HTTP/1.1", f"host: {target.host_header}"]
     for name, value in headers.items():
+        if name in ("host", "content-length"):
+            continue  # ours, from the URL and the body
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} has a line break or colon in it")
         lines.append(f"{name}: {value}")
