@@ -87,13 +87,14 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self.streaming = False
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self.begin()
 
     def begin(self) -> None:
-        """Ready for the next answer."""
+        """Ready for the next answer (read whole unless the caller streams it)."""
+        self._resume()
+        self.streaming = False
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks: deque[bytes] = deque()
@@ -162,10 +163,7 @@ class Connection(asyncio.Protocol):
         data = b"".join(self.chunks) if len(self.chunks) != 1 else self.chunks[0]
         self.chunks.clear()
         self.buffered = 0
-        if self._paused:
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        self._resume()
         return data
 
     async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 (per read)
@@ -190,6 +188,12 @@ class Connection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.closed and self.error is None
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -232,7 +236,6 @@ class Pool:
     def release(self, origin: tuple[str, str, int], conn: Connection) -> None:
         """Back to the pool when the answer was read to its end and the server keeps the
         connection open; closed otherwise (the server sees the caller go)."""
-        conn.streaming = False
         if conn.reusable():
             conn.idle_since = conn.loop.time()
             self._idle.setdefault(origin, []).append(conn)
