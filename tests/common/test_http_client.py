@@ -274,6 +274,25 @@ async def test_a_connection_the_server_closed_is_not_reused() -> None:
     assert connections == 3
 
 
+async def test_host_and_length_are_sent_once_whatever_the_caller_passes() -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _read_request(reader))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(record) as base, HTTP() as http:
+        await http.post(
+            f"{base}/x", content=b"abc", headers={"Host": "evil.example", "Content-Length": "9"}
+        )
+    lines = heads[0].lower().split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"host:")] == [
+        b"host: " + base.removeprefix("http://").encode()
+    ]
+    assert [line for line in lines if line.startswith(b"content-length:")] == [b"content-length: 3"]
+
+
 async def test_an_idle_connection_is_dropped_before_the_server_would_drop_it(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

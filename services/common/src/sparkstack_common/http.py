@@ -51,7 +51,7 @@ class StreamedResponse:
     """An answer whose body is read as it arrives; `close` it."""
 
     def __init__(
-        self, pool: Pool, origin: tuple[str, str, int], conn: Connection, timeout: float | None
+        self, pool: Pool, origin: tuple[str, str, int], conn: Connection, timeout: float
     ) -> None:
         self._pool = pool
         self._origin = origin

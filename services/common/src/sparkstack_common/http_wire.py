@@ -166,18 +166,17 @@ class Connection(asyncio.Protocol):
         self._resume()
         return data
 
-    async def wait(self, timeout: float | None) -> None:  # noqa: ASYNC109 (per read)
+    async def wait(self, timeout: float) -> None:  # noqa: ASYNC109 (per read)
         """Until something new arrives; HTTPTimeout when nothing did for ``timeout`` s."""
         if self.error is not None:
             raise self.error
         waiter = self._waiter = self.loop.create_future()
-        timer = None if timeout is None else self.loop.call_later(timeout, self._expire, waiter)
+        timer = self.loop.call_later(timeout, self._expire, waiter)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
         if self.error is not None:
             raise self.error
 
