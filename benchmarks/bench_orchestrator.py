@@ -191,6 +191,13 @@ def reference_ms() -> float:
     return (time.process_time() - started) * 1000
 
 
+def stolen_ms() -> float:
+    """CPU time the hypervisor gave to other guests while this machine's processes were ready
+    to run (``steal`` in /proc/stat, all cores), in milliseconds."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def tier_outcomes(url: str) -> dict[tuple[str, str], float]:
     """orchestrator_memory_tier_total{tier, state} from the orchestrator's /metrics."""
     text = httpx.get(f"{url}/metrics", headers=AUTH, timeout=10).text
@@ -218,13 +225,15 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
         def mark(marks: list = marks, snapshots: list = snapshots) -> None:
             marks.append(cpu_ms(pid))
             snapshots.append(cpu_by_process())
+            marks.append(stolen_ms())
 
         chat = f"{url}/v1/chat/completions"
         # run numbers from 1: the same-question burst before used the sessions of run 0
         rate, times = asyncio.run(burst(chat, body, n, distinct=True, run=run + 1, at_start=mark))
-        before_cpu = marks[0]
+        before_cpu, before_stolen = marks
         time.sleep(0.5)  # what it records after answering counts too
         cpu = (cpu_ms(pid) - before_cpu) / n
+        stolen = stolen_ms() - before_stolen
         breakdown = cpu_breakdown(snapshots[0], cpu_by_process(), n)
         reference.append(reference_ms())
         fastest = min(fastest, *reference)
@@ -245,7 +254,10 @@ def tier_bursts(url: str, body: dict, n: int, runs: int) -> None:
         )
         print(f"           CPU per request by process: {breakdown}")
         slow = [f"{r / fastest:.2f}" for r in reference]
-        print(f"           reference work before/after, 1.00 = fastest seen: {'/'.join(slow)}")
+        print(
+            f"           reference work before/after, 1.00 = fastest seen: {'/'.join(slow)};"
+            f" stolen by the hypervisor during the run: {stolen:.0f} ms"
+        )
         errors = sum(v for c in counts.values() for k, v in c.items() if k in ("error", "timeout"))
         row = (cpu, rate, errors)
         if worst is None or cpu > worst[0]:
