@@ -155,9 +155,7 @@ class HTTP:
         read = self.timeout if timeout is None else timeout
         conn = await self._pool.acquire(target.origin)
         try:
-            conn.send(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.send(body)
+            conn.send(head, body)
             while not conn.complete:
                 await conn.wait(read)
             return Response(conn.status, conn.headers, conn.take(), url)
@@ -190,7 +188,7 @@ class HTTP:
         conn = await self._pool.acquire(target.origin)
         try:
             conn.streaming = True
-            conn.send(head + body)
+            conn.send(head, body)
             while not conn.head:
                 await conn.wait(read)
         except BaseException as exc:

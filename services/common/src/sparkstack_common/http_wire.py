@@ -154,9 +154,10 @@ class Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
 
     # -- the caller's side ----------------------------------------------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, head: bytes, body: bytes) -> None:
+        """The request: one vectored write, the body not copied behind the head."""
         assert self.transport is not None
-        self.transport.write(data)
+        self.transport.writelines((head, body))
 
     def take(self) -> bytes:
         """What arrived of the body and was not taken yet."""

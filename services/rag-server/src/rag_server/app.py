@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from lightrag import LightRAG, QueryParam
+from lightrag import LightRAG
 from lightrag.base import DocStatus
 from lightrag.constants import GRAPH_FIELD_SEP
 from lightrag.utils import compute_mdhash_id
@@ -58,10 +58,10 @@ from .search import (
     check_searchable,
     named_workspace,
     observe,
+    param_of,
     query_of,
     search_data,
 )
-from .search import param_of as query_param
 from .settings import Settings
 
 log = logging.getLogger("rag_server")
@@ -533,16 +533,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
 
     # -- queries ------------------------------------------------------------------------
-    def param_of(body: QueryRequest, stream: bool) -> QueryParam:
-        return query_param(settings, body, stream)
-
     @app.post("/query")
     async def query(
         body: QueryRequest, runtime: Runtime, workspace: ExistingWorkspace
     ) -> dict[str, Any]:
         started = time.perf_counter()
         async with runtime.pool.lease(workspace) as rag:
-            result = await rag.aquery_llm(body.query, param=param_of(body, False))
+            result = await rag.aquery_llm(body.query, param=param_of(settings, body, False))
         observe(runtime, "query", body.mode, started)
         llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
         out: dict[str, Any] = {
@@ -576,7 +573,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 async with runtime.pool.lease(workspace) as rag:
                     result = await rag.aquery_llm(
-                        body.query, param=param_of(body, body.stream is not False)
+                        body.query, param=param_of(settings, body, body.stream is not False)
                     )
                     llm = result.get("llm_response", {}) if isinstance(result, dict) else {}
                     if body.include_references:
