@@ -377,6 +377,20 @@ async def test_nonsense_from_the_server_is_an_http_error() -> None:
             await http.get(f"{base}/x")
 
 
+async def test_an_endless_answer_head_is_refused_not_buffered() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-filler: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # 4 MiB of one header's value
+                writer.write(b"a" * 65536)
+                await writer.drain()
+
+    async with raw_server(endless) as base, HTTP(timeout=5) as http:
+        with pytest.raises(HTTPError, match="no end of the answer's head"):
+            await http.get(f"{base}/x")
+
+
 async def test_an_answer_that_ends_with_the_connection_is_whole() -> None:
     old_style = replying(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
     async with raw_server(old_style) as base, HTTP() as http:

@@ -31,6 +31,10 @@ class HTTPTimeout(HTTPError):
 
 # A streamed answer stops reading from the socket while this much is buffered and unread.
 STREAM_HIGH_WATER = 1 << 20
+# An answer's head (status line and headers): a server sending more without ending it is no
+# server of ours (uvicorn and aiohttp refuse header lines over 8 KiB), and the parser would
+# buffer all of it.
+MAX_HEAD_BYTES = 64 << 10
 # An idle connection is not reused after this long: uvicorn closes its side after 5 s, and a
 # request sent just as the server closes would fail. Well below every server's keep-alive.
 IDLE_SECONDS = 4.0
@@ -104,6 +108,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self.error: HTTPError | None = None
         self._length_known = False
+        self._head_bytes = 0
 
     # -- asyncio --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,8 +118,18 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.error = HTTPError(f"malformed answer: {exc}")
-            self.close()
+            self._refuse(f"malformed answer: {exc}")
+            return
+        if not self.head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(f"no end of the answer's head in {MAX_HEAD_BYTES} bytes")
+                return
+        self._wake()
+
+    def _refuse(self, why: str) -> None:
+        self.error = HTTPError(why)
+        self.close()
         self._wake()
 
     def eof_received(self) -> bool:
