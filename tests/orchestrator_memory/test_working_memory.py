@@ -1,4 +1,7 @@
-"""Working memory on a real Valkey: order, cap, TTL, turn counter, delete, outages."""
+"""Working memory on a real Valkey: order, cap, TTL, turn counter, delete, outages.
+
+``redis`` is redis-py, the independent look at what Valkey holds; working memory itself
+talks through its own pipelined client (``client``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from memory_support import unique
+from orchestrator.redis_wire import Redis
 from orchestrator.working_memory import (
     WRITE_SCRIPT,
     WorkingMemory,
@@ -25,13 +29,20 @@ def msg(role: str, text: str) -> dict[str, str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    admin = aioredis.Redis.from_url(redis_url)
+    yield admin
+    await admin.aclose()
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
     client = redis_client(redis_url, timeout=0.5)
     yield client
     await client.aclose()
 
 
-async def test_order_cap_and_limit(redis: aioredis.Redis) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=4)
+async def test_order_cap_and_limit(redis: aioredis.Redis, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=4)
     ws, sid = unique("ws"), unique("s")
     await wm.append(ws, sid, [msg("user", "one"), msg("assistant", "two")])
     await wm.append(ws, sid, [msg("user", "three"), msg("assistant", "four")])
@@ -49,8 +60,8 @@ async def test_order_cap_and_limit(redis: aioredis.Redis) -> None:
     assert (await wm.recent(ws, sid, 1)) == [call]
 
 
-async def test_sessions_and_workspaces_are_separate(redis: aioredis.Redis) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=10)
+async def test_sessions_and_workspaces_are_separate(redis: aioredis.Redis, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
     sid = unique("s")
     await wm.append("ws-a", sid, [msg("user", "in a")])
     await wm.append("ws-b", sid, [msg("user", "in b")])
@@ -61,8 +72,8 @@ async def test_sessions_and_workspaces_are_separate(redis: aioredis.Redis) -> No
     await wm.delete("ws-b", sid)
 
 
-async def test_turn_counter(redis: aioredis.Redis) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=3)
+async def test_turn_counter(redis: aioredis.Redis, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=3)
     ws, sid = unique("ws"), unique("s")
     assert await wm.turn_count(ws, sid) == 0
     turns = [
@@ -77,10 +88,12 @@ async def test_turn_counter(redis: aioredis.Redis) -> None:
     assert 0 < await redis.ttl(wm.turns_key(ws, sid)) <= 600
 
 
-async def test_writes_survive_a_redis_that_forgot_the_script(redis: aioredis.Redis) -> None:
+async def test_writes_survive_a_redis_that_forgot_the_script(
+    redis: aioredis.Redis, client: Redis
+) -> None:
     """Each write is one server-side script; a Redis restarted (or flushed) since the last
     write no longer knows it and gets it again, the caller sees nothing of it."""
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=3)
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=3)
     ws, sid = unique("ws"), unique("s")
     assert await wm.append_turn(ws, sid, [msg("user", "q1")]) == 1
     await redis.script_flush()
@@ -90,27 +103,23 @@ async def test_writes_survive_a_redis_that_forgot_the_script(redis: aioredis.Red
     assert [m["content"] for m in await wm.recent(ws, sid, 10)] == ["q2", "a2", "q3"]
 
 
-async def test_warming_opens_the_connections_and_loads_the_script(redis_url: str) -> None:
+async def test_warming_opens_the_connection_and_loads_the_script(
+    redis: aioredis.Redis, client: Redis
+) -> None:
     """At start-up, not in the first burst: its lookups have 100 ms each."""
-    admin = redis_client(redis_url)
-    client = redis_client(redis_url)
-    try:
-        await admin.script_flush()
-        before = len(await admin.client_list())
-        wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
-        await wm.warm(6)
-        assert len(await admin.client_list()) - before >= 6
-        sha = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
-        assert await admin.script_exists(sha) == [True]
-    finally:
-        await client.aclose()
-        await admin.aclose()
+    await redis.script_flush()
+    before = len(await redis.client_list())
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
+    await wm.warm()
+    assert len(await redis.client_list()) - before == 1
+    sha = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
+    assert await redis.script_exists(sha) == [True]
 
 
 async def test_a_long_conversation_in_one_write_keeps_its_newest_messages(
-    redis: aioredis.Redis,
+    client: Redis,
 ) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=50)
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=50)
     ws, sid = unique("ws"), unique("s")
     history = [msg("user", f"m{i}") for i in range(20_000)]
     assert await wm.append_turn(ws, sid, history) == 1
@@ -119,8 +128,8 @@ async def test_a_long_conversation_in_one_write_keeps_its_newest_messages(
     ]
 
 
-async def test_ttl_is_refreshed_and_expires(redis: aioredis.Redis) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=100, max_messages=10)
+async def test_ttl_is_refreshed_and_expires(redis: aioredis.Redis, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=100, max_messages=10)
     ws, sid = unique("ws"), unique("s")
     await wm.append_turn(ws, sid, [msg("user", "hello")])
     key = wm.messages_key(ws, sid)
@@ -128,7 +137,7 @@ async def test_ttl_is_refreshed_and_expires(redis: aioredis.Redis) -> None:
     await wm.append(ws, sid, [msg("assistant", "hi")])
     assert 95 < await redis.ttl(key) <= 100  # every append refreshes the TTL
 
-    short = WorkingMemory(redis, ttl_seconds=1, max_messages=10)
+    short = WorkingMemory(client, ttl_seconds=1, max_messages=10)
     await short.append_turn(ws, sid, [msg("user", "again")])
     assert await short.turn_count(ws, sid) == 2
     await asyncio.sleep(1.3)
@@ -136,8 +145,8 @@ async def test_ttl_is_refreshed_and_expires(redis: aioredis.Redis) -> None:
     assert await short.turn_count(ws, sid) == 0
 
 
-async def test_delete(redis: aioredis.Redis) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=10)
+async def test_delete(redis: aioredis.Redis, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
     ws, sid = unique("ws"), unique("s")
     await wm.append_turn(ws, sid, [msg("user", "forget me")])
     await wm.delete(ws, sid)
@@ -147,10 +156,8 @@ async def test_delete(redis: aioredis.Redis) -> None:
     await wm.delete(ws, sid)  # deleting nothing is fine
 
 
-async def test_redis_stopped_fails_fast_and_recovers(
-    infra: EmbeddedInfra, redis: aioredis.Redis
-) -> None:
-    wm = WorkingMemory(redis, ttl_seconds=600, max_messages=10, timeout=1.0)
+async def test_redis_stopped_fails_fast_and_recovers(infra: EmbeddedInfra, client: Redis) -> None:
+    wm = WorkingMemory(client, ttl_seconds=600, max_messages=10, timeout=1.0)
     ws, sid = unique("ws"), unique("s")
     await wm.append_turn(ws, sid, [msg("user", "before")])
     infra.valkey.stop()
@@ -181,8 +188,7 @@ async def test_unresponsive_redis_times_out() -> None:
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    # socket timeouts off: only WorkingMemory's own bound protects the caller
-    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=None)
+    client = redis_client(f"redis://127.0.0.1:{port}/0")
     wm = WorkingMemory(client, ttl_seconds=600, max_messages=10, timeout=0.3)
     try:
         started = time.monotonic()
@@ -196,37 +202,35 @@ async def test_unresponsive_redis_times_out() -> None:
         server.close()
 
 
-async def test_a_burst_beyond_the_pool_queues_instead_of_failing(redis_url: str) -> None:
-    """More requests at once than the pool has connections: they wait their turn (and the
-    waits are reported), none fails for want of a connection."""
+async def test_a_burst_beyond_the_bound_queues_instead_of_failing(
+    redis: aioredis.Redis, client: Redis
+) -> None:
+    """More commands at once than may be in flight: they wait their turn (and the waits are
+    reported), none fails, each caller gets its own answer, all on one connection."""
     waits: list[float] = []
-    client = redis_client(redis_url, timeout=2.0, max_connections=4)
     wm = WorkingMemory(
         client, ttl_seconds=600, max_messages=10, max_concurrency=4, observe_wait=waits.append
     )
     ws = unique("ws")
-    try:
-        sessions = [unique("s") for _ in range(200)]
-        await asyncio.gather(*(wm.append(ws, s, [msg("user", s)]) for s in sessions))
-        found = await asyncio.gather(*(wm.recent(ws, s, 1) for s in sessions))
-        assert [f[0]["content"] for f in found] == sessions
-        assert len(waits) >= 400 and max(waits) > 0
-        pool = client.connection_pool
-        assert len(pool._in_use_connections) + len(pool._available_connections) <= 4
-    finally:
-        await client.aclose()
+    before = len(await redis.client_list())
+    sessions = [unique("s") for _ in range(200)]
+    await asyncio.gather(*(wm.append(ws, s, [msg("user", s)]) for s in sessions))
+    found = await asyncio.gather(*(wm.recent(ws, s, 1) for s in sessions))
+    assert [f[0]["content"] for f in found] == sessions
+    assert len(waits) >= 400 and max(waits) > 0
+    assert len(await redis.client_list()) - before == 1
 
 
 async def test_a_call_cut_off_by_the_timeout_leaves_no_answer_behind(redis_url: str) -> None:
     """The bound is WorkingMemory's, around the whole call: the command it cuts off must not
     leave its late answer on the connection for the next caller to read as its own."""
-    client = redis_client(redis_url, max_connections=1)  # one connection: the next call reuses it
+    client = redis_client(redis_url)  # one connection: the next call reuses it
     wm = WorkingMemory(client, ttl_seconds=600, max_messages=10, timeout=0.3, max_concurrency=1)
     ws, sid = unique("ws"), unique("s")
     try:
         await wm.append(ws, sid, [msg("user", "kept")])
         with pytest.raises(WorkingMemoryUnavailable, match="did not answer"):
-            await wm._call(lambda: client.blpop([unique("never")], timeout=1))  # answers at 1 s
+            await wm._call(lambda: client.execute("BLPOP", unique("never"), 1))  # answers at 1 s
         await asyncio.sleep(1.0)  # the blocked command's nil answer would have arrived by now
         assert await wm.recent(ws, sid, 5) == [msg("user", "kept")]
         assert await wm.turn_count(ws, sid) == 0

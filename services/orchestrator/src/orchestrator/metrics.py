@@ -43,7 +43,7 @@ class Metrics:
         )
         self.pool_wait = Histogram(
             "orchestrator_pool_wait_seconds",
-            "Time a request waited for a Redis connection (redis) or a memory-fetch slot (memory)",
+            "Time waited for a Redis command slot (redis) or a memory-fetch slot (memory)",
             ["pool"],
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from sparkstack_common.auth import redact_url, secret_value
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.embeddings import Embedder
@@ -24,6 +23,7 @@ from .metrics import Metrics
 from .promotion import Promoter, Summarizer
 from .recall import SERVER_SETTINGS as recall_settings
 from .recall import RecallStore
+from .redis_wire import Redis
 from .settings import Settings
 from .turn_writer import TurnWriter
 from .working_memory import WorkingMemory, WorkingMemoryUnavailable, redis_client
@@ -46,7 +46,7 @@ class Runtime:
     catalog: Catalog
     metrics: Metrics
     http: HTTP
-    redis: aioredis.Redis | None = None
+    redis: Redis | None = None
     pool: asyncpg.Pool | None = None
     keyring: Keyring | None = None
     working: WorkingMemory | None = None
@@ -87,25 +87,20 @@ class Runtime:
         if s.memory_enabled:
             self._start_memory()
             assert self.working is not None
-            working, opened = self.working, min(s.memory_concurrency, s.redis_pool_size)
             self._warm_task = asyncio.create_task(
-                until_done(
-                    "working memory", lambda: working.warm(opened), (WorkingMemoryUnavailable,)
-                )
+                until_done("working memory", self.working.warm, (WorkingMemoryUnavailable,))
             )
         self._schema_task = asyncio.create_task(self._ensure_schema())
 
     def _start_memory(self) -> None:
         s = self.settings
         assert self.pool is not None and self.archive is not None
-        self.redis = redis_client(
-            s.redis_url, password=secret_value(s.redis_password), max_connections=s.redis_pool_size
-        )
+        self.redis = redis_client(s.redis_url, password=secret_value(s.redis_password))
         self.working = WorkingMemory(
             self.redis,
             s.working_ttl_seconds,
             s.working_max_messages,
-            max_concurrency=s.redis_pool_size,
+            max_concurrency=s.redis_max_in_flight,
             observe_wait=self.metrics.pool_wait.labels("redis").observe,
         )
         embed_model = s.embed_model or self.catalog.role("embed").tag

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sparkstack_common import ports
 from sparkstack_common.catalog import Catalog
 from sparkstack_common.ingestion.contract import IngestLimits, QueueSettings
 from sparkstack_common.ports import local_url
 
+from .redis_wire import parse_url
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_")
+    # a refused value is not repeated in the error: it may hold a secret (a URL's password)
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = ports.ORCHESTRATOR
@@ -34,8 +37,16 @@ class Settings(BaseSettings):
     # or a readiness detail without giving anything away.
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr | None = None
-    # connections to Redis; a burst beyond them queues (within the working-memory deadline)
-    redis_pool_size: int = Field(64, ge=1)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parse_url(value)  # refused at start-up, naming the setting, not at the first turn
+        return value
+
+    # Redis commands in flight at once (on one pipelined connection); a burst beyond them
+    # queues, within the working-memory deadline
+    redis_max_in_flight: int = Field(64, ge=1)
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     postgres_password: SecretStr | None = None
     # one pool serves keys, recall and ingestion

@@ -3,22 +3,20 @@
 One list and one turn counter per (workspace, session). Both keys share a Redis Cluster hash
 tag, so every update is one script (atomic, one command, one reply) even on a cluster. Every
 operation is bounded by ``timeout``: a Redis that is down or hanging surfaces as
-:class:`WorkingMemoryUnavailable` within that time, never as a hang (:func:`redis_client`
-builds a client with a short connect timeout and one immediate retry).
+:class:`WorkingMemoryUnavailable` within that time, never as a hang. The commands travel on
+one pipelined connection (:mod:`.redis_wire`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from .redis_wire import Redis, RedisError, ReplyError
 
 T = TypeVar("T")
 
@@ -41,37 +39,24 @@ if ARGV[3] == '1' then
 end
 return 0
 """
+WRITE_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
 
 
 class WorkingMemoryUnavailable(RuntimeError):
     """Redis could not be reached or did not answer in time (the tier is skipped)."""
 
 
-def redis_client(
-    url: str, timeout: float = 1.0, password: str | None = None, max_connections: int = 64
-) -> aioredis.Redis:
-    """A Redis client that fails fast: a connect timeout of ``timeout`` seconds and one
-    immediate retry (it replaces a connection that a Redis restart broke), instead of
-    redis-py's default of ten retries with back-off. Its pool refuses a connection beyond
-    ``max_connections``: `WorkingMemory` queues its callers in front of it.
-
-    No socket timeout: every call is bounded as a whole by `WorkingMemory` (and a tier's
-    deadline), and redis-py would otherwise run each command's send in a task of its own
-    (``asyncio.wait_for``), a cost paid on every chat turn."""
-    return aioredis.Redis.from_url(
-        url,
-        password=password,
-        max_connections=max_connections,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
+def redis_client(url: str, timeout: float = 1.0, password: str | None = None) -> Redis:
+    """A Redis client that fails fast: ``timeout`` seconds to connect (and to authenticate).
+    Commands have no timeout of their own: every call is bounded as a whole by
+    `WorkingMemory` (and a tier's deadline)."""
+    return Redis(url, password=password, connect_timeout=timeout)
 
 
 class WorkingMemory:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Redis,
         ttl_seconds: int,
         max_messages: int,
         timeout: float = 2.0,
@@ -86,13 +71,10 @@ class WorkingMemory:
         self.ttl_seconds = ttl_seconds
         self.max_messages = max_messages
         self.timeout = timeout
-        # At most as many operations at once as the pool has connections; the rest wait their
-        # turn in order (within the deadline). redis-py's own blocking pool re-checks every
-        # waiter on each release, which under a burst costs more CPU than the commands.
+        # At most this many commands in flight at once (each holds its reply's buffer until
+        # it is read); the rest wait their turn in order, within the deadline.
         self._slots = asyncio.Semaphore(max_concurrency)
         self.observe_wait = observe_wait
-        # EVALSHA, loading the script again when Redis answers NOSCRIPT (after a restart)
-        self._write_script = redis.register_script(WRITE_SCRIPT)
 
     # -- keys ------------------------------------------------------------------------------
     @staticmethod
@@ -125,13 +107,13 @@ class WorkingMemory:
         if limit <= 0:
             return []
         key = self.messages_key(workspace, session_id)
-        raw = await self._call(lambda: self.redis.lrange(key, -limit, -1))
+        raw = await self._call(lambda: self.redis.execute("LRANGE", key, -limit, -1))
         return [json.loads(item) for item in raw]
 
     async def turn_count(self, workspace: str, session_id: str) -> int:
         """User turns counted for the session (0 when unknown or expired)."""
         key = self.turns_key(workspace, session_id)
-        value = await self._call(lambda: self.redis.get(key))
+        value = await self._call(lambda: self.redis.execute("GET", key))
         return int(value) if value is not None else 0
 
     async def incr_turn(self, workspace: str, session_id: str) -> int:
@@ -140,17 +122,16 @@ class WorkingMemory:
 
     async def delete(self, workspace: str, session_id: str) -> None:
         keys = (self.messages_key(workspace, session_id), self.turns_key(workspace, session_id))
-        await self._call(lambda: self.redis.delete(*keys))
+        await self._call(lambda: self.redis.execute("DEL", *keys))
 
     async def ping(self) -> bool:
-        return bool(await self._call(self.redis.ping))
+        return await self._call(lambda: self.redis.execute("PING")) == b"PONG"
 
-    async def warm(self, connections: int) -> None:
-        """Open ``connections`` connections and load the write script now, at start-up: a
-        first burst would otherwise open them all at once, each with its handshake, inside
-        the tier's 100 ms deadline (and answer the first writes with NOSCRIPT)."""
-        await asyncio.gather(*(self.ping() for _ in range(connections)))
-        await self._call(lambda: self.redis.script_load(WRITE_SCRIPT))
+    async def warm(self) -> None:
+        """Open the connection and load the write script now, at start-up: the first burst
+        would otherwise wait for the handshake inside the tier's 100 ms deadline (and get
+        NOSCRIPT for its first writes)."""
+        await self._call(lambda: self.redis.execute("SCRIPT", "LOAD", WRITE_SCRIPT))
 
     # -- internals -------------------------------------------------------------------------
     async def _write(
@@ -162,10 +143,16 @@ class WorkingMemory:
     ) -> int:
         encoded = [json.dumps(m, ensure_ascii=False, separators=(",", ":")) for m in messages]
         keys = (self.messages_key(workspace, session_id), self.turns_key(workspace, session_id))
-        args = (self.max_messages, self.ttl_seconds, 1 if count_turn else 0, *encoded)
+        args = (*keys, self.max_messages, self.ttl_seconds, 1 if count_turn else 0, *encoded)
 
         async def run() -> int:
-            return int(await self._write_script(keys=keys, args=args))
+            try:
+                return int(await self.redis.execute("EVALSHA", WRITE_SHA, 2, *args))
+            except ReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # a Redis restarted or flushed since: EVAL runs the script and keeps it
+                return int(await self.redis.execute("EVAL", WRITE_SCRIPT, 2, *args))
 
         return await self._call(run)
 
@@ -181,7 +168,7 @@ class WorkingMemory:
             raise WorkingMemoryUnavailable(
                 f"Redis did not answer within {self.timeout:.1f}s"
             ) from exc
-        except (RedisError, OSError) as exc:
-            raise WorkingMemoryUnavailable(
-                f"Redis unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+        except ReplyError as exc:
+            raise WorkingMemoryUnavailable(f"Redis refused a command: {exc}") from exc
+        except RedisError as exc:
+            raise WorkingMemoryUnavailable(f"Redis unavailable: {exc}") from exc
