@@ -1,14 +1,19 @@
 """The workspace's LightRAG instance: its global config is built once, and again whenever
-something it holds changes."""
+something it holds changes; LightRAG's tokenizer jobs run without a thread hop."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+import lightrag.utils
 import numpy as np
+import pytest
 from lightrag import LightRAG
-from lightrag.utils import EmbeddingFunc, Tokenizer
-from rag_server.instances import OfflineTokenizer, WorkspaceRAG
+from lightrag.constants import TOKENIZER_SUBMIT_LIMIT
+from lightrag.utils import EmbeddingFunc, Tokenizer, acount_tokens, run_in_tokenizer_executor
+from rag_server.instances import OfflineTokenizer, WorkspaceRAG, tokenize_inline
 
 
 async def embed(texts: list[str], **_: object) -> np.ndarray:
@@ -46,3 +51,33 @@ async def test_the_config_is_what_lightrag_builds_and_follows_changes(tmp_path: 
     assert rag._build_global_config()["top_k"] == 99
     rag.addon_params["language"] = "French"  # changed in place: LightRAG marks it dirty
     assert rag._build_global_config()["addon_params"]["language"] == "French"
+
+
+async def test_lightrags_tokenizer_jobs_run_in_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The LightRAG in uv.lock, through its own helpers: once rag-server has taken over its
+    tokenizer pool, a job runs in the event loop's thread (no hop to a worker), its result
+    and its errors reach the caller, and the submission limit is given back every time."""
+    monkeypatch.setattr(lightrag.utils, "_TOKENIZER_EXECUTOR", None)  # as at start-up
+    tokenize_inline()
+    tokenize_inline()  # twice is the same
+    ran_in: list[int] = []
+
+    def job(x: int) -> int:
+        ran_in.append(threading.get_ident())
+        return x * 2
+
+    results = [await run_in_tokenizer_executor(job, i) for i in range(3 * TOKENIZER_SUBMIT_LIMIT)]
+    assert results == [i * 2 for i in range(3 * TOKENIZER_SUBMIT_LIMIT)]
+    assert set(ran_in) == {threading.get_ident()}
+    tokenizer = Tokenizer("sparkstack", OfflineTokenizer())
+    counts = await asyncio.gather(*(acount_tokens(tokenizer, "fooBar baz") for _ in range(50)))
+    assert counts == [3] * 50  # foo, Bar, baz
+
+    def broken() -> None:
+        raise ValueError("tokenizer broke")
+
+    with pytest.raises(ValueError, match="tokenizer broke"):
+        await run_in_tokenizer_executor(broken)
+    assert await run_in_tokenizer_executor(job, 21) == 42

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import lightrag.utils
 from lightrag import LightRAG
 from lightrag.kg.shared_storage import initialize_pipeline_status, initialize_share_data
 from lightrag.utils import EmbeddingFunc, Tokenizer
@@ -92,6 +95,37 @@ class OfflineTokenizer:
         return self
 
 
+class InlineExecutor(ThreadPoolExecutor):
+    """Runs each job at once, in the caller's thread, and hands back its finished future.
+
+    LightRAG sends every token count and truncation of a search to a one-thread pool, two to
+    four times per search, so that a slow tokenizer cannot hold up the event loop. Ours
+    counts at C speed, and the jobs of a search are bounded by its result size (top_k
+    chunks). The hop itself cost more than the work: the submission, the thread's wake-up,
+    the handover of the GIL and the call back into the loop were a quarter of rag-server's
+    CPU per search in a burst. It never starts a thread."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="sparkstack-inline")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+def tokenize_inline() -> None:
+    """LightRAG's tokenizer jobs run in the caller's thread (see `InlineExecutor`).
+
+    LightRAG keeps its pool in a module global and builds it on first use; ours takes its
+    place before any search. Tested: a search starts no tokenizer thread."""
+    if not isinstance(lightrag.utils._TOKENIZER_EXECUTOR, InlineExecutor):
+        lightrag.utils._TOKENIZER_EXECUTOR = InlineExecutor()
+
+
 def check_environment(settings: Settings) -> None:
     set_overrides = [name for name in WORKSPACE_OVERRIDES if os.environ.get(name)]
     if set_overrides:
@@ -129,6 +163,7 @@ def export_storage_environment(settings: Settings) -> None:
 
 def initialize_limits(settings: Settings) -> None:
     """One set of concurrency limits for every instance; must run before the first build."""
+    tokenize_inline()
     initialize_share_data(
         1,
         global_concurrency_limits={
