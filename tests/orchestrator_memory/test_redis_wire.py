@@ -136,7 +136,7 @@ async def test_a_connection_broken_off_fails_what_waits_on_it_and_the_next_call_
 
     async with raw_server(once) as url:
         client = Redis(url)
-        with pytest.raises(RedisError, match="connection to Redis broke"):
+        with pytest.raises(RedisError, match=r"connection to Redis broke \(closed by the server\)"):
             await asyncio.wait_for(client.execute("PING"), 2)
         assert await asyncio.wait_for(client.execute("PING"), 2) == b"PONG"
         assert connections == 2
@@ -161,18 +161,24 @@ async def test_nonsense_from_the_server_is_an_error_and_drops_the_connection() -
 async def test_a_silent_server_is_dropped_once_a_caller_gives_up_on_it() -> None:
     """A peer gone without a word: nothing comes back. The caller's deadline ends its wait,
     and the connection is replaced rather than kept for the next caller to wait on."""
-    connections = 0
+    connections, hung_up = 0, 0
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
+        nonlocal connections, hung_up
         connections += 1
         await reader.read()
+        hung_up += 1  # the client closed this connection
 
     async with raw_server(silent) as url:
         client = Redis(url, stall_seconds=0.1)
         for _ in range(2):
+            patient = asyncio.ensure_future(client.execute("GET", "k"))  # no deadline of its own
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(client.execute("PING"), 0.3)
+            with pytest.raises(RedisError, match=r"^Redis stopped answering$"):
+                await patient  # it shared the line: it learns why, and does not wait forever
+            await asyncio.sleep(0.05)
+            assert hung_up == connections
         assert connections == 2
         await client.aclose()
 
@@ -180,10 +186,11 @@ async def test_a_silent_server_is_dropped_once_a_caller_gives_up_on_it() -> None
 async def test_a_slow_reply_is_not_mistaken_for_a_dead_connection(redis_url: str) -> None:
     """A caller that gives up sooner than ``stall_seconds`` leaves the connection alone; its
     late reply is dropped and the next caller gets its own."""
-    client = Redis(redis_url, stall_seconds=5)
+    client = Redis(redis_url, stall_seconds=0.3)
     try:
         assert await client.execute("SET", "wire-slow", "x") == b"OK"
         first = client._connection
+        await asyncio.sleep(0.5)  # idle for longer than stall_seconds: that is not silence
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(client.execute("BLPOP", unique("never"), "0.5"), 0.1)
         assert await client.execute("GET", "wire-slow") == b"x"  # after BLPOP's nil
@@ -198,7 +205,7 @@ async def test_nobody_listening_is_an_error_within_the_connect_timeout() -> None
 
     async with raw_server(mute) as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-    with pytest.raises(RedisError, match="unreachable"):
+    with pytest.raises(RedisError, match="unreachable: ConnectionRefusedError"):
         await Redis(f"redis://127.0.0.1:{port}/0").execute("PING")
     # TLS never completed: the connect timeout ends the wait
     async with raw_server(mute) as url:
@@ -238,22 +245,28 @@ def test_urls_and_what_is_printed_of_them() -> None:
     assert str(a) == "rediss://cache.internal:6380/2"
     b = parse_url("redis://127.0.0.1")
     assert (b.port, b.db, b.tls, b.username) == (6379, 0, False, None)
+    password = "the Redis URL carries a password: give it apart from the URL"
     for bad, reason in (
-        ("redis://:secret@127.0.0.1", "carries a password"),
-        ("redis://me:secret@127.0.0.1", "carries a password"),
-        ("http://127.0.0.1:6379", "redis://"),
-        ("redis://:6379/0", "no host"),
-        ("redis://127.0.0.1/zero", "must be a number"),
+        ("redis://:secret@127.0.0.1", password),
+        ("redis://me:secret@127.0.0.1", password),
+        ("http://127.0.0.1:6379", "a Redis URL starts with redis:// or rediss://, not 'http'"),
+        ("redis://:6379/0", "the Redis URL names no host"),
+        ("redis://127.0.0.1/zero", "the Redis URL's database must be a number, not 'zero'"),
+        ("redis://127.0.0.1/X", "must be a number, not 'X'"),
     ):
-        with pytest.raises(ValueError, match=reason):
+        with pytest.raises(ValueError) as refused:
             parse_url(bad)
+        assert reason in str(refused.value)
+    # the defaults the docstrings promise: a second to connect, five of silence
+    client = Redis("redis://127.0.0.1")
+    assert (client.connect_timeout, client.stall_seconds) == (1.0, 5.0)
 
 
 def test_commands_are_encoded_as_resp_arrays() -> None:
     assert encode(("SET", b"k\r\n", -5)) == b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n-5\r\n"
     assert encode(("GET", "ключ")) == "*2\r\n$3\r\nGET\r\n$8\r\nключ\r\n".encode()
-    for bad in (True, 1.5, None):
-        with pytest.raises(TypeError, match="bytes, str or int"):
+    for bad, name in ((True, "bool"), (1.5, "float"), (None, "NoneType")):
+        with pytest.raises(TypeError, match=f"bytes, str or int, not {name}$"):
             encode(("SET", "k", bad))
 
 
@@ -264,3 +277,108 @@ def test_a_password_in_the_redis_url_is_refused_at_start_up_and_not_repeated() -
     with pytest.raises(ValidationError) as refused:
         Settings(redis_url="redis://:hunter2@cache:6379/0")
     assert "carries a password" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+async def test_silence_is_counted_from_the_last_byte_received() -> None:
+    """Two commands in flight; the first is answered, the second is slow. Giving up on the
+    second soon after the first answer leaves the connection alone."""
+    connections = 0
+
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_command(reader)
+        await read_command(reader)
+        await asyncio.sleep(0.3)
+        writer.write(b"+FIRST\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(half) as url:
+        client = Redis(url, stall_seconds=0.25)
+        first = asyncio.ensure_future(client.execute("GET", "a"))
+        second = asyncio.ensure_future(client.execute("GET", "b"))
+        assert await asyncio.wait_for(first, 2) == b"FIRST"
+        await asyncio.sleep(0.1)  # 0.4 s since the commands went out, 0.1 s since a byte came
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert client._connection is not None and not client._connection.closed
+        assert connections == 1
+        await client.aclose()
+
+
+async def test_a_reset_connection_names_the_reset() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import socket
+        import struct
+
+        await read_command(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # closing with linger 0 sends RST
+
+    async with raw_server(reset) as url:
+        client = Redis(url)
+        with pytest.raises(RedisError, match="broke \\(ConnectionResetError"):
+            await asyncio.wait_for(client.execute("PING"), 2)
+        await client.aclose()
+
+
+async def test_closing_the_client_hangs_up_and_fails_what_waits(
+    redis_url: str, admin: aioredis.Redis
+) -> None:
+    await Redis(redis_url).aclose()  # never connected: nothing to close
+    before = len(await admin.client_list())
+    client = Redis(redis_url)
+    assert await client.execute("PING") == b"PONG"
+    assert len(await admin.client_list()) == before + 1
+    waiting = asyncio.ensure_future(client.execute("BLPOP", unique("never"), 2))
+    await asyncio.sleep(0.1)
+    await client.aclose()
+    with pytest.raises(RedisError, match="the client was closed"):
+        await waiting
+    await asyncio.sleep(0.1)
+    assert len(await admin.client_list()) == before
+    await client.aclose()  # twice is fine
+
+
+async def test_a_command_is_never_queued_on_a_closed_connection(redis_url: str) -> None:
+    """It would wait for a reply that cannot come; it fails at once instead, and the next
+    command opens a new connection."""
+    client = Redis(redis_url)
+    assert await client.execute("PING") == b"PONG"
+    connection = client._connection
+    assert connection is not None
+    connection.abort(RedisError("gone"))
+    with pytest.raises(RedisError, match="the connection to Redis is closed"):
+        connection.send(encode(("PING",)))
+    assert await client.execute("PING") == b"PONG"
+    assert client._connection is not connection
+    await client.aclose()
+
+
+async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
+    """Replies are matched to commands by their order: one too many means the two sides
+    disagree, and nothing more read on that connection can be trusted."""
+    connections = 0
+
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_command(reader)
+            except (asyncio.IncompleteReadError, ValueError):
+                return
+            writer.write(b"+PONG\r\n" + (b"+EXTRA\r\n" if connections == 1 else b""))
+            await writer.drain()
+
+    async with raw_server(chatty) as url:
+        client = Redis(url)
+        assert await asyncio.wait_for(client.execute("PING"), 2) == b"PONG"
+        await asyncio.sleep(0.1)
+        assert client._connection is not None and client._connection.closed
+        assert await asyncio.wait_for(client.execute("PING"), 2) == b"PONG"
+        assert connections == 2
+        await client.aclose()

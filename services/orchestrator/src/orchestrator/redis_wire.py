@@ -88,13 +88,14 @@ def encode(args: tuple[Any, ...]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
+    transport: asyncio.Transport  # set by connection_made, before anything is sent
+    closed = False
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(replyError=ReplyError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.outgoing: list[bytes] = []
-        self.closed = False
         self.heard = loop.time()  # the last time a byte came, or the line went busy
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -106,8 +107,9 @@ class _Connection(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
-                if not self.waiting:
-                    raise RedisError("Redis sent a reply nobody asked for")
+                if not self.waiting:  # the two sides disagree on what answers what
+                    self.abort(RedisError("Redis sent a reply nobody asked for"))
+                    return
                 future = self.waiting.popleft()
                 if future.done():  # its caller gave up: the reply is dropped
                     continue
@@ -115,7 +117,7 @@ class _Connection(asyncio.Protocol):
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
-        except (hiredis.ProtocolError, RedisError) as exc:
+        except hiredis.ProtocolError as exc:
             self.abort(RedisError(f"Redis sent something unreadable: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -136,18 +138,17 @@ class _Connection(asyncio.Protocol):
         return future
 
     def _flush(self) -> None:
-        if self.closed or self.transport is None:
+        if self.closed:
             return
         batch, self.outgoing = self.outgoing, []
-        self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
+        self.transport.writelines(batch)
 
     def stalled(self, seconds: float) -> bool:
         return bool(self.waiting) and self.loop.time() - self.heard > seconds
 
     def abort(self, reason: RedisError) -> None:
         self._fail(reason)
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def _fail(self, reason: RedisError) -> None:
         self.closed = True
@@ -214,12 +215,14 @@ class Redis:
                 )
                 hello: list[asyncio.Future[Any]] = []
                 if self._password is not None:
-                    auth = ("AUTH", a.username, self._password) if a.username else None
-                    hello.append(connection.send(encode(auth or ("AUTH", self._password))))
+                    user = (a.username,) if a.username else ()
+                    hello.append(connection.send(encode(("AUTH", *user, self._password))))
                 if a.db:
                     hello.append(connection.send(encode(("SELECT", a.db))))
-                for future in hello:
-                    await future
+                # every reply awaited (none left unread), then the first refusal raised
+                for reply in await asyncio.gather(*hello, return_exceptions=True):
+                    if isinstance(reply, BaseException):
+                        raise reply
         except BaseException as exc:
             if connection is not None:
                 connection.abort(RedisError("the connection could not be set up"))
