@@ -22,7 +22,7 @@ import asyncio
 import collections
 import ssl
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -90,17 +90,17 @@ def encode(args: tuple[Any, ...]) -> bytes:
 class _Connection(asyncio.Protocol):
     transport: asyncio.Transport  # set by connection_made, before anything is sent
     closed = False
+    heard = 0.0  # the last time a byte came, or the line went busy
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.reader = hiredis.Reader(replyError=ReplyError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.outgoing: list[bytes] = []
-        self.heard = loop.time()  # the last time a byte came, or the line went busy
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         self.heard = self.loop.time()
