@@ -36,6 +36,17 @@ async def raw_server(handler: Handler, **kwargs: object) -> AsyncIterator[str]:
         server.close()
 
 
+async def clients_settle_at(admin: aioredis.Redis, expected: int) -> None:
+    """Valkey sees a closed socket a moment after the client closed it: wait for the count."""
+    count = -1
+    for _ in range(40):
+        count = len(await admin.client_list())
+        if count == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} clients connected, expected {expected}")
+
+
 async def read_command(reader: asyncio.StreamReader) -> list[bytes]:
     """One RESP command as a client sends it."""
     count = int((await reader.readline())[1:])
@@ -57,7 +68,7 @@ async def test_concurrent_callers_share_one_connection_and_get_their_own_replies
         assert await asyncio.gather(*(client.execute("GET", k) for k in keys)) == [
             k.encode() for k in keys
         ]
-        assert len(await admin.client_list()) - before == 1
+        await clients_settle_at(admin, before + 1)
         assert await client.execute("RPUSH", keys[0] + ":l", "a", b"b", 3) == 3
         assert await client.execute("LRANGE", keys[0] + ":l", 0, -1) == [b"a", b"b", b"3"]
         assert await client.execute("GET", unique("missing")) is None
@@ -174,9 +185,10 @@ async def test_a_silent_server_is_dropped_once_a_caller_gives_up_on_it() -> None
         for _ in range(2):
             patient = asyncio.ensure_future(client.execute("GET", "k"))  # no deadline of its own
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(client.execute("PING"), 0.3)
+                await asyncio.wait_for(client.execute("PING"), 1.0)
             with pytest.raises(RedisError, match=r"^Redis stopped answering$"):
-                await patient  # it shared the line: it learns why, and does not wait forever
+                # it shared the line: it learns why, and does not wait forever
+                await asyncio.wait_for(patient, 2)
             await asyncio.sleep(0.05)
             assert hung_up == connections
         assert connections == 2
@@ -186,11 +198,11 @@ async def test_a_silent_server_is_dropped_once_a_caller_gives_up_on_it() -> None
 async def test_a_slow_reply_is_not_mistaken_for_a_dead_connection(redis_url: str) -> None:
     """A caller that gives up sooner than ``stall_seconds`` leaves the connection alone; its
     late reply is dropped and the next caller gets its own."""
-    client = Redis(redis_url, stall_seconds=0.3)
+    client = Redis(redis_url, stall_seconds=1.0)
     try:
         assert await client.execute("SET", "wire-slow", "x") == b"OK"
         first = client._connection
-        await asyncio.sleep(0.5)  # idle for longer than stall_seconds: that is not silence
+        await asyncio.sleep(1.2)  # idle for longer than stall_seconds: that is not silence
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(client.execute("BLPOP", unique("never"), "0.5"), 0.1)
         assert await client.execute("GET", "wire-slow") == b"x"  # after BLPOP's nil
@@ -253,13 +265,23 @@ def test_urls_and_what_is_printed_of_them() -> None:
         ("redis://:6379/0", "the Redis URL names no host"),
         ("redis://127.0.0.1/zero", "the Redis URL's database must be a number, not 'zero'"),
         ("redis://127.0.0.1/X", "the Redis URL's database must be a number, not 'X'"),
+        (
+            "redis://127.0.0.1/0?password=secret",
+            "the Redis URL has a query or fragment: settings travel apart from it",
+        ),
+        (
+            "redis://127.0.0.1/0#x",
+            "the Redis URL has a query or fragment: settings travel apart from it",
+        ),
     ):
         with pytest.raises(ValueError) as refused:
             parse_url(bad)
         assert str(refused.value) == reason
     # the defaults the docstrings promise: a second to connect, five of silence
     client = Redis("redis://127.0.0.1")
-    assert (client.connect_timeout, client.stall_seconds) == (1.0, 5.0)
+    assert (client.connect_timeout, client.stall_seconds, client.max_waiting) == (1.0, 5.0, 1024)
+    with pytest.raises(ValueError, match=r"^the Redis URL names a user but no password"):
+        Redis("redis://me@127.0.0.1")
 
 
 def test_commands_are_encoded_as_resp_arrays() -> None:
@@ -289,17 +311,17 @@ async def test_silence_is_counted_from_the_last_byte_received() -> None:
         connections += 1
         await read_command(reader)
         await read_command(reader)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.2)
         writer.write(b"+FIRST\r\n")
         await writer.drain()
         await reader.read()
 
     async with raw_server(half) as url:
-        client = Redis(url, stall_seconds=0.25)
+        client = Redis(url, stall_seconds=1.0)
         first = asyncio.ensure_future(client.execute("GET", "a"))
         second = asyncio.ensure_future(client.execute("GET", "b"))
         assert await asyncio.wait_for(first, 2) == b"FIRST"
-        await asyncio.sleep(0.1)  # 0.4 s since the commands went out, 0.1 s since a byte came
+        await asyncio.sleep(0.1)  # 1.3 s since the commands went out, 0.1 s since a byte came
         second.cancel()
         with pytest.raises(asyncio.CancelledError):
             await second
@@ -332,15 +354,16 @@ async def test_closing_the_client_hangs_up_and_fails_what_waits(
     before = len(await admin.client_list())
     client = Redis(redis_url)
     assert await client.execute("PING") == b"PONG"
-    assert len(await admin.client_list()) == before + 1
+    await clients_settle_at(admin, before + 1)
     waiting = asyncio.ensure_future(client.execute("BLPOP", unique("never"), 2))
     await asyncio.sleep(0.1)
     await client.aclose()
     with pytest.raises(RedisError, match=r"^the client was closed$"):
         await waiting
-    await asyncio.sleep(0.1)
-    assert len(await admin.client_list()) == before
+    await clients_settle_at(admin, before)
     await client.aclose()  # twice is fine
+    with pytest.raises(RedisError, match=r"^the client is closed$"):
+        await client.execute("PING")
 
 
 async def test_a_command_is_never_queued_on_a_closed_connection(redis_url: str) -> None:
@@ -382,3 +405,50 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
         assert await asyncio.wait_for(client.execute("PING"), 2) == b"PONG"
         assert connections == 2
         await client.aclose()
+
+
+async def test_closing_while_the_connection_opens_keeps_nothing_open() -> None:
+    """A client closed while its connection is still being set up (here: AUTH unanswered)
+    tells its waiting caller so, and the half-open connection is hung up, not kept."""
+    hung_up = asyncio.Event()
+
+    async def mute_auth(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert (await read_command(reader))[0] == b"AUTH"
+        await reader.read()
+        hung_up.set()
+
+    async with raw_server(mute_auth) as url:
+        client = Redis(url, password="pw", connect_timeout=5)
+        waiting = asyncio.ensure_future(client.execute("PING"))
+        await asyncio.sleep(0.2)
+        await client.aclose()
+        with pytest.raises(RedisError, match=r"^the client was closed$"):
+            await asyncio.wait_for(waiting, 2)
+        await asyncio.wait_for(hung_up.wait(), 2)
+        assert client._connection is None
+
+
+async def test_a_redis_that_falls_behind_refuses_more_than_it_may_queue() -> None:
+    """Callers that gave up leave their commands on the connection: past ``max_waiting``
+    a new command fails at once rather than queueing behind them."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with raw_server(silent) as url:
+        client = Redis(url, max_waiting=2, stall_seconds=60)
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.execute("GET", "k"), 0.2)
+        with pytest.raises(RedisError, match=r"^Redis is behind: 2 commands wait already$"):
+            await client.execute("GET", "k")
+        await client.aclose()
+
+
+def test_the_renamed_pool_setting_is_refused_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.settings import Settings
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("ORCHESTRATOR_REDIS_POOL_SIZE", "32")
+    with pytest.raises(ValidationError, match="ORCHESTRATOR_REDIS_MAX_IN_FLIGHT"):
+        Settings()

@@ -13,7 +13,9 @@ A caller that stops waiting (a deadline) leaves its command in place: its reply 
 dropped when it comes, so the callers after it still get their own. A connection that
 breaks fails the commands in flight on it; the next command opens a new one. A connection
 that stays silent while commands wait on it (a peer gone without a word) is dropped once a
-caller gives up after ``stall_seconds`` of silence.
+caller gives up after ``stall_seconds`` of silence. At most ``max_waiting`` commands wait on
+the connection, abandoned ones included: past that, a command fails at once instead of
+queueing behind a Redis that has fallen behind.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def parse_url(url: str) -> Address:
         raise ValueError(f"a Redis URL starts with redis:// or rediss://, not {parts.scheme!r}")
     if not parts.hostname:
         raise ValueError("the Redis URL names no host")
+    if parts.query or parts.fragment:
+        raise ValueError("the Redis URL has a query or fragment: settings travel apart from it")
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"the Redis URL's database must be a number, not {path!r}")
@@ -168,22 +172,33 @@ class Redis:
         password: str | None = None,
         connect_timeout: float = 1.0,
         stall_seconds: float = 5.0,
+        max_waiting: int = 1024,
     ) -> None:
         self.address = parse_url(url)
+        if self.address.username and password is None:
+            raise ValueError("the Redis URL names a user but no password was given for it")
         self._password = password
         self.connect_timeout = connect_timeout
         self.stall_seconds = stall_seconds
+        # commands waiting for their replies, those whose callers gave up included: past
+        # this, a new command fails at once instead of queueing behind them
+        self.max_waiting = max_waiting
         self._connection: _Connection | None = None
         self._opening: asyncio.Future[_Connection] | None = None
+        self._closed = False
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes, int, list or None).
 
         Raises :class:`ReplyError` for an error reply and :class:`RedisError` when Redis
         cannot be reached or the connection breaks before the reply."""
+        if self._closed:
+            raise RedisError("the client is closed")
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()
+        if len(connection.waiting) >= self.max_waiting:
+            raise RedisError(f"Redis is behind: {len(connection.waiting)} commands wait already")
         future = connection.send(encode(args))
         try:
             return await future
@@ -193,6 +208,9 @@ class Redis:
             raise
 
     async def aclose(self) -> None:
+        self._closed = True
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()  # a connection still opening is not kept
         connection, self._connection = self._connection, None
         if connection is not None and not connection.closed:
             connection.abort(RedisError("the client was closed"))
@@ -201,7 +219,15 @@ class Redis:
         # callers arriving while a connection opens share it
         if self._opening is None or self._opening.done():
             self._opening = asyncio.ensure_future(self._open())
-        return await asyncio.shield(self._opening)
+        opening = self._opening
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():
+                # not this caller's cancellation: the client was closed while it opened
+                raise RedisError("the client was closed") from None
+            raise
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -95,7 +95,11 @@ class Runtime:
     def _start_memory(self) -> None:
         s = self.settings
         assert self.pool is not None and self.archive is not None
-        self.redis = redis_client(s.redis_url, password=secret_value(s.redis_password))
+        self.redis = redis_client(
+            s.redis_url,
+            password=secret_value(s.redis_password),
+            max_in_flight=s.redis_max_in_flight,
+        )
         self.working = WorkingMemory(
             self.redis,
             s.working_ttl_seconds,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+import os
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sparkstack_common import ports
 from sparkstack_common.catalog import Catalog
@@ -43,6 +45,15 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         parse_url(value)  # refused at start-up, naming the setting, not at the first turn
         return value
+
+    @model_validator(mode="after")
+    def _renamed(self) -> Settings:
+        if "ORCHESTRATOR_REDIS_POOL_SIZE" in os.environ:  # it would be ignored without a word
+            raise ValueError(
+                "ORCHESTRATOR_REDIS_POOL_SIZE is now ORCHESTRATOR_REDIS_MAX_IN_FLIGHT "
+                "(commands on one pipelined connection)"
+            )
+        return self
 
     # Redis commands in flight at once (on one pipelined connection); a burst beyond them
     # queues, within the working-memory deadline

@@ -46,11 +46,14 @@ class WorkingMemoryUnavailable(RuntimeError):
     """Redis could not be reached or did not answer in time (the tier is skipped)."""
 
 
-def redis_client(url: str, timeout: float = 1.0, password: str | None = None) -> Redis:
-    """A Redis client that fails fast: ``timeout`` seconds to connect (and to authenticate).
-    Commands have no timeout of their own: every call is bounded as a whole by
-    `WorkingMemory` (and a tier's deadline)."""
-    return Redis(url, password=password, connect_timeout=timeout)
+def redis_client(
+    url: str, timeout: float = 1.0, password: str | None = None, max_in_flight: int = 64
+) -> Redis:
+    """A Redis client that fails fast: ``timeout`` seconds to connect (and to authenticate),
+    and at once when ``max_in_flight`` commands already wait for replies (those whose callers
+    gave up included). Commands have no timeout of their own: every call is bounded as a
+    whole by `WorkingMemory` (and a tier's deadline)."""
+    return Redis(url, password=password, connect_timeout=timeout, max_waiting=max_in_flight)
 
 
 class WorkingMemory:
@@ -71,8 +74,8 @@ class WorkingMemory:
         self.ttl_seconds = ttl_seconds
         self.max_messages = max_messages
         self.timeout = timeout
-        # At most this many commands in flight at once (each holds its reply's buffer until
-        # it is read); the rest wait their turn in order, within the deadline.
+        # At most this many callers at once; the rest wait their turn in order, within the
+        # deadline. (The client bounds the commands on the connection, abandoned ones too.)
         self._slots = asyncio.Semaphore(max_concurrency)
         self.observe_wait = observe_wait
 
