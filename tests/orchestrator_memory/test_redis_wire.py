@@ -420,10 +420,16 @@ async def test_closing_while_the_connection_opens_keeps_nothing_open() -> None:
     async with raw_server(mute_auth) as url:
         client = Redis(url, password="pw", connect_timeout=5)
         waiting = asyncio.ensure_future(client.execute("PING"))
+        leaving = asyncio.ensure_future(client.execute("PING"))
         await asyncio.sleep(0.2)
+        assert client._opening is not None
+        # its own caller gives up the moment the opening ends: that cancellation wins
+        client._opening.add_done_callback(lambda _: leaving.cancel())
         await client.aclose()
         with pytest.raises(RedisError, match=r"^the client was closed$"):
             await asyncio.wait_for(waiting, 2)
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
         await asyncio.wait_for(hung_up.wait(), 2)
         assert client._connection is None
 

@@ -166,6 +166,8 @@ class _Connection(asyncio.Protocol):
 class Redis:
     """Commands on one pipelined connection, opened on first use and again after a break."""
 
+    _closed = False  # by aclose: no connection is opened or kept after it
+
     def __init__(
         self,
         url: str,
@@ -185,7 +187,6 @@ class Redis:
         self.max_waiting = max_waiting
         self._connection: _Connection | None = None
         self._opening: asyncio.Future[_Connection] | None = None
-        self._closed = False
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (bytes, int, list or None).
