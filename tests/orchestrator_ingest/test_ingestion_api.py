@@ -53,6 +53,7 @@ from sparkstack_common.ingestion.store import (
     UploadNotFound,
     initial_progress,
 )
+from sparkstack_testing.serve import wait_healthy
 from support import ADMIN_KEY, bearer, free_port, fresh_database, serve_asgi
 
 AUTH = bearer(ADMIN_KEY)
@@ -104,6 +105,9 @@ def settings(ingest_dsn: str, nats_url: str) -> Settings:
 @pytest.fixture(scope="module")
 def base_url(settings: Settings) -> Iterator[str]:
     with serve_asgi(make_app(settings)) as url:
+        # ready once its tables exist: the app creates them after it starts serving, and a
+        # test that counts rows at once would otherwise race it
+        wait_healthy(f"{url}/ready")
         yield url
 
 
@@ -115,7 +119,7 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="module")
 async def pool(ingest_dsn: str, base_url: str) -> AsyncIterator[asyncpg.Pool]:
-    # base_url first: the app created the schema.
+    # base_url first: the app is ready, its schema created.
     pool = await asyncpg.create_pool(ingest_dsn, min_size=1, max_size=4)
     yield pool
     await pool.close()
