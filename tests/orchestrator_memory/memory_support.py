@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -28,3 +29,15 @@ def summary_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> s
     said = re.findall(r"^\[user\] (.*)$", prompt, re.MULTILINE)
     parts = [previous.group(1).removeprefix("Summary: ")] if previous else []
     return "Summary: " + " | ".join(parts + said)
+
+
+async def clients_settle_at(admin: Any, expected: int) -> None:
+    """Valkey counts a connection a moment after it opened or closed: wait (up to 2 s) for
+    ``admin`` (redis-py) to see ``expected`` clients."""
+    count = -1
+    for _ in range(40):
+        count = len(await admin.client_list())
+        if count == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} clients connected, expected {expected}")

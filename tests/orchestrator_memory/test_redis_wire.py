@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
-from memory_support import unique
+from memory_support import clients_settle_at, unique
 from orchestrator.redis_wire import Redis, RedisError, ReplyError, encode, parse_url
 from support import self_signed_certificate
 
@@ -34,17 +34,6 @@ async def raw_server(handler: Handler, **kwargs: object) -> AsyncIterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.close()
-
-
-async def clients_settle_at(admin: aioredis.Redis, expected: int) -> None:
-    """Valkey sees a closed socket a moment after the client closed it: wait for the count."""
-    count = -1
-    for _ in range(40):
-        count = len(await admin.client_list())
-        if count == expected:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{count} clients connected, expected {expected}")
 
 
 async def read_command(reader: asyncio.StreamReader) -> list[bytes]:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from memory_support import unique
+from memory_support import clients_settle_at, unique
 from orchestrator.redis_wire import Redis
 from orchestrator.working_memory import (
     WRITE_SCRIPT,
@@ -21,17 +21,6 @@ from orchestrator.working_memory import (
     redis_client,
 )
 from sparkstack.infra import EmbeddedInfra
-
-
-async def settle(admin: aioredis.Redis, expected: int) -> None:
-    """Valkey counts a connection a moment after it opened or closed: wait for the count."""
-    count = -1
-    for _ in range(40):
-        count = len(await admin.client_list())
-        if count == expected:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{count} clients connected, expected {expected}")
 
 
 def msg(role: str, text: str) -> dict[str, str]:
@@ -122,7 +111,7 @@ async def test_warming_opens_the_connection_and_loads_the_script(
     before = len(await redis.client_list())
     wm = WorkingMemory(client, ttl_seconds=600, max_messages=10)
     await wm.warm()
-    await settle(redis, before + 1)
+    await clients_settle_at(redis, before + 1)
     sha = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
     assert await redis.script_exists(sha) == [True]
 
@@ -229,7 +218,7 @@ async def test_a_burst_beyond_the_bound_queues_instead_of_failing(
     found = await asyncio.gather(*(wm.recent(ws, s, 1) for s in sessions))
     assert [f[0]["content"] for f in found] == sessions
     assert len(waits) >= 400 and max(waits) > 0
-    await settle(redis, before + 1)
+    await clients_settle_at(redis, before + 1)
 
 
 async def test_a_call_cut_off_by_the_timeout_leaves_no_answer_behind(redis_url: str) -> None:
